@@ -1,0 +1,5 @@
+import sys
+
+from studio.main import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""The Qt views over core objects: they show and edit, they compute nothing."""
