@@ -62,6 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("configi-studio: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader (e.g. `| head`) went away; say nothing more.
+        sys.stderr.close()
+        return 0
 
 
 def gui_main() -> int:

@@ -1,0 +1,70 @@
+"""Does a quantized model fit a Mac? Weights plus KV cache against the GPU memory limit.
+
+macOS lets the GPU wire only part of unified memory by default
+(`recommendedMaxWorkingSetSize`, raised with `sysctl iogpu.wired_limit_mb`):
+about two thirds on machines up to 36 GB and three quarters above.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MAC_MEMORY_GB = (64, 96, 128, 192, 256, 512)
+CONTEXT_CHOICES = (4096, 8192, 32768, 65536, 131072, 262144)
+# Activations, the tokenizer and the runtime: a small allowance, not a measurement.
+RUNTIME_OVERHEAD_BYTES = 2 * 10**9
+
+
+def gpu_limit_bytes(mac_gb: int) -> int:
+    fraction = 2 / 3 if mac_gb <= 36 else 3 / 4
+    return int(mac_gb * 2**30 * fraction)
+
+
+def kv_bytes_per_token(text_config: dict, bytes_per_value: int = 2) -> int:
+    """KV cache bytes for one token across all layers, in bf16 by default."""
+    layers = int(text_config.get("num_hidden_layers") or 0)
+    if text_config.get("kv_lora_rank"):  # multi-head latent attention caches the latent
+        width = text_config["kv_lora_rank"] + text_config.get("qk_rope_head_dim", 0)
+        return layers * width * bytes_per_value
+    heads = text_config.get("num_attention_heads") or 1
+    kv_heads = text_config.get("num_key_value_heads") or heads
+    head_dim = text_config.get("head_dim") or (text_config.get("hidden_size", 0) // heads)
+    return 2 * layers * kv_heads * head_dim * bytes_per_value
+
+
+@dataclass(frozen=True)
+class Fit:
+    mac_gb: int
+    context: int
+    weights_bytes: int
+    kv_bytes: int
+    overhead_bytes: int
+    limit_bytes: int
+
+    @property
+    def needed_bytes(self) -> int:
+        return self.weights_bytes + self.kv_bytes + self.overhead_bytes
+
+    @property
+    def fits(self) -> bool:
+        return self.needed_bytes <= self.limit_bytes
+
+    @property
+    def headroom_bytes(self) -> int:
+        return self.limit_bytes - self.needed_bytes
+
+    def sentence(self) -> str:
+        need, limit = self.needed_bytes / 2**30, self.limit_bytes / 2**30
+        verdict = "fits" if self.fits else "does not fit"
+        return (f"{verdict} a {self.mac_gb} GB Mac at {self.context:,} tokens of context: "
+                f"needs {need:.1f} GiB of the {limit:.1f} GiB the GPU may use by default")
+
+    def to_dict(self) -> dict:
+        return {"mac_gb": self.mac_gb, "context": self.context, "weights_bytes": self.weights_bytes,
+                "kv_bytes": self.kv_bytes, "overhead_bytes": self.overhead_bytes,
+                "limit_bytes": self.limit_bytes, "fits": self.fits}
+
+
+def memory_fit(weights_bytes: int, text_config: dict, mac_gb: int = 256, context: int = 32768) -> Fit:
+    return Fit(mac_gb, context, weights_bytes, kv_bytes_per_token(text_config) * context,
+               RUNTIME_OVERHEAD_BYTES, gpu_limit_bytes(mac_gb))

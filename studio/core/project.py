@@ -1,0 +1,56 @@
+"""An open model with a policy: the object the command line and the window share.
+
+Opening does the costly part once (headers, units, source sizes); changing the
+policy only re-decides the units and re-sums their sizes, which takes a few
+milliseconds even for MiniMax-M3.
+"""
+
+from __future__ import annotations
+
+from studio.core.estimate import Estimate, SourceSizes, estimate
+from studio.core.inventory import Inventory, open_model
+from studio.core.memory import Fit, memory_fit
+from studio.core.plan import Plan, make_plan
+from studio.core.policy import Policy, resolve_policy
+from studio.core.units import build_units
+
+
+class Project:
+    def __init__(self, inventory: Inventory, policy: Policy):
+        self.inventory = inventory
+        self.units, self.architecture = build_units(inventory)
+        self._sources: SourceSizes | None = None
+        self.set_policy(policy)
+
+    @classmethod
+    def open(cls, path, policy: str | Policy | None = None) -> "Project":
+        policy = policy if isinstance(policy, Policy) else resolve_policy(policy)
+        return cls(open_model(path), policy)
+
+    def set_policy(self, policy: Policy) -> Estimate:
+        self.policy = policy
+        self.plan: Plan = make_plan(self.inventory, policy, self.units)
+        if self._sources is None:
+            self._sources = SourceSizes(self.plan)
+        self.estimate: Estimate = estimate(self.plan, self._sources)
+        return self.estimate
+
+    @property
+    def num_layers(self) -> int:
+        return self.plan.num_layers
+
+    @property
+    def warnings(self) -> list[str]:
+        warnings = list(self.inventory.warnings)
+        if self.policy.warning:
+            warnings.append(self.policy.warning)
+        return warnings
+
+    def fit(self, mac_gb: int = 256, context: int = 32768) -> Fit:
+        return memory_fit(self.estimate.total_bytes, self.inventory.text_config, mac_gb, context)
+
+    def roles_present(self) -> list[str]:
+        from studio.core.roles import ROLES
+
+        present = {u.role for u in self.units}
+        return [r.key for r in ROLES if r.key in present]

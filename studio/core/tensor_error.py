@@ -1,0 +1,99 @@
+"""How much one quantization setting damages one tensor, before converting anything.
+
+The figure is the relative Frobenius error of a round trip through MLX's own
+kernels: ``||dequantize(quantize(w)) - w||_F / ||w||_F``, computed in float32.
+0 means lossless; 0.01 is 1% of the tensor's energy lost to rounding.
+
+Stacked expert tensors ``[E, out, in]`` are processed a few experts at a time
+so memory stays bounded by one chunk, not by the whole tensor; the combined
+figure is ``sqrt(sum of squared errors / sum of squares)`` over all experts,
+which equals the figure of the whole tensor at once.
+"""
+
+from __future__ import annotations
+
+import math
+
+import mlx.core as mx
+import numpy as np
+
+MODES = ("affine", "mxfp4", "nvfp4", "mxfp8")
+
+# Elements (float32) one chunk of experts may hold; the round trip needs a few
+# copies of it, so this keeps the peak at a few hundred MB whatever E is.
+DEFAULT_CHUNK_ELEMENTS = 32 * 1024 * 1024
+
+
+def _check(w: mx.array, bits: int, group_size: int, mode: str) -> None:
+    # Which bits and group sizes each mode takes is MLX's business: mx.quantize
+    # raises ValueError for a combination it does not support.
+    if mode not in MODES:
+        raise ValueError(f"unknown quantization mode {mode!r}; expected one of {', '.join(MODES)}")
+    if w.ndim < 2:
+        raise ValueError(f"only matrices and stacked matrices quantize; got shape {tuple(w.shape)}")
+    if w.shape[-1] % group_size != 0:
+        raise ValueError(
+            f"input dimension {w.shape[-1]} is not divisible by the group size {group_size}; "
+            "MLX leaves such a tensor unquantized"
+        )
+
+
+def _round_trip_sums(w: mx.array, bits: int, group_size: int, mode: str) -> tuple[mx.array, mx.array]:
+    """Per leading index: (sum of squared errors, sum of squares), float32, lazy."""
+    x = w.astype(mx.float32)
+    parts = mx.quantize(x, group_size=group_size, bits=bits, mode=mode)
+    q, scales = parts[0], parts[1]
+    biases = parts[2] if len(parts) > 2 else None
+    back = mx.dequantize(q, scales, biases, group_size=group_size, bits=bits, mode=mode, dtype=mx.float32)
+    axes = tuple(range(1, x.ndim))
+    return mx.sum(mx.square(back - x), axis=axes), mx.sum(mx.square(x), axis=axes)
+
+
+def _expert_sums(
+    w: mx.array, bits: int, group_size: int, mode: str, chunk_experts: int | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(squared errors, squares) per expert as float64, for [E, out, in]; a 2-D tensor is one expert."""
+    _check(w, bits, group_size, mode)
+    if w.ndim == 2:
+        w = w[None]
+    elif w.ndim > 3:
+        w = w.reshape(-1, *w.shape[-2:])
+    experts = w.shape[0]
+    per_expert = w.shape[1] * w.shape[2]
+    if chunk_experts is None:
+        chunk_experts = max(1, DEFAULT_CHUNK_ELEMENTS // max(per_expert, 1))
+    chunk_experts = max(1, int(chunk_experts))
+    err = np.empty(experts, dtype=np.float64)
+    ref = np.empty(experts, dtype=np.float64)
+    for start in range(0, experts, chunk_experts):
+        stop = min(start + chunk_experts, experts)
+        e, r = _round_trip_sums(w[start:stop], bits, group_size, mode)
+        mx.eval(e, r)
+        err[start:stop] = np.array(e, dtype=np.float64)
+        ref[start:stop] = np.array(r, dtype=np.float64)
+    return err, ref
+
+
+def relative_error(
+    w: mx.array, bits: int, group_size: int, mode: str = "affine", *, chunk_experts: int | None = None
+) -> float:
+    """||dequantize(quantize(w)) - w||_F / ||w||_F in float32 (0.0 for an all-zero tensor).
+
+    ``w`` is ``[out, in]`` or stacked experts ``[E, out, in]``; the latter runs
+    ``chunk_experts`` experts at a time (default: as many as fit in ~128 MB).
+    """
+    err, ref = _expert_sums(w, bits, group_size, mode, chunk_experts)
+    total_ref = float(ref.sum())
+    if total_ref == 0.0:
+        return 0.0
+    return math.sqrt(float(err.sum()) / total_ref)
+
+
+def relative_error_per_expert(
+    w: mx.array, bits: int, group_size: int, mode: str = "affine", *, chunk_experts: int | None = None
+) -> np.ndarray:
+    """The relative error of each expert of ``[E, out, in]`` (float64 array of length E)."""
+    err, ref = _expert_sums(w, bits, group_size, mode, chunk_experts)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.sqrt(np.where(ref > 0, err / np.where(ref > 0, ref, 1.0), 0.0))
+    return out
