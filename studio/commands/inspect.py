@@ -36,6 +36,7 @@ def summary(project: Project) -> dict:
         "source_format": inv.source_format,
         "shards": len(inv.shards),
         "tensors": len(inv.tensors),
+        "header_entries": sum(1 + len(t.companions) for t in inv.tensors),
         "units": len(project.units),
         "layers": num_layers,
         "total_bytes": inv.total_bytes,
@@ -61,7 +62,8 @@ def run(args) -> int:
     print(f"{info['path']}")
     print(f"  architecture  {info['model_type'] or '(none)'}{'' if info['architecture_known'] else ' (unknown)'}")
     print(f"  source format {SOURCE_FORMATS[info['source_format']]}")
-    print(f"  tensors       {info['tensors']:,} in {info['shards']} shard(s), {info['units']:,} units, "
+    print(f"  tensors       {info['tensors']:,} ({info['header_entries']:,} header entries, scales with their "
+          f"weights) in {info['shards']} shard(s), {info['units']:,} units, "
           f"{info['layers']} layers")
     print(f"  size          {human_bytes(info['total_bytes'])}, {info['parameters'] / 1e9:.2f}B parameters\n")
     rows = [[ROLE_BY_KEY[k].label, f"{v['tensors']:,}", f"{v['elements'] / 1e6:,.1f}M", human_bytes(v["bytes"])]

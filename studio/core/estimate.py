@@ -108,8 +108,13 @@ def estimate(plan: Plan, sources: SourceSizes | None = None) -> Estimate:
     by_action: dict[str, int] = defaultdict(int)
     sizes = []
     total = q_bytes = q_elems = elements = 0
+    memo: dict[tuple, int] = {}  # the 57 MoE layers of M3 repeat the same few shapes
     for (unit, decision), src in zip(plan.rows(), sources.unit_source):
-        size = unit_bytes(unit, decision)
+        key = (unit.shape, unit.kind, decision.action, decision.bits, decision.group_size, decision.mode,
+               decision.dtype)
+        size = memo.get(key)
+        if size is None:
+            size = memo[key] = unit_bytes(unit, decision)
         sizes.append(size)
         total += size
         by_role[unit.role] += size

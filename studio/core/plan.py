@@ -80,8 +80,12 @@ def make_plan(inventory: Inventory, policy: Policy, units: list[Unit] | None = N
     num_layers = int(inventory.text_config.get("num_hidden_layers") or 0)
     float_dtype = float_dtype_for(inventory)
     decisions = []
+    chosen: dict[tuple, tuple] = {}  # (role, layer) -> (action, rule): many units share one
     for unit in units:
-        action, rule = policy.decide(unit.role, unit.layer, num_layers)
+        key = (unit.role, unit.layer)
+        if key not in chosen:
+            chosen[key] = policy.decide(unit.role, unit.layer, num_layers)
+        action, rule = chosen[key]
         decisions.append(decide(unit, action, rule, float_dtype))
     return Plan(inventory, units, policy, decisions, float_dtype, num_layers)
 
