@@ -39,9 +39,13 @@ class Architecture:
         if self.model_type == "gpt_oss" and base.endswith("mlp.experts") and leaf.startswith("gate_up_proj"):
             return _split_gate_up(tensor, base, leaf, role, layer)
         if self.model_type == "gpt_oss" and base.endswith("mlp.experts") and leaf.startswith("down_proj"):
-            kind = "module" if leaf == "down_proj" else "tensor"
-            path = f"{base}.down_proj" + ("" if kind == "module" else ".bias")
-            return [Unit(path, role, layer, kind, tensor.shape, (tensor.name,), tensor.dtype)]
+            if leaf == "down_proj":
+                # Hugging Face stores [E, in, out]; mlx-lm's SwitchLinear wants [E, out, in].
+                shape = (tensor.shape[0], tensor.shape[2], tensor.shape[1])
+                return [Unit(f"{base}.down_proj", role, layer, "module", shape, (tensor.name,), tensor.dtype,
+                             "transpose")]
+            return [Unit(f"{base}.down_proj.bias", role, layer, "tensor", tensor.shape, (tensor.name,),
+                         tensor.dtype)]
         if _is_module(role, tensor.shape, leaf):
             return [Unit(base, role, layer, "module", tensor.shape, (tensor.name,), tensor.dtype)]
         return [Unit(name, role, layer, "tensor", tensor.shape, (tensor.name,), tensor.dtype)]
@@ -64,13 +68,20 @@ def _split_kv_b(tensor, base, role, layer, inventory):
 
 
 def _split_gate_up(tensor, base, leaf, role, layer):
-    """gpt-oss fuses gate and up, interleaved row by row; mlx-lm splits them."""
+    """gpt-oss fuses gate and up, interleaved along the output dimension; mlx-lm splits them.
+
+    Hugging Face stores the fused weight input-major, [E, hidden, 2*inter] (gate =
+    [..., ::2], up = [..., 1::2]), and the bias [E, 2*inter]; each output is
+    [E, inter, hidden] (the de-interleaved half, transposed) and [E, inter].
+    """
     from studio.core.units import Unit
 
     is_bias = leaf.endswith("bias")
-    experts, fused = tensor.shape[0], tensor.shape[1]
-    rest = tensor.shape[2:]
-    shape = (experts, fused // 2, *rest)
+    experts = tensor.shape[0]
+    if is_bias:
+        shape = (experts, tensor.shape[-1] // 2)
+    else:
+        shape = (experts, tensor.shape[2] // 2, tensor.shape[1])
     out = []
     for proj, transform, out_role in (("gate_proj", "split_gate", "expert_gate"), ("up_proj", "split_up", "expert_up")):
         path = f"{base}.{proj}" + (".bias" if is_bias else "")
@@ -82,6 +93,7 @@ def _split_gate_up(tensor, base, leaf, role, layer):
 ARCHITECTURES = {
     "minimax_m3_vl": Architecture("minimax_m3_vl"),
     "minimax": Architecture("minimax"),
+    "minimax_m2": Architecture("minimax_m2"),  # the Hub's name for MiniMax-M2.x; mlx-lm maps it to minimax
     "mixtral": Architecture("mixtral"),
     "qwen3_moe": Architecture("qwen3_moe", expert_proj={}),
     "qwen2_moe": Architecture("qwen2_moe", expert_proj={}),
