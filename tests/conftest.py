@@ -7,3 +7,44 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+
+
+# --------------------------------------------------------------------------- model factories
+# Session-scoped, so each model is written once per run. Tests must treat the
+# returned folders as read-only (copy one first to modify it): they are shared.
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def m3_replica_mxfp8(tmp_path_factory):
+    """Header-only MiniMax-M3 as officially released (MXFP8, 90 shards, ~444 GB on paper)."""
+    from factory import write_m3_replica
+
+    return write_m3_replica(tmp_path_factory.mktemp("m3_mxfp8"), "mxfp8")
+
+
+@pytest.fixture(scope="session")
+def m3_replica_bf16(tmp_path_factory):
+    """Header-only MiniMax-M3 in BF16 (~5 GB shards, ~854 GB on paper)."""
+    from factory import write_m3_replica
+
+    return write_m3_replica(tmp_path_factory.mktemp("m3_bf16"), "bf16")
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    """tiny_model(arch, source_format="bf16", shards=2, seed=0) -> Path, built once per session."""
+    from factory import make_tiny_model
+
+    cache = {}
+
+    def build(arch, source_format="bf16", shards=2, seed=0):
+        key = (arch, source_format, shards, seed)
+        if key not in cache:
+            folder = tmp_path_factory.mktemp(f"{arch}-{source_format}-s{shards}-{seed}")
+            cache[key] = make_tiny_model(arch, folder, source_format=source_format,
+                                         seed=seed, shards=shards)
+        return cache[key]
+
+    return build

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from studio.core.errors import StudioError
 from studio.core.estimate import unit_bytes
 from studio.core.plan import decide
-from studio.core.policy import Layers, Policy, Quantize, Rule
+from studio.core.policy import Policy, Quantize
+from studio.core.policy_edit import apply_stroke
 from studio.core.project import Project
 
 BIT_OPTIONS = (2, 3, 4, 5, 6, 8)
@@ -108,18 +109,12 @@ def propose(project: Project, target_bytes: int, cell_errors: dict[Cell, dict[in
             push(heap, cell)
 
     changes = [CellChange(role, layer, current_bits[(role, layer)], bits)
-               for (role, layer), bits in sorted(choice.items(), key=lambda kv: (kv[0][0], kv[0][1] or -1))
+               for (role, layer), bits in sorted(choice.items(), key=lambda kv: (kv[0][0], -1 if kv[0][1] is None else kv[0][1]))
                if bits != current_bits[(role, layer)]]
-    rules = list(project.policy.rules)
-    by_role_bits: dict[tuple[str, int, bool], list[int]] = defaultdict(list)
-    for change in changes:
-        by_role_bits[(change.role, change.new_bits, change.layer is None)].append(change.layer)
-    group = {c: project.plan.decisions[m[0]].group_size for c, m in cells.items()}
-    for (role, bits, outside), layers in sorted(by_role_bits.items()):
-        selector = Layers("none") if outside else Layers("list", items=tuple(sorted(layers)))
-        some_cell = (role, None if outside else layers[0])
-        rules.append(Rule((role,), selector, Quantize(bits, group[some_cell]), note="fit to budget"))
+    group = {cell: project.plan.decisions[members[0]].group_size for cell, members in cells.items()}
+    stroke = {(c.role, c.layer): Quantize(c.new_bits, group[(c.role, c.layer)]) for c in changes}
+    policy = apply_stroke(project.policy, stroke, project.num_layers, note="fit to budget")
     before = sum(error(c, current_bits[c]) for c in cells)
     after = sum(error(c, choice[c]) for c in cells)
-    policy = project.policy.with_rules(rules, name=f"{project.policy.name} (fit to {target_bytes / 1e9:.1f} GB)")
+    policy = policy.with_rules(policy.rules, name=f"{project.policy.name} (fit to {target_bytes / 1e9:.1f} GB)")
     return BudgetProposal(policy, changes, total, target_bytes, before, after)

@@ -60,7 +60,9 @@ class GenerationStats:
 
 
 def format_gb(gb: float) -> str:
-    return f"{gb:.2f} GB" if gb >= 1 else f"{gb * 1000:.0f} MB"
+    if gb >= 1:
+        return f"{gb:.2f} GB"
+    return f"{gb * 1000:.0f} MB" if gb >= 0.01 else f"{gb * 1000:.1f} MB"
 
 
 @dataclass(frozen=True)
@@ -181,8 +183,8 @@ def build_prompt(tokenizer, history: Sequence[Message], system: str | None = Non
 
 def prompt_opens_think(loaded: LoadedModel, prompt: Sequence[int]) -> bool:
     """True if the template already opened a think block, so the reply starts inside it."""
-    start, end = loaded.think_tags
-    tail = loaded.tokenizer.decode(list(prompt[-8:]))
+    start, _ = loaded.think_tags
+    tail = loaded.tokenizer.decode(list(prompt[-(len(start) + 8):]))  # enough even byte by byte
     return tail.rstrip().endswith(start)
 
 
