@@ -62,6 +62,7 @@ def format_report(result) -> str:
         ["KL divergence, mean (nats)", f"{result.kld_mean:.5f}"],
         ["KL divergence, median / p99 / max", f"{result.kld_median:.4f} / {result.kld_p99:.4f} / {result.kld_max:.4f}"],
         ["top-1 agreement", f"{result.top1_agreement:.2%}"],
+        ["reference's mean top-token probability", f"{result.reference_confidence:.2%}"],
         ["tokens scored / windows", f"{result.tokens:,} / {result.windows} x {result.context}"],
     ]
     lines = [
@@ -74,7 +75,8 @@ def format_report(result) -> str:
         f"Verdict: {v.label}. {v.summary}",
     ]
     for f in v.findings:
-        lines += [f"  - {f.name}: {f.value} -> {f.label}", f"    {f.meaning}", f"    {f.rule}"]
+        note = "" if f.counted else " (not counted)"
+        lines += [f"  - {f.name}: {f.value} -> {f.label}{note}", f"    {f.meaning}", f"    {f.rule}"]
     lines += [f"Note: {c}" for c in v.caveats]
     how = "both models in memory" if result.mode == "together" else f"reference cache {result.cache}"
     exact = "exact" if result.kld_exact else "top-k lower bound"

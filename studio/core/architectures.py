@@ -21,6 +21,9 @@ class Architecture:
     expert_proj: dict = field(default_factory=lambda: dict(_W123))
     renames: tuple[tuple[str, str], ...] = ()  # (source substring, output substring)
     stacks_experts: bool = True
+    # Module paths (suffixes) that mlx-lm's model class holds as plain parameters,
+    # not as a Linear it can quantize (DeepSeek's MoEGate router).
+    unquantizable: tuple[str, ...] = ()
 
     def rename(self, name: str) -> str:
         for old, new in self.renames:
@@ -46,7 +49,7 @@ class Architecture:
                              "transpose")]
             return [Unit(f"{base}.down_proj.bias", role, layer, "tensor", tensor.shape, (tensor.name,),
                          tensor.dtype)]
-        if _is_module(role, tensor.shape, leaf):
+        if _is_module(role, tensor.shape, leaf) and not base.endswith(self.unquantizable or ("\0",)):
             return [Unit(base, role, layer, "module", tensor.shape, (tensor.name,), tensor.dtype)]
         return [Unit(name, role, layer, "tensor", tensor.shape, (tensor.name,), tensor.dtype)]
 
@@ -97,8 +100,8 @@ ARCHITECTURES = {
     "mixtral": Architecture("mixtral"),
     "qwen3_moe": Architecture("qwen3_moe", expert_proj={}),
     "qwen2_moe": Architecture("qwen2_moe", expert_proj={}),
-    "deepseek_v3": Architecture("deepseek_v3", expert_proj={}),
-    "deepseek_v2": Architecture("deepseek_v2", expert_proj={}),
+    "deepseek_v3": Architecture("deepseek_v3", expert_proj={}, unquantizable=("mlp.gate",)),
+    "deepseek_v2": Architecture("deepseek_v2", expert_proj={}, unquantizable=("mlp.gate",)),
     "gpt_oss": Architecture("gpt_oss", expert_module="experts", expert_proj={}, stacks_experts=False),
     "llama": Architecture("llama"),
     "qwen3": Architecture("qwen3"),

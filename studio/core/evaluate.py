@@ -48,7 +48,7 @@ Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
 DEFAULT_CONTEXT = 512
 DEFAULT_MAX_TOKENS = 4096
-MIN_TOKENS = 16
+MIN_TOKENS = 2  # one prediction; the verdict warns when few tokens make the figures noisy
 SAMPLE_NAME = "eval_sample.txt"
 
 
@@ -77,6 +77,7 @@ class Finding:
     rule: str  # the rule of thumb it was judged by
     level: int  # 0 near-lossless, 1 good, 2 noticeable, 3 badly damaged
     label: str
+    counted: bool = True  # False when the figure is not meaningful here and left out of the verdict
 
 
 @dataclass
@@ -98,6 +99,9 @@ LEVELS = ("near-lossless", "good", "noticeably damaged", "badly damaged")
 PPL_INCREASE_RULE = (0.01, 0.05, 0.20)  # relative increase: <1%, <5%, <20%, worse
 KLD_RULE = (0.05, 0.15, 0.5)  # nats: <0.05, <0.15, <0.5, worse
 TOP1_RULE = (0.95, 0.90, 0.80)  # agreement: >=95%, >=90%, >=80%, worse
+# Below this mean probability of its own top token the reference is mostly
+# choosing between near-ties, so top-1 agreement measures coin flips, not damage.
+CONFIDENT_REFERENCE = 0.25
 
 
 def _level_up(value: float, bounds: Sequence[float]) -> int:
@@ -124,6 +128,7 @@ class EvalResult:
     context: int
     kld_exact: bool  # False when KL came from a top-k reference cache (a lower bound)
     kld_tail_mass: float | None  # mean reference mass outside the cached top-k
+    reference_confidence: float  # mean probability the reference gives its own top token
     mode: str  # "together" or "cached"
     cache: str  # "none", "written" or "reused"
     output: str
@@ -171,15 +176,24 @@ def make_verdict(r: EvalResult) -> Verdict:
             "Top-1 agreement is how often the output would pick the same most likely next token as "
             "the reference.",
             "Rule of thumb: 95% or more is near-lossless, 90% good, 80% noticeable, below 80% badly damaged.",
-            lvl := _level_down(r.top1_agreement, TOP1_RULE), LEVELS[lvl]),
+            lvl := _level_down(r.top1_agreement, TOP1_RULE), LEVELS[lvl],
+            counted=r.reference_confidence >= CONFIDENT_REFERENCE),
     ]
-    level = max(f.level for f in findings)
-    summary = (f"By these rules of thumb the output looks {LEVELS[level]} next to the reference "
-               f"on this text (judged by its worst figure, the {max(findings, key=lambda f: f.level).name}).")
+    counted = [f for f in findings if f.counted]
+    level = max(f.level for f in counted)
+    worst = [f.name for f in counted if f.level == level]
+    why = ({3: "all three figures agree", 2: "both figures it counts agree"}.get(len(counted), "")
+           if len(worst) == len(counted)
+           else f"judged by its worst figure{'s' if len(worst) > 1 else ''}, the {' and the '.join(worst)}")
+    summary = f"By these rules of thumb the output looks {LEVELS[level]} next to the reference on this text ({why})."
     caveats = [
         f"These are rules of thumb, not promises: they measure agreement with the reference on "
         f"{r.tokens:,} tokens of one text, not reasoning, long context or instruction following.",
     ]
+    if r.reference_confidence < CONFIDENT_REFERENCE:
+        caveats.append(f"The reference is rarely sure of the next token here (its top choice averages "
+                       f"{r.reference_confidence:.1%} probability), so top-1 agreement mostly counts near-ties "
+                       "and is left out of the verdict; trust the KL divergence.")
     if r.tokens < 1000:
         caveats.append(f"Only {r.tokens:,} tokens were scored, so the figures are noisy; use more text "
                        "for a firmer answer.")
@@ -338,11 +352,12 @@ class _Tally:
     """Per-position figures of the output against the reference, window by window."""
 
     def __init__(self):
-        self.nll_ref, self.nll_out, self.kl, self.agree, self.tail = [], [], [], [], []
+        self.nll_ref, self.nll_out, self.kl, self.agree, self.tail, self.conf = [], [], [], [], [], []
         self.per_window: list[WindowStats] = []
 
-    def add(self, start, nll_ref, nll_out, kl, agree, tail=None):
+    def add(self, start, nll_ref, nll_out, kl, agree, ref_top_logprob, tail=None):
         nll_ref, nll_out, kl, agree = (np.array(a, dtype=np.float64) for a in (nll_ref, nll_out, kl, agree))
+        self.conf.append(np.exp(np.array(ref_top_logprob, dtype=np.float64)))
         self.nll_ref.append(nll_ref)
         self.nll_out.append(nll_out)
         self.kl.append(kl)
@@ -365,6 +380,7 @@ class _Tally:
             tokens=int(kl.size),
             windows=len(self.per_window),
             kld_tail_mass=float(np.concatenate(self.tail).mean()) if self.tail else None,
+            reference_confidence=float(np.concatenate(self.conf).mean()),
             per_window=self.per_window,
             per_position_kld=kl.astype(np.float32),
             **info,
@@ -409,6 +425,8 @@ def evaluate(
     ref_label = str(reference) if _is_path(reference) else "the reference model in memory"
     if _is_path(output):
         _check_folder(output, "output")
+    if _is_path(reference):
+        _check_folder(reference, "reference")
 
     # Tokens, from the reference's tokenizer (the output's is the same by construction).
     ref_pair = None if _is_path(reference) else reference
@@ -489,8 +507,9 @@ def _run_together(output, reference, ids, windows, run: _Run) -> _Tally:
         nll_ref, nll_out = lc.nll_of(lp_ref, targets), lc.nll_of(lp_out, targets)
         kl = lc.kl_full(lp_ref, lp_out)
         agree = mx.argmax(lp_ref, axis=-1) == mx.argmax(lp_out, axis=-1)
-        mx.eval(nll_ref, nll_out, kl, agree)
-        tally.add(a, nll_ref, nll_out, kl, agree)
+        top = mx.max(lp_ref, axis=-1)
+        mx.eval(nll_ref, nll_out, kl, agree, top)
+        tally.add(a, nll_ref, nll_out, kl, agree, top)
         del lp_ref, lp_out
         run.tick("together", i + 1, len(windows))
     del ref_model, out_model
@@ -559,11 +578,13 @@ def _run_against_cache(output, cached: lc.ReferenceCache, ids, windows, run: _Ru
         tail = None
         if cached.storage == "full":
             kl = lc.kl_full(stored[0], lp_out)
+            top = mx.max(stored[0], axis=-1)
         else:
             kl, tail = lc.kl_topk(stored[0], stored[1], lp_out)
+            top = mx.max(stored[1], axis=-1)
         agree = argmax_ref == mx.argmax(lp_out, axis=-1).astype(mx.int32)
-        mx.eval(nll_out, kl, agree, *(() if tail is None else (tail,)))
-        tally.add(a, nll_ref, nll_out, kl, agree, tail)
+        mx.eval(nll_out, kl, agree, top, *(() if tail is None else (tail,)))
+        tally.add(a, nll_ref, nll_out, kl, agree, top, tail)
         offset += n
         run.tick("output", i + 1, len(windows))
     del out_model

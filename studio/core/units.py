@@ -38,7 +38,7 @@ class Unit:
     shape: tuple[int, ...]
     sources: tuple[str, ...]
     source_dtype: str
-    transform: str = "copy"  # copy | stack | kv_b_embed_q | kv_b_unembed_out | split_gate | split_up
+    transform: str = "copy"  # copy | stack | kv_b_embed_q | kv_b_unembed_out | split_gate | split_up | transpose
 
     @property
     def elements(self) -> int:

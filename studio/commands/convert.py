@@ -1,0 +1,87 @@
+"""`configi-studio convert MODEL OUT [--policy ...] [--force]`: write an MLX folder, with a progress line."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+
+from studio.core.formatting import human_bytes
+
+
+def configure_parser(parser):
+    parser.add_argument("model", help="source model folder (Hugging Face style or MLX)")
+    parser.add_argument("out", help="output folder; it must not exist unless --force is given")
+    parser.add_argument("--policy", default=None, help="preset name (default config-i) or policy JSON file")
+    parser.add_argument("--force", action="store_true", help="replace an existing output folder once the new one is complete")
+    parser.add_argument("--shard-gb", type=float, default=5.0, help="largest output shard in GB (default 5)")
+
+
+def _format_eta(seconds: float | None) -> str:
+    if seconds is None:
+        return "--:--"
+    seconds = int(seconds)
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60:02d}:{rest % 60:02d}"
+
+
+class ProgressLine:
+    """One line on stderr, rewritten in place: phase, percent, MB/s, ETA, unit."""
+
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stderr
+        self.width = 0
+
+    def __call__(self, p) -> None:
+        percent = 100 * p.fraction
+        text = (f"{p.phase:<9} {percent:5.1f}%  {p.bytes_per_s / 1e6:7.1f} MB/s  ETA {_format_eta(p.eta_s)}  "
+                f"[{p.units_done}/{p.units_total}] {p.unit}")
+        text = text[:150]
+        pad = max(0, self.width - len(text))
+        self.width = len(text)
+        self.stream.write("\r" + text + " " * pad)
+        self.stream.flush()
+
+    def end(self) -> None:
+        if self.width:
+            self.stream.write("\n")
+            self.stream.flush()
+            self.width = 0
+
+
+def run(args) -> int:
+    from studio.core.convert import CancelToken, ConversionCancelled, convert
+    from studio.core.project import Project
+
+    project = Project.open(args.model, args.policy)
+    est = project.estimate
+    print(f"{project.inventory.root} -> {args.out}  (policy {project.policy.name}, "
+          f"{human_bytes(est.total_bytes)}, {est.bpw_quantized:.3f} bpw over quantized weights)", file=sys.stderr)
+    for warning in project.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+
+    cancel = CancelToken()
+    line = ProgressLine()
+
+    def on_interrupt(signum, frame):
+        cancel.cancel()
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C stops at once
+
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    started = time.monotonic()
+    try:
+        result = convert(project, args.out, force=args.force, progress=line, cancel=cancel,
+                         max_shard_bytes=int(args.shard_gb * 1e9))
+    except ConversionCancelled as exc:
+        line.end()
+        print(f"configi-studio: {exc}", file=sys.stderr)
+        return 130
+    finally:
+        line.end()
+        signal.signal(signal.SIGINT, previous)
+    seconds = time.monotonic() - started
+    speed = f"{result.bytes_written / max(seconds, 1e-9) / 1e6:.1f} MB/s"
+    detail = f"{result.resumed_shards} shard(s) resumed" if result.resumed_shards else speed
+    print(f"wrote {result.path}: {human_bytes(result.bytes_written)} of tensor data in {seconds:.1f} s ({detail})")
+    print(f"bpw, quantized weights {est.bpw_quantized:.3f}; bpw, whole model {est.bpw_model:.3f}")
+    return 0

@@ -1,0 +1,86 @@
+"""The output's README.md: where it came from, the policy, the size, and what is not known."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from studio import __version__
+from studio.core.estimate import Estimate
+from studio.core.formatting import human_bytes
+from studio.core.plan import Plan
+from studio.core.roles import ROLE_BY_KEY, ROLES
+
+
+def _layer_ranges(layers: list[int]) -> str:
+    """[0, 1, 2, 5] -> "0-2, 5"."""
+    parts, start = [], None
+    for i, layer in enumerate(layers):
+        if start is None:
+            start = layer
+        if i + 1 == len(layers) or layers[i + 1] != layer + 1:
+            parts.append(str(start) if start == layer else f"{start}-{layer}")
+            start = None
+    return ", ".join(parts)
+
+
+def policy_table(plan: Plan) -> str:
+    """One row per role: which layers got which treatment."""
+    by_role: dict[str, dict[str, set]] = defaultdict(lambda: defaultdict(set))
+    for unit, decision in plan.rows():
+        by_role[unit.role][decision.label()].add(unit.layer)
+    rows = []
+    for role in ROLES:
+        if role.key not in by_role:
+            continue
+        cells = []
+        for label, layers in sorted(by_role[role.key].items(), key=lambda kv: min((x for x in kv[1] if x is not None),
+                                                                                  default=-1)):
+            numbered = sorted(x for x in layers if x is not None)
+            where = []
+            if None in layers:
+                where.append("outside layers")
+            if numbered:
+                where.append(f"layers {_layer_ranges(numbered)}")
+            cells.append(f"{label} ({'; '.join(where)})")
+        rows.append([ROLE_BY_KEY[role.key].label, ", ".join(cells)])
+    lines = ["| Role | Treatment |", "| --- | --- |"]
+    lines += [f"| {name} | {cells} |" for name, cells in rows]
+    return "\n".join(lines)
+
+
+def model_card(plan: Plan, estimate: Estimate, source: str) -> str:
+    inventory = plan.inventory
+    policy = plan.policy
+    lines = [
+        f"# {inventory.root.name}, MLX, {policy.name}",
+        "",
+        f"Converted to MLX by Config-I Studio {__version__} from `{source}` "
+        f"({inventory.model_type or 'unknown architecture'}, source format {inventory.source_format}).",
+        "",
+        "## Policy",
+        "",
+        f"{policy.name}: {policy.description}".rstrip(": "),
+        "",
+        policy_table(plan),
+        "",
+        "The policy file is `configi_policy.json` beside this card; to reproduce:",
+        "",
+        "```",
+        f"configi-studio convert {source} OUT --policy configi_policy.json",
+        "```",
+        "",
+        "## Size",
+        "",
+        "| Figure | Value |",
+        "| --- | --- |",
+        f"| tensor data | {human_bytes(estimate.total_bytes)} ({estimate.total_bytes:,} bytes) |",
+        f"| source tensor data | {human_bytes(estimate.source_bytes)} |",
+        f"| bits per weight, quantized weights | {estimate.bpw_quantized:.3f} |",
+        f"| bits per weight, whole model (as mlx-lm counts it) | {estimate.bpw_model:.3f} |",
+        "",
+        "## Quality",
+        "",
+        "Not evaluated.",
+        "",
+    ]
+    return "\n".join(lines)

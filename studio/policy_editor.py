@@ -1,0 +1,311 @@
+"""The policy editor: brush palette, the layers-by-roles grid, and the rules list.
+
+Pick a brush (keys 2-8, K keep, F f16, D drop; S or Esc to select) and drag over
+the grid. Every stroke, row or column set, preset and file load is one undo
+step on the controller's QUndoStack.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtWidgets import (QButtonGroup, QComboBox, QFileDialog, QHBoxLayout, QLabel, QMenu, QMessageBox,
+                               QPushButton, QSplitter, QToolButton, QVBoxLayout, QWidget)
+
+from studio import settings
+from studio.core.errors import StudioError
+from studio.core.policy import MODES, PRESET_NAMES, Drop, Keep, Quantize, load_policy_file, load_preset
+from studio.core.policy_edit import apply_stroke, set_column, set_row
+from studio.views import item_roles
+from studio.views.icons import icon
+from studio.views.palette import action_colour, text_on
+from studio.views.policy_grid import PolicyGridModel, PolicyGridView
+from studio.views.rules_view import RulesView
+
+# (label, key, tool): tool is bits for a quantize brush, a Keep/Drop action, or None for select.
+TOOLS = (("select", "S", None), ("2", "2", 2), ("3", "3", 3), ("4", "4", 4), ("5", "5", 5), ("6", "6", 6),
+         ("8", "8", 8), ("keep", "K", Keep()), ("f16", "F", Keep("float16")), ("drop", "D", Drop()))
+
+
+class PolicyEditor(QWidget):
+    def __init__(self, controller, parent=None):
+        super().__init__(parent)
+        self.controller = controller
+        self.grid_model = PolicyGridModel(controller, self)
+        self.grid = PolicyGridView()
+        self.grid.setModel(self.grid_model)
+        self.rules = RulesView()
+        self._base = None  # the policy when the current stroke began
+
+        self.preset = QComboBox(toolTip="Start from a preset (Config-I is the role-aware default)")
+        for name in PRESET_NAMES:
+            self.preset.addItem(name, name)
+        self.preset.activated.connect(lambda _: self.apply_preset(self.preset.currentData()))
+        reset = QPushButton(icon("reset"), "Reset", toolTip="Back to the chosen preset")
+        reset.clicked.connect(lambda: self.apply_preset(self.preset.currentData()))
+        load = QPushButton(icon("open"), "Load…", toolTip="Load a policy file (.json)")
+        load.clicked.connect(self.load_dialog)
+        save = QPushButton(icon("save"), "Save…", toolTip="Save this policy to a file (Ctrl+S)")
+        save.clicked.connect(self.save_dialog)
+        self.undo_action = controller.undo_stack.createUndoAction(self, "Undo")
+        self.undo_action.setShortcut(QKeySequence.StandardKey.Undo)
+        self.undo_action.setIcon(icon("undo"))
+        self.redo_action = controller.undo_stack.createRedoAction(self, "Redo")
+        self.redo_action.setShortcuts([QKeySequence("Ctrl+Shift+Z"), QKeySequence.StandardKey.Redo])
+        self.redo_action.setIcon(icon("redo"))
+        undo_button, redo_button = QToolButton(), QToolButton()
+        undo_button.setDefaultAction(self.undo_action)
+        redo_button.setDefaultAction(self.redo_action)
+
+        top = QHBoxLayout()
+        top.addWidget(QLabel("Preset:"))
+        top.addWidget(self.preset)
+        top.addWidget(reset)
+        top.addSpacing(12)
+        top.addWidget(load)
+        top.addWidget(save)
+        top.addStretch(1)
+        top.addWidget(undo_button)
+        top.addWidget(redo_button)
+
+        self.tools = QButtonGroup(self)
+        self.tools.setExclusive(True)
+        brushes = QHBoxLayout()
+        brushes.setSpacing(2)
+        brushes.addWidget(QLabel("Brush:"))
+        for i, (label, key, tool) in enumerate(TOOLS):
+            button = QToolButton(text=label, checkable=True, autoRaise=False)
+            button.setMinimumWidth(40 if len(label) > 2 else 30)
+            button.setToolTip(self._tool_tip(label, key, tool))
+            if tool is not None:
+                colour = action_colour(self._action(tool, 64, "affine"))
+                button.setStyleSheet(f"QToolButton {{ background: {colour.name()}; color: {text_on(colour).name()};"
+                                     f" border: 1px solid #777; border-radius: 3px; padding: 2px 6px; }}"
+                                     f" QToolButton:checked {{ border: 3px solid palette(highlight); }}")
+            self.tools.addButton(button, i)
+            brushes.addWidget(button)
+            action = QAction(self, shortcut=QKeySequence(key))
+            action.setShortcutContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+            action.triggered.connect(lambda _=False, b=button: b.click())
+            self.addAction(action)
+        escape = QAction(self, shortcut=QKeySequence(Qt.Key.Key_Escape))
+        escape.setShortcutContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+        escape.triggered.connect(lambda: self.tools.button(0).click())
+        self.addAction(escape)
+        self.tools.idClicked.connect(self._tool_chosen)
+        self.group_size = QComboBox(toolTip="Group size of painted quantize values")
+        self.mode = QComboBox(toolTip="Quantization mode of painted values (mx/nv modes fix the bits)")
+        for mode in MODES:
+            self.mode.addItem(mode, mode)
+        self.mode.currentIndexChanged.connect(self._mode_changed)
+        self.group_size.currentIndexChanged.connect(lambda _: self._update_brush())
+        brushes.addSpacing(10)
+        brushes.addWidget(QLabel("Group:"))
+        brushes.addWidget(self.group_size)
+        brushes.addWidget(QLabel("Mode:"))
+        brushes.addWidget(self.mode)
+        brushes.addStretch(1)
+
+        hint = QLabel("Pick a brush, then drag over cells. Shift-click paints a rectangle; right-click a row or "
+                      "column header to set all of it. With Select, a click shows that cell's tensors.")
+        hint.setWordWrap(True)
+        hint.setEnabled(False)
+
+        splitter = QSplitter(Qt.Orientation.Vertical)
+        splitter.addWidget(self.grid)
+        splitter.addWidget(self.rules)
+        splitter.setStretchFactor(0, 3)
+        splitter.setStretchFactor(1, 1)
+        self.splitter = splitter
+
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addLayout(top)
+        layout.addLayout(brushes)
+        layout.addWidget(hint)
+        layout.addWidget(splitter, 1)
+
+        self.grid.stroke_moved.connect(self._stroke_moved)
+        self.grid.stroke_finished.connect(self._stroke_finished)
+        self.grid.hovered_rule.connect(self.rules.highlight)
+        self.grid.cell_clicked.connect(controller.cell_selected.emit)
+        self.grid.header_action.connect(self._header_menu)
+        controller.project_changed.connect(self._project_changed)
+        controller.policy_changed.connect(self._policy_changed)
+        controller.unit_selected.connect(self.show_unit)
+
+        mode = settings.get(settings.PAINT_MODE)
+        self.mode.setCurrentIndex(max(0, self.mode.findData(mode)))
+        self._mode_changed()
+        self.group_size.setCurrentIndex(max(0, self.group_size.findData(settings.get(settings.PAINT_GROUP_SIZE))))
+        self.tools.button(0).setChecked(True)
+
+    # ----- brushes -----
+
+    @staticmethod
+    def _tool_tip(label, key, tool) -> str:
+        if tool is None:
+            return f"Select: click a cell to show its tensors ({key} or Esc)"
+        if isinstance(tool, int):
+            return f"Paint {tool}-bit quantization (key {key})"
+        return f"Paint {tool.label()} (key {key})"
+
+    @staticmethod
+    def _action(tool, group_size: int, mode: str):
+        if isinstance(tool, int):
+            if mode == "affine":
+                return Quantize(tool, group_size, "affine")
+            return Quantize(MODES[mode]["bits"][0], MODES[mode]["group_sizes"][0], mode)
+        return tool
+
+    def _mode_changed(self) -> None:
+        mode = self.mode.currentData()
+        current = self.group_size.currentData()
+        self.group_size.blockSignals(True)
+        self.group_size.clear()
+        for size in MODES[mode]["group_sizes"]:
+            self.group_size.addItem(str(size), size)
+        self.group_size.setCurrentIndex(max(0, self.group_size.findData(current if current else 64)))
+        self.group_size.blockSignals(False)
+        self._update_brush()
+
+    def _tool_chosen(self, _id: int) -> None:
+        self._update_brush()
+
+    def _update_brush(self) -> None:
+        tool_id = self.tools.checkedId()
+        tool = TOOLS[tool_id][2] if tool_id >= 0 else None
+        mode, size = self.mode.currentData(), self.group_size.currentData() or 64
+        self.grid.brush = None if tool is None else self._action(tool, size, mode)
+        self.grid.setCursor(Qt.CursorShape.ArrowCursor if tool is None else Qt.CursorShape.CrossCursor)
+        settings.put(settings.PAINT_MODE, mode)
+        settings.put(settings.PAINT_GROUP_SIZE, size)
+
+    def set_brush(self, key: str) -> None:
+        """Choose a brush by its key ("2".."8", "K", "F", "D", "S")."""
+        for i, (_, tool_key, _) in enumerate(TOOLS):
+            if tool_key == key.upper():
+                self.tools.button(i).click()
+                return
+        raise KeyError(key)
+
+    # ----- strokes and sets -----
+
+    def _stroke_moved(self, stroke: dict) -> None:
+        if self._base is None:
+            self._base = self.controller.policy
+        self.controller.preview(apply_stroke(self._base, stroke, self.controller.num_layers))
+
+    def _stroke_finished(self, stroke: dict, rect: tuple) -> None:
+        base = self._base if self._base is not None else self.controller.policy
+        self._base = None
+        after = apply_stroke(base, stroke, self.controller.num_layers)
+        self.controller.policy = base
+        if after is base:
+            self.controller.set_policy(base, rect)
+            return
+        cells = len(stroke)
+        self.controller.replace_policy(after, f"paint {cells} cell{'s' if cells != 1 else ''}", rect=rect)
+
+    def _header_menu(self, kind: str, target) -> None:
+        menu = QMenu(self)
+        what = f"layer {target}" if kind == "row" and target is not None else \
+            "outside layers" if kind == "row" else target
+        menu.addSection(f"Set all of {what} to")
+        mode, size = self.mode.currentData(), self.group_size.currentData() or 64
+        for label, _, tool in TOOLS[1:]:
+            action = self._action(tool, size, mode)
+            menu.addAction(action.label(), lambda a=action: self.set_all(kind, target, a))
+        from PySide6.QtGui import QCursor
+        menu.popup(QCursor.pos())
+        self._menu = menu
+
+    def set_all(self, kind: str, target, action) -> None:
+        model, n = self.grid_model, self.controller.num_layers
+        if kind == "row":
+            row = model.layers.index(target)
+            roles = [r for c, r in enumerate(model.roles) if model.has_units(row, c)]
+            policy = set_row(self.controller.policy, target, roles, action, n)
+            rect = (row, 0, row, len(model.roles) - 1)
+        else:
+            policy = set_column(self.controller.policy, target, action, n)
+            col = model.roles.index(target)
+            rect = (0, col, len(model.layers) - 1, col)
+        self.controller.replace_policy(policy, f"set {kind} to {action.label()}", rect=rect)
+
+    # ----- presets and files -----
+
+    def apply_preset(self, name: str) -> None:
+        try:
+            policy = load_preset(name)
+        except StudioError as exc:
+            QMessageBox.warning(self, "Preset", str(exc))
+            return
+        self.controller.replace_policy(policy, f"preset {name}", source=name)
+        settings.put(settings.LAST_POLICY, name)
+
+    def load_policy(self, path: str) -> bool:
+        try:
+            policy = load_policy_file(path)
+        except StudioError as exc:
+            QMessageBox.warning(self, "Load policy", str(exc))
+            return False
+        self.controller.replace_policy(policy, f"load {Path(path).name}", source=Path(path).name)
+        settings.put(settings.LAST_POLICY, str(path))
+        settings.put(settings.LAST_POLICY_DIR, str(Path(path).parent))
+        return True
+
+    def save_policy(self, path: str) -> bool:
+        policy = self.controller.policy
+        try:
+            policy.save(path)
+        except OSError as exc:
+            QMessageBox.warning(self, "Save policy", f"Cannot save the policy to {path}: {exc.strerror}.")
+            return False
+        self.controller.set_source(Path(path).name)
+        settings.put(settings.LAST_POLICY, str(path))
+        settings.put(settings.LAST_POLICY_DIR, str(Path(path).parent))
+        return True
+
+    def load_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Load policy", settings.get(settings.LAST_POLICY_DIR),
+                                              "Policy files (*.json)")
+        if path:
+            self.load_policy(path)
+
+    def save_dialog(self) -> None:
+        if self.controller.policy is None:
+            return
+        path, _ = QFileDialog.getSaveFileName(self, "Save policy", settings.get(settings.LAST_POLICY_DIR),
+                                              "Policy files (*.json)")
+        if path:
+            self.save_policy(path if path.endswith(".json") else path + ".json")
+
+    # ----- following the controller -----
+
+    def _project_changed(self, project) -> None:
+        self.grid_model.set_project(project)
+        self.rules.rules.set_policy(self.controller.policy)
+        if project is not None:
+            name = self.controller.policy_source
+            index = self.preset.findData(name)
+            if index >= 0:
+                self.preset.setCurrentIndex(index)
+
+    def _policy_changed(self, policy, rect) -> None:
+        self.grid_model.changed(rect)
+        self.rules.rules.set_policy(policy)
+
+    def show_unit(self, unit: int) -> None:
+        project = self.controller.project
+        if project is None:
+            return
+        u = project.units[unit]
+        layer = u.layer if u.layer is not None and u.layer < project.num_layers else None
+        index = self.grid_model.index_of(u.role, layer)
+        if index.isValid():
+            self.grid.setCurrentIndex(index)
+            self.grid.scrollTo(index)
+            self.rules.highlight(index.data(item_roles.RULE_INDEX))

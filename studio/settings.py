@@ -1,0 +1,70 @@
+"""Every settings key the window uses, declared once with its type and default.
+
+Values live in QSettings under the application's organization and name, so a
+test that sets its own names (or `QSettings.setPath` to a temporary folder)
+never touches the user's settings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from PySide6.QtCore import QByteArray, QSettings
+
+ORGANIZATION = "ConfigI"
+APPLICATION = "Config-I Studio"
+MAX_RECENT = 8
+
+
+@dataclass(frozen=True)
+class Key:
+    name: str
+    type: type
+    default: object
+    doc: str = ""
+
+
+WINDOW_GEOMETRY = Key("window/geometry", QByteArray, QByteArray(), "main window geometry")
+WINDOW_STATE = Key("window/state", QByteArray, QByteArray(), "dock and toolbar layout")
+RECENT_MODELS = Key("models/recent", list, [], "recently opened model folders, newest first")
+LAST_POLICY = Key("policy/last", str, "", "preset name or policy file last used")
+LAST_POLICY_DIR = Key("policy/dir", str, "", "folder of the last saved or loaded policy file")
+MAC_GB = Key("fit/mac_gb", int, 256, "Mac memory for the fit gauge, GB")
+CONTEXT = Key("fit/context", int, 32768, "context length for the fit gauge, tokens")
+OUTPUT_DIR = Key("convert/output_dir", str, "", "last output folder")
+PAINT_GROUP_SIZE = Key("paint/group_size", int, 64, "group size of painted quantize values")
+PAINT_MODE = Key("paint/mode", str, "affine", "mode of painted quantize values")
+
+KEYS = (WINDOW_GEOMETRY, WINDOW_STATE, RECENT_MODELS, LAST_POLICY, LAST_POLICY_DIR, MAC_GB, CONTEXT,
+        OUTPUT_DIR, PAINT_GROUP_SIZE, PAINT_MODE)
+
+
+def store() -> QSettings:
+    return QSettings()
+
+
+def get(key: Key):
+    value = store().value(key.name, key.default)
+    if value is None:
+        return key.default
+    try:
+        if key.type is list:
+            if isinstance(value, str):
+                return [value]
+            return [str(v) for v in value]
+        if key.type is QByteArray:
+            return value if isinstance(value, QByteArray) else QByteArray(value)
+        return key.type(value)
+    except (TypeError, ValueError):
+        return key.default
+
+
+def put(key: Key, value) -> None:
+    store().setValue(key.name, value)
+
+
+def add_recent(path: str) -> list[str]:
+    recent = [p for p in get(RECENT_MODELS) if p != path]
+    recent = [path, *recent][:MAX_RECENT]
+    put(RECENT_MODELS, recent)
+    return recent

@@ -1,0 +1,80 @@
+"""`run_app(args)`: create the application, open a model (or the start page), run or screenshot."""
+
+from __future__ import annotations
+
+import os
+import sys
+from importlib import resources
+from pathlib import Path
+
+from studio.core.errors import StudioError
+
+
+def demo_model_path() -> Path | None:
+    path = Path(str(resources.files("studio") / "resources" / "demo_model"))
+    return path if (path / "config.json").exists() else None
+
+
+def _application():
+    from PySide6.QtWidgets import QApplication
+
+    from studio import settings
+
+    app = QApplication.instance()
+    if app is None:
+        app = QApplication(sys.argv[:1])
+    if not app.organizationName():
+        app.setOrganizationName(settings.ORGANIZATION)
+    if not app.applicationName() or app.applicationName() == Path(sys.argv[0]).stem:
+        app.setApplicationName(settings.APPLICATION)
+    app.setApplicationDisplayName("Config-I Studio")
+    return app
+
+
+def build_window(model: str | None, policy: str | None):
+    """The main window with `model` (or the demo model, or the start page) open."""
+    from studio.views.main_window import MainWindow
+
+    window = MainWindow()
+    path = model or (str(demo_model_path()) if demo_model_path() else None)
+    if path:
+        if model and not Path(model).exists():
+            raise StudioError(f"{model} does not exist.")
+        window.open_model(path, policy, raise_errors=True)
+    return window
+
+
+def screenshot(window, path: str) -> None:
+    from PySide6.QtWidgets import QApplication
+
+    window.resize(1600, 1000)
+    window.show()
+    for _ in range(5):
+        QApplication.processEvents()
+    window.controller.flush()
+    QApplication.processEvents()
+    image = window.grab()
+    if not image.save(path):
+        raise StudioError(f"cannot write the screenshot to {path}.")
+
+
+def run_app(args) -> int:
+    shot = getattr(args, "screenshot", None)
+    if shot and "QT_QPA_PLATFORM" not in os.environ:
+        os.environ["QT_QPA_PLATFORM"] = "offscreen"
+    app = _application()
+    from studio.views.theme import apply_theme
+
+    own_app = not getattr(app, "_studio_themed", False)
+    if own_app:
+        apply_theme(app)
+        app._studio_themed = True
+        app.styleHints().colorSchemeChanged.connect(lambda _: apply_theme(app))
+    window = build_window(getattr(args, "model", None), getattr(args, "policy", None))
+    if shot:
+        screenshot(window, shot)
+        window.shutdown()
+        window.deleteLater()
+        return 0
+    window.show()
+    return app.exec()

@@ -1,0 +1,189 @@
+"""The convert panel: output folder, Convert/Cancel, progress, and "Chat with it"."""
+
+from __future__ import annotations
+
+import copy
+import functools
+import importlib
+from pathlib import Path
+
+from PySide6.QtCore import Signal
+from PySide6.QtWidgets import (QCheckBox, QFileDialog, QHBoxLayout, QLabel, QLineEdit, QMessageBox, QProgressBar,
+                               QPushButton, QVBoxLayout, QWidget)
+
+from studio import settings
+from studio.core.formatting import human_bytes
+from studio.views.icons import icon
+from studio.worker import Worker
+
+
+def _convert_module():
+    try:
+        return importlib.import_module("studio.core.convert")
+    except ImportError:
+        return None
+
+
+def _duration(seconds) -> str:
+    if seconds is None or seconds != seconds or seconds < 0:
+        return "—"
+    seconds = int(seconds)
+    if seconds >= 3600:
+        return f"{seconds // 3600}h {seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m {seconds % 60:02d}s"
+
+
+class ConvertPanel(QWidget):
+    chat_requested = Signal(str)
+    conversion_finished = Signal(object)  # ConvertResult
+    conversion_stopped = Signal(str)      # the reason (cancelled or the error's sentence)
+
+    def __init__(self, controller, parent=None):
+        super().__init__(parent)
+        self.controller = controller
+        self.worker: Worker | None = None
+        self.result = None
+        self.quiet = False  # tests: no message boxes
+
+        self.output = QLineEdit(placeholderText="Output folder for the MLX model")
+        self.output.setToolTip("Where the converted MLX model is written (a new folder)")
+        browse = QPushButton(icon("folder"), "Choose…", toolTip="Choose the output folder")
+        browse.clicked.connect(self.choose_output)
+        self.force = QCheckBox("Overwrite", toolTip="Replace the output folder if it already holds a model")
+        self.convert_button = QPushButton(icon("convert"), "Convert", toolTip="Convert with this policy (Ctrl+Enter)")
+        self.convert_button.clicked.connect(self.start)
+        self.cancel_button = QPushButton(icon("cancel"), "Cancel", toolTip="Stop after the current tensor")
+        self.cancel_button.clicked.connect(self.cancel)
+        self.cancel_button.setEnabled(False)
+        self.chat_button = QPushButton(icon("chat"), "Chat with it", toolTip="Open the converted model in the chat")
+        self.chat_button.clicked.connect(lambda: self.result and self.chat_requested.emit(str(self.result.path)))
+        self.chat_button.setVisible(False)
+        self.bar = QProgressBar(textVisible=True)
+        self.bar.setRange(0, 1000)
+        self.bar.setValue(0)
+        self.status = QLabel("Choose an output folder and press Convert.")
+        self.status.setWordWrap(True)
+
+        row = QHBoxLayout()
+        row.addWidget(QLabel("Output:"))
+        row.addWidget(self.output, 1)
+        row.addWidget(browse)
+        row.addWidget(self.force)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.convert_button)
+        buttons.addWidget(self.cancel_button)
+        buttons.addWidget(self.bar, 1)
+        buttons.addWidget(self.chat_button)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(6, 6, 6, 6)
+        layout.addLayout(row)
+        layout.addLayout(buttons)
+        layout.addWidget(self.status)
+        layout.addStretch(1)
+        controller.project_changed.connect(self._project_changed)
+
+    @property
+    def busy(self) -> bool:
+        return self.worker is not None and self.worker.isRunning()
+
+    def _project_changed(self, project) -> None:
+        if project is None or self.busy:
+            return
+        source = Path(project.inventory.root)
+        if source is not None:
+            self.output.setText(str(source.parent / f"{source.name}-configi-mlx"))
+        self.result = None
+        self.chat_button.setVisible(False)
+        self.bar.setValue(0)
+        self.status.setText("Choose an output folder and press Convert.")
+
+    def choose_output(self) -> None:
+        start = self.output.text() or settings.get(settings.OUTPUT_DIR)
+        path = QFileDialog.getExistingDirectory(self, "Output folder", str(Path(start).parent) if start else "")
+        if path:
+            self.output.setText(path)
+
+    def _message(self, title: str, text: str) -> None:
+        if not self.quiet:
+            QMessageBox.warning(self, title, text)
+
+    def start(self) -> bool:
+        if self.busy or self.controller.project is None:
+            return False
+        module = _convert_module()
+        if module is None or not hasattr(module, "convert"):
+            self._message("Convert", "The converter is not available in this build.")
+            return False
+        out = self.output.text().strip()
+        if not out:
+            self._message("Convert", "Choose an output folder first.")
+            return False
+        self.controller.flush()
+        snapshot = copy.copy(self.controller.project)  # later policy edits must not reach the running plan
+        fn = functools.partial(module.convert, snapshot, out, force=self.force.isChecked())
+        token = module.CancelToken() if hasattr(module, "CancelToken") else None
+        cancelled = (module.ConversionCancelled,) if hasattr(module, "ConversionCancelled") else ()
+        self.worker = Worker(fn, token=token, cancelled_errors=cancelled, interval_s=0.1, parent=self)
+        self.worker.progress.connect(self._progress)
+        self.worker.succeeded.connect(self._succeeded)
+        self.worker.failed.connect(self._failed)
+        self.worker.cancelled.connect(self._cancelled)
+        settings.put(settings.OUTPUT_DIR, out)
+        self.result = None
+        self.chat_button.setVisible(False)
+        self.convert_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        self.bar.setValue(0)
+        self.status.setText(f"Converting to {out} …")
+        self.worker.start()
+        return True
+
+    def cancel(self) -> None:
+        if self.busy:
+            self.worker.cancel()
+            self.cancel_button.setEnabled(False)
+            self.status.setText("Cancelling after the current tensor …")
+
+    def _progress(self, p) -> None:
+        total = getattr(p, "bytes_total", 0) or 0
+        done = getattr(p, "bytes_done", 0) or 0
+        if total:
+            self.bar.setValue(int(1000 * done / total))
+        units = f"{getattr(p, 'units_done', 0)}/{getattr(p, 'units_total', 0)} units"
+        speed = getattr(p, "bytes_per_s", 0) or 0
+        phase = getattr(p, "phase", "") or ""
+        unit = getattr(p, "unit", "") or ""
+        self.status.setText(f"{phase.capitalize()} {unit}\n{units}, {human_bytes(done)} of {human_bytes(total)}, "
+                            f"{human_bytes(speed)}/s, about {_duration(getattr(p, 'eta_s', None))} left")
+
+    def _finish(self) -> None:
+        self.convert_button.setEnabled(True)
+        self.cancel_button.setEnabled(False)
+        if self.worker is not None:
+            self.worker.wait()
+
+    def _succeeded(self, result) -> None:
+        self._finish()
+        self.result = result
+        self.bar.setValue(1000)
+        resumed = getattr(result, "resumed_shards", 0)
+        extra = f", {resumed} shard(s) resumed" if resumed else ""
+        self.status.setText(f"Done: {human_bytes(result.bytes_written)} written to {result.path} "
+                            f"in {_duration(result.seconds)}{extra}.")
+        self.chat_button.setVisible(True)
+        self.conversion_finished.emit(result)
+
+    def _failed(self, message: str) -> None:
+        self._finish()
+        self.status.setText(f"Failed: {message}")
+        self._message("Conversion failed", message)
+        self.conversion_stopped.emit(message)
+
+    def _cancelled(self, message: str) -> None:
+        self._finish()
+        self.status.setText(f"Cancelled: {message}")
+        self.conversion_stopped.emit(message)
+
+    def shutdown(self) -> None:
+        if self.worker is not None:
+            self.worker.stop()

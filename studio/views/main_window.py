@@ -1,0 +1,274 @@
+"""The main window: docks around the policy editor, menus, shortcuts, status bar."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import QEvent, Qt, QTimer
+from PySide6.QtGui import QAction, QGuiApplication, QKeySequence
+from PySide6.QtWidgets import (QApplication, QDockWidget, QFileDialog, QLabel, QMainWindow, QMessageBox,
+                               QStackedWidget, QTabWidget)
+
+from studio import settings
+from studio.core.errors import StudioError
+from studio.core.project import Project
+from studio.policy_editor import PolicyEditor
+from studio.views.controller import ProjectController
+from studio.views.convert_panel import ConvertPanel
+from studio.views.icons import icon
+from studio.views.optional import LazyPanel
+from studio.views.size_panel import SizePanel
+from studio.views.start_page import StartPage
+from studio.views.tensor_tree import TensorTreePanel
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.setWindowTitle("Config-I Studio")
+        self.setWindowIcon(icon("app", "#333333"))
+        self.controller = ProjectController(self)
+        c = self.controller
+
+        self.editor = PolicyEditor(c)
+        self.tree = TensorTreePanel()
+        self.size = SizePanel()
+        self.convert = ConvertPanel(c)
+        self.chat = LazyPanel("studio.chat", "ChatPane", "Chat")
+        self.evaluate = LazyPanel("studio.views.eval_panel", "EvalPanel", "Evaluation")
+        self.start = StartPage()
+
+        self.tabs = QTabWidget(documentMode=True)
+        self.tabs.addTab(self.editor, icon("reset"), "Policy")
+        self.tabs.addTab(self.chat, icon("chat"), "Chat")
+        self.tabs.addTab(self.evaluate, icon("evaluate"), "Evaluate")
+        self.tabs.currentChanged.connect(self._tab_changed)
+        self.stack = QStackedWidget()
+        self.stack.addWidget(self.start)
+        self.stack.addWidget(self.tabs)
+        self.setCentralWidget(self.stack)
+
+        self.docks = {}
+        for name, title, widget, area in (
+                ("tensors", "Tensors", self.tree, Qt.DockWidgetArea.LeftDockWidgetArea),
+                ("size", "Size and fit", self.size, Qt.DockWidgetArea.RightDockWidgetArea),
+                ("convert", "Convert", self.convert, Qt.DockWidgetArea.RightDockWidgetArea)):
+            dock = QDockWidget(title, self, objectName=f"dock_{name}")
+            dock.setWidget(widget)
+            dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable
+                             | QDockWidget.DockWidgetFeature.DockWidgetFloatable
+                             | QDockWidget.DockWidgetFeature.DockWidgetClosable)
+            self.addDockWidget(area, dock)
+            self.docks[name] = dock
+        self.resizeDocks([self.docks["tensors"], self.docks["size"]], [540, 400], Qt.Orientation.Horizontal)
+        self.resizeDocks([self.docks["size"], self.docks["convert"]], [640, 170], Qt.Orientation.Vertical)
+
+        self.model_label = QLabel()
+        self.policy_label = QLabel()
+        self.statusBar().addWidget(self.model_label, 1)
+        self.statusBar().addPermanentWidget(self.policy_label)
+
+        self._tree_timer = QTimer(self, singleShot=True, interval=150)
+        self._tree_timer.timeout.connect(self.tree.policy_updated)
+        self._actions()
+        self._connect()
+        self._show_start()
+        geometry = settings.get(settings.WINDOW_GEOMETRY)
+        if not geometry.isEmpty():
+            self.restoreGeometry(geometry)
+        else:
+            self.resize(1600, 1000)
+        state = settings.get(settings.WINDOW_STATE)
+        if not state.isEmpty():
+            self.restoreState(state)
+
+    # ----- wiring -----
+
+    def _actions(self) -> None:
+        def action(text, slot, shortcut=None, icon_name=None, tip=None):
+            a = QAction(text, self)
+            if shortcut:
+                a.setShortcuts(shortcut if isinstance(shortcut, list) else [QKeySequence(shortcut)])
+            if icon_name:
+                a.setIcon(icon(icon_name))
+            a.setToolTip(tip or text)
+            a.triggered.connect(slot)
+            return a
+
+        self.open_action = action("&Open model…", self.open_dialog, QKeySequence.StandardKey.Open, "open",
+                                  "Open a model folder (Ctrl+O)")
+        self.save_action = action("&Save policy…", self.editor.save_dialog, QKeySequence.StandardKey.Save, "save",
+                                  "Save the policy to a file (Ctrl+S)")
+        self.load_action = action("&Load policy…", self.editor.load_dialog, None, "open")
+        self.convert_action = action("&Convert", self.start_conversion,
+                                     [QKeySequence("Ctrl+Return"), QKeySequence("Ctrl+Enter")], "convert",
+                                     "Convert with this policy (Ctrl+Enter)")
+        quit_action = action("&Quit", self.close, QKeySequence.StandardKey.Quit)
+        undo, redo = self.editor.undo_action, self.editor.redo_action
+        self.addAction(undo)
+        self.addAction(redo)
+
+        file_menu = self.menuBar().addMenu("&File")
+        file_menu.addAction(self.open_action)
+        self.recent_menu = file_menu.addMenu("Open &recent")
+        file_menu.addSeparator()
+        file_menu.addAction(self.load_action)
+        file_menu.addAction(self.save_action)
+        file_menu.addSeparator()
+        file_menu.addAction(quit_action)
+        edit_menu = self.menuBar().addMenu("&Edit")
+        edit_menu.addAction(undo)
+        edit_menu.addAction(redo)
+        model_menu = self.menuBar().addMenu("&Model")
+        model_menu.addAction(self.convert_action)
+        view_menu = self.menuBar().addMenu("&View")
+        for dock in self.docks.values():
+            view_menu.addAction(dock.toggleViewAction())
+
+        toolbar = self.addToolBar("Main")
+        toolbar.setObjectName("toolbar_main")
+        toolbar.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        for a in (self.open_action, self.save_action, undo, redo, self.convert_action):
+            toolbar.addAction(a)
+        self._refresh_recent()
+
+    def _connect(self) -> None:
+        c = self.controller
+        c.project_changed.connect(self._project_changed)
+        c.estimate_changed.connect(self._estimate_changed)
+        c.policy_named.connect(self._policy_named)
+        c.cell_selected.connect(self.tree.show_cell)
+        self.tree.unit_selected.connect(c.unit_selected.emit)
+        self.start.open_requested.connect(self.open_dialog)
+        self.start.recent_chosen.connect(self.open_model)
+        self.convert.chat_requested.connect(self.open_chat)
+        self.convert.conversion_finished.connect(self._converted)
+
+    # ----- models -----
+
+    def open_dialog(self) -> None:
+        recent = settings.get(settings.RECENT_MODELS)
+        path = QFileDialog.getExistingDirectory(self, "Open model folder", recent[0] if recent else "")
+        if path:
+            self.open_model(path)
+
+    def open_model(self, path: str, policy=None, *, raise_errors: bool = False) -> bool:
+        if self.convert.busy:
+            QMessageBox.information(self, "Open model", "Wait for the conversion to finish or cancel it first.")
+            return False
+        spec = policy if policy is not None else (settings.get(settings.LAST_POLICY) or None)
+        QApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)
+        try:
+            try:
+                project = Project.open(path, spec)
+            except StudioError as exc:
+                if policy is None and spec:  # a stale remembered policy must not block opening
+                    project = Project.open(path, None)
+                    spec = None
+                else:
+                    raise exc
+        except StudioError as exc:
+            QApplication.restoreOverrideCursor()
+            if raise_errors:
+                raise
+            QMessageBox.warning(self, "Open model", str(exc))
+            return False
+        QApplication.restoreOverrideCursor()
+        source = spec if isinstance(spec, str) and spec else project.policy.name
+        self.set_project(project, Path(source).name if source.endswith(".json") else source)
+        settings.add_recent(str(Path(path).resolve()))
+        self._refresh_recent()
+        return True
+
+    def set_project(self, project: Project, source: str = "") -> None:
+        self.controller.set_project(project, source)
+
+    def _project_changed(self, project) -> None:
+        self.tree.set_project(project)
+        self.size.set_project(project)
+        if project is None:
+            self._show_start()
+            return
+        self.stack.setCurrentWidget(self.tabs)
+        for dock in self.docks.values():
+            dock.show()
+        inv = project.inventory
+        warnings = project.warnings
+        self.model_label.setText(f"{inv.root.name} · {inv.config.get('model_type', '?')} · {inv.source_format} · "
+                                 f"{project.num_layers} layers · {len(project.units):,} units · "
+                                 f"{len(inv.tensors):,} tensors" + (f" · ⚠ {len(warnings)} warning(s)" if warnings else ""))
+        self.model_label.setToolTip("\n".join(warnings) if warnings else str(inv.root))
+        self.setWindowTitle(f"{inv.root.name} — Config-I Studio")
+
+    def _estimate_changed(self, estimate) -> None:
+        self.size.update_estimate(estimate)
+        # The tree's ~400 column-range dataChanged signals cost tens of ms on M3:
+        # during a drag they follow at a slower pace than the size panel.
+        if not self._tree_timer.isActive():
+            self._tree_timer.start()
+
+    def _policy_named(self, name: str) -> None:
+        self.policy_label.setText(f"Policy: {name}")
+
+    def _show_start(self) -> None:
+        self.stack.setCurrentWidget(self.start)
+        for dock in self.docks.values():
+            dock.hide()
+        self.start.set_recent(settings.get(settings.RECENT_MODELS))
+
+    def _refresh_recent(self) -> None:
+        self.recent_menu.clear()
+        recent = settings.get(settings.RECENT_MODELS)
+        for path in recent:
+            self.recent_menu.addAction(path, lambda p=path: self.open_model(p))
+        self.recent_menu.setEnabled(bool(recent))
+        self.start.set_recent(recent)
+
+    # ----- convert, chat, evaluate -----
+
+    def start_conversion(self) -> None:
+        if self.controller.project is None:
+            return
+        self.docks["convert"].show()
+        self.docks["convert"].raise_()
+        self.convert.start()
+
+    def _converted(self, result) -> None:
+        self.statusBar().showMessage(f"Converted to {result.path}", 10000)
+
+    def open_chat(self, path: str) -> None:
+        self.tabs.setCurrentWidget(self.chat)
+        pane = self.chat.widget()
+        if pane is not None and hasattr(pane, "open_model"):
+            pane.open_model(path)
+
+    def _tab_changed(self, index: int) -> None:
+        widget = self.tabs.widget(index)
+        if isinstance(widget, LazyPanel):
+            widget.widget()
+
+    # ----- theme and closing -----
+
+    def changeEvent(self, event):
+        if event.type() == QEvent.Type.PaletteChange:
+            self.tree.model.set_palette(self.palette())
+            self.size.apply_palette(self.palette())
+        super().changeEvent(event)
+
+    def closeEvent(self, event):
+        if self.convert.busy:
+            answer = QMessageBox.question(self, "Quit", "A conversion is running. Cancel it and quit?")
+            if answer != QMessageBox.StandardButton.Yes:
+                event.ignore()
+                return
+        self.shutdown()
+        settings.put(settings.WINDOW_GEOMETRY, self.saveGeometry())
+        settings.put(settings.WINDOW_STATE, self.saveState())
+        super().closeEvent(event)
+
+    def shutdown(self) -> None:
+        """Stop every thread the window owns (cooperatively) and wait for it."""
+        self._tree_timer.stop()
+        self.convert.shutdown()
+        self.chat.shutdown()
+        self.evaluate.shutdown()

@@ -1,0 +1,327 @@
+"""The policy grid: layers (rows, plus one row outside the layers) by roles (columns).
+
+`PolicyGridModel` is a thin table over the controller's policy: a cell shows
+what the policy decides for that role in that layer, coloured by bits. While a
+stroke is painted the model overlays the stroke (`preview`); the view turns a
+whole stroke into one undo command and one dataChanged for its rectangle.
+"""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPoint, QRect, Qt, Signal
+from PySide6.QtGui import QBrush, QColor, QFont, QPainter, QPen
+from PySide6.QtWidgets import QHeaderView, QMenu, QStyledItemDelegate, QTableView
+
+from studio.core.formatting import human_bytes
+from studio.core.policy import Quantize
+from studio.core.roles import ROLE_BY_KEY
+from studio.views import item_roles
+from studio.views.palette import action_colour, action_short, role_colour, text_on
+
+SHORT = {
+    "embedding": "Emb", "lm_head": "Head", "attn_q": "Q", "attn_k": "K", "attn_v": "V", "attn_o": "O",
+    "attn_qkv": "QKV", "attn_q_a": "Q-a", "attn_q_b": "Q-b", "attn_kv_a": "KV-a", "attn_kv_b": "KV-b",
+    "expert_gate": "E\ngate", "expert_up": "E\nup", "expert_gate_up": "E\ng+u", "expert_down": "E\ndown",
+    "shared_gate": "S\ngate", "shared_up": "S\nup", "shared_down": "S\ndown", "mlp_gate": "M\ngate",
+    "mlp_up": "M\nup", "mlp_down": "M\ndown", "router": "Rtr", "router_bias": "R\nbias", "indexer": "Idx",
+    "norm": "Norm", "vision": "Vis", "mtp": "MTP", "other": "Other",
+}
+
+
+class PolicyGridModel(QAbstractTableModel):
+    def __init__(self, controller, parent=None):
+        super().__init__(parent)
+        self.controller = controller
+        self.roles: list[str] = []
+        self.layers: list[int | None] = []
+        self.cells: dict[tuple[str, int | None], list[int]] = {}
+        self.preview: dict[tuple[str, int | None], object] = {}
+        self._bold = QFont()
+        self._bold.setBold(True)
+
+    def set_project(self, project) -> None:
+        self.beginResetModel()
+        self.preview = {}
+        self.cells = {}
+        if project is None:
+            self.roles, self.layers = [], []
+        else:
+            self.roles = project.roles_present()
+            self.layers = [None, *range(project.num_layers)]
+            for i, unit in enumerate(project.units):
+                layer = unit.layer if unit.layer is not None and unit.layer < project.num_layers else None
+                self.cells.setdefault((unit.role, layer), []).append(i)
+        self.endResetModel()
+
+    # ----- lookup -----
+
+    def cell(self, index: QModelIndex) -> tuple[str, int | None]:
+        return self.roles[index.column()], self.layers[index.row()]
+
+    def index_of(self, role: str, layer: int | None) -> QModelIndex:
+        if role not in self.roles or layer not in self.layers:
+            return QModelIndex()
+        return self.index(self.layers.index(layer), self.roles.index(role))
+
+    def has_units(self, row: int, col: int) -> bool:
+        return (self.roles[col], self.layers[row]) in self.cells
+
+    def action(self, role: str, layer: int | None):
+        key = (role, layer)
+        if key in self.preview:
+            return self.preview[key], None
+        return self.controller.policy.decide(role, layer, self.controller.num_layers)
+
+    # ----- Qt -----
+
+    def rowCount(self, parent=QModelIndex()):
+        return 0 if parent.isValid() else len(self.layers)
+
+    def columnCount(self, parent=QModelIndex()):
+        return 0 if parent.isValid() else len(self.roles)
+
+    def flags(self, index):
+        if not index.isValid():
+            return Qt.ItemFlag.NoItemFlags
+        if not self.has_units(index.row(), index.column()):
+            return Qt.ItemFlag.NoItemFlags
+        return Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable
+
+    def headerData(self, section, orientation, role=Qt.ItemDataRole.DisplayRole):
+        if orientation == Qt.Orientation.Horizontal:
+            if section >= len(self.roles):
+                return None
+            key = self.roles[section]
+            if role == Qt.ItemDataRole.DisplayRole:
+                return SHORT.get(key, key)
+            if role == Qt.ItemDataRole.ToolTipRole:
+                return f"{ROLE_BY_KEY[key].label}\nRight-click to set the whole column"
+            if role == item_roles.ROLE_KEY:
+                return key
+            return None
+        if section >= len(self.layers):
+            return None
+        layer = self.layers[section]
+        if role == Qt.ItemDataRole.DisplayRole:
+            return "out" if layer is None else str(layer)
+        if role == Qt.ItemDataRole.ToolTipRole:
+            where = "Units outside the layers (embeddings, lm_head, final norm, vision)" if layer is None \
+                else f"Layer {layer}"
+            return f"{where}\nRight-click to set the whole row"
+        if role == item_roles.LAYER:
+            return layer
+        return None
+
+    def data(self, index, role=Qt.ItemDataRole.DisplayRole):
+        if not index.isValid() or self.controller.policy is None:
+            return None
+        key = self.cell(index)
+        present = key in self.cells
+        if role == item_roles.HAS_UNITS:
+            return present
+        if role == item_roles.ROLE_KEY:
+            return key[0]
+        if role == item_roles.LAYER:
+            return key[1]
+        if not present:
+            return None
+        action, rule = self.action(*key)
+        if role == Qt.ItemDataRole.DisplayRole:
+            return action_short(action)
+        if role == Qt.ItemDataRole.BackgroundRole:
+            return action_colour(action)
+        if role == Qt.ItemDataRole.ForegroundRole:
+            return text_on(action_colour(action))
+        if role == Qt.ItemDataRole.TextAlignmentRole:
+            return int(Qt.AlignmentFlag.AlignCenter)
+        if role == Qt.ItemDataRole.FontRole and key in self.preview:
+            return self._bold
+        if role == item_roles.ACTION:
+            return action
+        if role == item_roles.RULE_INDEX:
+            return rule
+        if role == Qt.ItemDataRole.ToolTipRole:
+            return self._tooltip(key, action, rule)
+        return None
+
+    def _tooltip(self, key, action, rule) -> str:
+        role, layer = key
+        project = self.controller.project
+        units = self.cells[key]
+        where = "outside the layers" if layer is None else f"layer {layer}"
+        lines = [f"{ROLE_BY_KEY[role].label}, {where}: {action.label()}"]
+        if rule is not None:
+            lines.append(f"decided by rule {rule + 1}: {self.controller.policy.rules[rule].label()}")
+        if isinstance(action, Quantize) and not any(project.units[i].kind == "module" for i in units):
+            lines.append("these tensors cannot be quantized; they stay as they are")
+        size = sum(project.estimate.unit_bytes[i] for i in units)
+        lines.append(f"{len(units)} unit(s), {human_bytes(size)} after conversion")
+        return "\n".join(lines)
+
+    def changed(self, rect=None) -> None:
+        """One dataChanged for a rectangle (r0, c0, r1, c1), or for the whole grid."""
+        if not self.layers or not self.roles:
+            return
+        r0, c0, r1, c1 = rect if rect else (0, 0, len(self.layers) - 1, len(self.roles) - 1)
+        self.dataChanged.emit(self.index(r0, c0), self.index(r1, c1))
+
+
+class CellDelegate(QStyledItemDelegate):
+    """Cells drawn flat in their bits colour; cells with no units hatched; the current cell outlined."""
+
+    def paint(self, painter: QPainter, option, index):
+        rect = option.rect.adjusted(1, 1, -1, -1)
+        if not index.data(item_roles.HAS_UNITS):
+            painter.fillRect(rect, QBrush(QColor(128, 128, 128, 40), Qt.BrushStyle.BDiagPattern))
+            return
+        painter.fillRect(rect, index.data(Qt.ItemDataRole.BackgroundRole))
+        painter.setPen(index.data(Qt.ItemDataRole.ForegroundRole))
+        font = index.data(Qt.ItemDataRole.FontRole)
+        if font is not None:
+            painter.setFont(font)
+        painter.drawText(rect, Qt.AlignmentFlag.AlignCenter, index.data(Qt.ItemDataRole.DisplayRole) or "")
+        if option.state & option.state.State_Selected:
+            pen = QPen(option.palette.highlight().color(), 3)
+            painter.setPen(pen)
+            painter.drawRect(rect.adjusted(1, 1, -1, -1))
+
+
+class RoleHeader(QHeaderView):
+    """Column headers with a strip of the role's colour above the short name."""
+
+    def __init__(self, parent=None):
+        super().__init__(Qt.Orientation.Horizontal, parent)
+        self.setSectionsClickable(True)
+        self.setMinimumHeight(2 * self.fontMetrics().height() + 14)
+
+    def paintSection(self, painter, rect, logical):
+        super().paintSection(painter, rect, logical)
+        key = self.model().headerData(logical, Qt.Orientation.Horizontal, item_roles.ROLE_KEY) if self.model() else None
+        if key:
+            painter.fillRect(QRect(rect.x() + 2, rect.y() + 1, rect.width() - 4, 5), role_colour(key))
+
+
+class PolicyGridView(QTableView):
+    """Paint with the mouse: press and drag paints the cells passed over, shift-click
+    paints the rectangle from the last clicked cell. With the select tool a click
+    selects a cell instead."""
+
+    stroke_finished = Signal(object, object)    # {(role, layer): action}, (r0, c0, r1, c1)
+    stroke_moved = Signal(object)             # the stroke so far
+    cell_clicked = Signal(object, object)     # (role, layer) with the select tool
+    hovered_rule = Signal(object)             # rule index under the mouse, or None
+    header_action = Signal(str, object)       # ("row", layer) or ("column", role): show a menu
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.brush = None  # an Action, or None for the select tool
+        self._stroke: dict[tuple[int, int], object] = {}
+        self._last: tuple[int, int] | None = None
+        self._anchor: tuple[int, int] | None = None
+        self.setHorizontalHeader(RoleHeader(self))
+        self.setItemDelegate(CellDelegate(self))
+        self.setMouseTracking(True)
+        self.setShowGrid(False)
+        self.setSelectionMode(QTableView.SelectionMode.SingleSelection)
+        self.setEditTriggers(QTableView.EditTrigger.NoEditTriggers)
+        self.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        self.horizontalHeader().setMinimumSectionSize(38)
+        self.horizontalHeader().setDefaultSectionSize(40)
+        self.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
+        self.verticalHeader().setDefaultSectionSize(20)
+        self.verticalHeader().setMinimumWidth(34)
+        for header, kind in ((self.horizontalHeader(), "column"), (self.verticalHeader(), "row")):
+            header.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+            header.customContextMenuRequested.connect(lambda pos, h=header, k=kind: self._header_menu(h, k, pos))
+
+    def grid(self) -> PolicyGridModel:
+        return self.model()
+
+    # ----- painting strokes -----
+
+    def _cell_at(self, pos: QPoint) -> tuple[int, int] | None:
+        index = self.indexAt(pos)
+        if not index.isValid():
+            return None
+        return index.row(), index.column()
+
+    def _add(self, cells) -> None:
+        model = self.grid()
+        fresh = False
+        for row, col in cells:
+            if model.has_units(row, col) and (row, col) not in self._stroke:
+                self._stroke[(row, col)] = self.brush
+                model.preview[model.roles[col], model.layers[row]] = self.brush
+                model.dataChanged.emit(model.index(row, col), model.index(row, col))
+                fresh = True
+        if fresh:
+            self.stroke_moved.emit(self.stroke())
+
+    def stroke(self) -> dict:
+        model = self.grid()
+        return {(model.roles[c], model.layers[r]): a for (r, c), a in self._stroke.items()}
+
+    @staticmethod
+    def _line(a, b):
+        (r0, c0), (r1, c1) = a, b
+        steps = max(abs(r1 - r0), abs(c1 - c0), 1)
+        return [(round(r0 + (r1 - r0) * t / steps), round(c0 + (c1 - c0) * t / steps)) for t in range(steps + 1)]
+
+    def mousePressEvent(self, event):
+        cell = self._cell_at(event.position().toPoint())
+        if event.button() != Qt.MouseButton.LeftButton or cell is None:
+            return super().mousePressEvent(event)
+        self.setCurrentIndex(self.model().index(*cell))
+        if self.brush is None:
+            self.cell_clicked.emit(*self.grid().cell(self.model().index(*cell)))
+            self._anchor = cell
+            return
+        self._stroke = {}
+        if event.modifiers() & Qt.KeyboardModifier.ShiftModifier and self._anchor is not None:
+            (r0, c0), (r1, c1) = self._anchor, cell
+            self._add((r, c) for r in range(min(r0, r1), max(r0, r1) + 1) for c in range(min(c0, c1), max(c0, c1) + 1))
+        else:
+            self._add([cell])
+            self._anchor = cell
+        self._last = cell
+
+    def mouseMoveEvent(self, event):
+        cell = self._cell_at(event.position().toPoint())
+        if self._last is not None and event.buttons() & Qt.MouseButton.LeftButton:
+            if cell is not None and cell != self._last:
+                self._add(self._line(self._last, cell))
+                self._last = cell
+            return
+        if cell is not None:
+            self.hovered_rule.emit(self.model().index(*cell).data(item_roles.RULE_INDEX))
+        super().mouseMoveEvent(event)
+
+    def mouseReleaseEvent(self, event):
+        if self._last is None:
+            return super().mouseReleaseEvent(event)
+        self._last = None
+        stroke, cells = self.stroke(), list(self._stroke)
+        self._stroke = {}
+        self.grid().preview = {}
+        if cells:
+            rows = [r for r, _ in cells]
+            cols = [c for _, c in cells]
+            self.stroke_finished.emit(stroke, (min(rows), min(cols), max(rows), max(cols)))
+
+    def leaveEvent(self, event):
+        self.hovered_rule.emit(None)
+        super().leaveEvent(event)
+
+    def _header_menu(self, header: QHeaderView, kind: str, pos: QPoint) -> None:
+        section = header.logicalIndexAt(pos)
+        if section < 0:
+            return
+        model = self.grid()
+        target = model.roles[section] if kind == "column" else model.layers[section]
+        self.header_action.emit(kind, target)
+
+    def menu_at(self, menu: QMenu, header: QHeaderView, pos: QPoint) -> None:
+        menu.popup(header.mapToGlobal(pos))
+
+    def cell_rect(self, role, layer) -> QRect:
+        return self.visualRect(self.grid().index_of(role, layer))

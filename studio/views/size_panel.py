@@ -1,0 +1,205 @@
+"""The live size panel: totals and bits per weight, bars by role and by layer, memory fit.
+
+Plot items are created once per project and updated in place with setOpts, so a
+drag that changes the estimate thirty times a second costs three small updates.
+"""
+
+from __future__ import annotations
+
+import pyqtgraph as pg
+from PySide6.QtCore import QRectF, Qt, Signal
+from PySide6.QtGui import QColor, QPainter, QPalette
+from PySide6.QtWidgets import QComboBox, QGridLayout, QHBoxLayout, QLabel, QSizePolicy, QVBoxLayout, QWidget
+
+from studio import settings
+from studio.core.formatting import human_bytes
+from studio.core.memory import CONTEXT_CHOICES, MAC_MEMORY_GB
+from studio.core.roles import ROLE_BY_KEY
+from studio.views.palette import role_colour, tint
+from studio.views.policy_grid import SHORT
+
+GB = 1e9
+
+
+class FitGauge(QWidget):
+    """A bar: weights, KV cache and overhead against the memory the GPU may use."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.fit = None
+        self.setMinimumHeight(26)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+
+    def set_fit(self, fit) -> None:
+        self.fit = fit
+        self.setToolTip(fit.sentence() if fit else "")
+        self.update()
+
+    def paintEvent(self, event):
+        painter = QPainter(self)
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+        rect = QRectF(self.rect()).adjusted(1, 3, -1, -3)
+        palette = self.palette()
+        painter.fillRect(rect, tint(palette.color(QPalette.ColorRole.Text), palette.color(QPalette.ColorRole.Base), 0.08))
+        fit = self.fit
+        if fit is None:
+            return
+        scale = max(fit.needed_bytes, fit.limit_bytes) * 1.05
+        x = rect.left()
+        for value, colour in ((fit.weights_bytes, "#0072B2"), (fit.kv_bytes, "#E69F00"), (fit.overhead_bytes, "#999999")):
+            width = rect.width() * value / scale
+            painter.fillRect(QRectF(x, rect.top(), width, rect.height()), QColor(colour))
+            x += width
+        limit_x = rect.left() + rect.width() * fit.limit_bytes / scale
+        painter.setPen(pg.mkPen("#009E73" if fit.fits else "#D55E00", width=3))
+        painter.drawLine(int(limit_x), int(rect.top() - 2), int(limit_x), int(rect.bottom() + 2))
+
+
+class SizePanel(QWidget):
+    fit_changed = Signal(object)
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.project = None
+        self.updates = 0
+
+        self.total = self._figure("—")
+        self.total_caption = self._caption("output size")
+        self.bpw_q = self._figure("—")
+        self.bpw_q_caption = self._caption("bits per weight, quantized weights")
+        self.bpw_m = self._figure("—")
+        self.bpw_m_caption = self._caption("bits per weight, whole model (mlx-lm)")
+        self.total.setToolTip("Exact bytes the converter will write, against the source checkpoint")
+        self.bpw_q.setToolTip("8 × bytes of the quantized weights / their elements (the figure model cards quote)")
+        self.bpw_m.setToolTip("8 × all bytes written / all parameters (mlx-lm's compute_bits_per_weight)")
+        figures = QGridLayout()
+        for col, (fig, cap) in enumerate(((self.total, self.total_caption), (self.bpw_q, self.bpw_q_caption),
+                                          (self.bpw_m, self.bpw_m_caption))):
+            figures.addWidget(fig, 0, col)
+            figures.addWidget(cap, 1, col)
+
+        self.role_plot = pg.PlotWidget()
+        self.role_plot.setMenuEnabled(False)
+        self.role_plot.setMouseEnabled(False, False)
+        self.role_plot.hideButtons()
+        self.role_plot.setLabel("bottom", "GB (outline: source)")
+        self.role_plot.getAxis("left").setWidth(56)
+        self.role_plot.setToolTip("Output size by role (filled) against the source (outline)")
+        self.source_bars = pg.BarGraphItem(x0=[], y=[], height=0.7, width=[], brush=None, pen=pg.mkPen("#888888"))
+        self.role_bars = pg.BarGraphItem(x0=[], y=[], height=0.5, width=[], brushes=[], pen=None)
+        self.role_plot.addItem(self.source_bars)
+        self.role_plot.addItem(self.role_bars)
+
+        self.layer_plot = pg.PlotWidget()
+        self.layer_plot.setMenuEnabled(False)
+        self.layer_plot.setMouseEnabled(False, False)
+        self.layer_plot.hideButtons()
+        self.layer_plot.setLabel("bottom", "layer")
+        self.layer_plot.setLabel("left", "GB")
+        self.layer_plot.getAxis("left").setWidth(56)
+        self.layer_plot.setToolTip("Output size by layer")
+        self.layer_bars = pg.BarGraphItem(x=[], height=[], width=0.8, brush="#21918C", pen=None)
+        self.layer_plot.addItem(self.layer_bars)
+
+        self.mac = QComboBox(toolTip="Unified memory of the Mac to run on")
+        for gb in MAC_MEMORY_GB:
+            self.mac.addItem(f"{gb} GB Mac", gb)
+        self.context = QComboBox(toolTip="Context length (KV cache in bf16)")
+        for tokens in CONTEXT_CHOICES:
+            self.context.addItem(f"{tokens // 1024}K context", tokens)
+        self.mac.setCurrentIndex(max(0, self.mac.findData(settings.get(settings.MAC_GB))))
+        self.context.setCurrentIndex(max(0, self.context.findData(settings.get(settings.CONTEXT))))
+        self.mac.currentIndexChanged.connect(self._fit_choice)
+        self.context.currentIndexChanged.connect(self._fit_choice)
+        self.gauge = FitGauge()
+        self.fit_text = QLabel(wordWrap=True)
+        fit_row = QHBoxLayout()
+        fit_row.addWidget(QLabel("Memory fit:"))
+        fit_row.addWidget(self.mac)
+        fit_row.addWidget(self.context)
+        fit_row.addStretch(1)
+
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(6, 6, 6, 6)
+        layout.addLayout(figures)
+        layout.addLayout(fit_row)
+        layout.addWidget(self.gauge)
+        layout.addWidget(self.fit_text)
+        layout.addWidget(self.role_plot, 3)
+        layout.addWidget(self.layer_plot, 2)
+        self.apply_palette(self.palette())
+
+    @staticmethod
+    def _figure(text: str) -> QLabel:
+        label = QLabel(text, objectName="figure")
+        label.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        return label
+
+    @staticmethod
+    def _caption(text: str) -> QLabel:
+        label = QLabel(text, objectName="figureCaption", wordWrap=True)
+        label.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        return label
+
+    def apply_palette(self, palette: QPalette) -> None:
+        background = palette.color(QPalette.ColorRole.Base)
+        foreground = palette.color(QPalette.ColorRole.Text)
+        for plot in (self.role_plot, self.layer_plot):
+            plot.setBackground(background)
+            for name in ("left", "bottom"):
+                plot.getAxis(name).setPen(foreground)
+                plot.getAxis(name).setTextPen(foreground)
+
+    def set_project(self, project) -> None:
+        self.project = project
+        if project is None:
+            return
+        roles = [r for r in project.roles_present()]
+        self._roles = roles
+        ys = list(range(len(roles)))
+        brushes = [pg.mkBrush(role_colour(r)) for r in roles]
+        self.role_bars.setOpts(x0=[0] * len(roles), y=ys, width=[0] * len(roles), brushes=brushes)
+        self.source_bars.setOpts(x0=[0] * len(roles), y=ys,
+                                 width=[project.estimate.by_role_source.get(r, 0) / GB for r in roles])
+        axis = self.role_plot.getAxis("left")
+        axis.setTicks([[(i, SHORT.get(r, r).replace(chr(10), ' ')) for i, r in enumerate(roles)]])
+        self.role_plot.getViewBox().invertY(True)
+        self.role_plot.setYRange(-0.6, len(roles) - 0.4, padding=0)
+        self._layers = sorted(k for k in project.estimate.by_layer if k is not None)
+        self.layer_bars.setOpts(x=self._layers, height=[0] * len(self._layers))
+        self.update_estimate(project.estimate)
+
+    def update_estimate(self, estimate) -> None:
+        if self.project is None:
+            return
+        self.updates += 1
+        ratio = estimate.total_bytes / estimate.source_bytes if estimate.source_bytes else 0
+        self.total.setText(human_bytes(estimate.total_bytes))
+        self.total_caption.setText(f"output, {ratio:.0%} of the {human_bytes(estimate.source_bytes)} source")
+        self.bpw_q.setText(f"{estimate.bpw_quantized:.3f}")
+        self.bpw_m.setText(f"{estimate.bpw_model:.3f}")
+        widths = [estimate.by_role.get(r, 0) / GB for r in self._roles]
+        self.role_bars.setOpts(width=widths)
+        self.layer_bars.setOpts(height=[estimate.by_layer.get(l, 0) / GB for l in self._layers])
+        self._update_fit()
+        tips = [f"{ROLE_BY_KEY[r].label}: {human_bytes(estimate.by_role.get(r, 0))} "
+                f"(source {human_bytes(estimate.by_role_source.get(r, 0))})" for r in self._roles]
+        self.role_plot.setToolTip("Output size by role (filled) against the source (outline)\n" + "\n".join(tips))
+
+    def _fit_choice(self) -> None:
+        settings.put(settings.MAC_GB, self.mac.currentData())
+        settings.put(settings.CONTEXT, self.context.currentData())
+        self._update_fit()
+
+    def _update_fit(self) -> None:
+        if self.project is None:
+            return
+        fit = self.project.fit(self.mac.currentData(), self.context.currentData())
+        self.gauge.set_fit(fit)
+        colour = "#009E73" if fit.fits else "#D55E00"
+        self.fit_text.setText(f"<b style='color:{colour}'>{'Fits' if fit.fits else 'Does not fit'}</b>: "
+                              f"{fit.sentence().split(': ', 1)[1]} "
+                              f"(weights <span style='color:#0072B2'>&#9632;</span>, KV cache "
+                              f"<span style='color:#E69F00'>&#9632;</span>, runtime "
+                              f"<span style='color:#999999'>&#9632;</span>; line: GPU limit)")
+        self.fit_changed.emit(fit)

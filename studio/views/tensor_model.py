@@ -1,0 +1,368 @@
+"""The tensor tree: model -> layers -> blocks -> units -> source tensors.
+
+A thin QAbstractItemModel over a Project. Nodes are built once per project
+(about 2,000 for MiniMax-M3); the source tensors under a unit (128 for a
+stacked expert projection) are built only when the unit is expanded
+(canFetchMore/fetchMore). A policy change re-emits dataChanged for the
+decision and size columns only.
+"""
+
+from __future__ import annotations
+
+import re
+
+from PySide6.QtCore import QAbstractItemModel, QModelIndex, QSortFilterProxyModel, Qt
+from PySide6.QtGui import QColor, QFont, QIcon, QPalette
+
+from studio.core.formatting import human_bytes
+from studio.core.project import Project
+from studio.core.roles import ROLE_BY_KEY
+from studio.views import item_roles
+from studio.views.palette import role_colour, role_icon, tint
+
+COLUMNS = ("Name", "Role", "Shape", "Source dtype", "Decision", "Size before", "Size after")
+NAME, ROLE, SHAPE, DTYPE, DECISION, BEFORE, AFTER = range(len(COLUMNS))
+LIVE_COLUMNS = (DECISION, AFTER)
+
+BLOCK_OF_FAMILY = {
+    "attention": "Attention", "indexer": "Sparse-attention indexer", "expert_gate_up": "MoE",
+    "expert_down": "MoE", "shared_expert": "MoE", "router": "MoE", "dense_mlp": "MLP", "norm": "Norms",
+    "embedding": "Embeddings", "vision": "Vision tower", "mtp": "Multi-token prediction", "other": "Other",
+}
+BLOCK_ORDER = ("Embeddings", "Attention", "Sparse-attention indexer", "MoE", "MLP", "Norms",
+               "Multi-token prediction", "Vision tower", "Other")
+_LAYER_PREFIX = re.compile(r"^.*?\blayers\.\d+\.")
+
+
+class Node:
+    __slots__ = ("parent", "row", "kind", "name", "children", "units", "unit", "tensor", "layer", "role",
+                 "fetched", "search")
+
+    def __init__(self, parent, kind, name, layer=None, role=None, unit=-1, tensor=None):
+        self.parent, self.kind, self.name = parent, kind, name
+        self.layer, self.role, self.unit, self.tensor = layer, role, unit, tensor
+        self.children: list[Node] = []
+        self.units: list[int] = []
+        self.row = 0
+        self.fetched = kind != "unit"
+        self.search = name.lower()
+
+    def add(self, child: "Node") -> "Node":
+        child.row = len(self.children)
+        self.children.append(child)
+        return child
+
+
+def _short(path: str) -> str:
+    short = _LAYER_PREFIX.sub("", path)
+    return short.removeprefix("language_model.model.").removeprefix("language_model.")
+
+
+def _shape(shape) -> str:
+    return " × ".join(str(d) for d in shape)
+
+
+class TensorTreeModel(QAbstractItemModel):
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.project: Project | None = None
+        self.root = Node(None, "root", "")
+        self._unit_source: list[int] = []
+        self._icons: dict[str, QIcon] = {}
+        self._base = QColor("#FFFFFF")
+        self._alt = QColor("#F3F3F3")
+        self._bold = QFont()
+        self._bold.setBold(True)
+
+    # ----- building -----
+
+    def set_project(self, project: Project | None) -> None:
+        self.beginResetModel()
+        self.project = project
+        self.root = Node(None, "root", "")
+        if project is not None:
+            self._build(project)
+        self.endResetModel()
+
+    def _build(self, project: Project) -> None:
+        by_name = project.inventory.by_name
+        self._unit_source = [sum(by_name[n].nbytes for n in u.sources) for u in project.units]
+        groups: dict[object, Node] = {}
+        blocks: dict[tuple, Node] = {}
+        layers = sorted({u.layer for u in project.units}, key=lambda l: -1 if l is None else l)
+        for layer in layers:
+            name = "Outside layers" if layer is None else f"Layer {layer}"
+            groups[layer] = self.root.add(Node(self.root, "layer", name, layer=layer))
+        order = sorted(range(len(project.units)),
+                       key=lambda i: (BLOCK_ORDER.index(self._block(project.units[i].role)), i))
+        for i in order:
+            unit = project.units[i]
+            group = groups[unit.layer]
+            block_name = self._block(unit.role)
+            key = (unit.layer, block_name)
+            if key not in blocks:
+                blocks[key] = group.add(Node(group, "block", block_name, layer=unit.layer))
+            block = blocks[key]
+            node = block.add(Node(block, "unit", _short(unit.path), layer=unit.layer, role=unit.role, unit=i))
+            node.search = unit.path.lower()
+            node.units.append(i)
+            block.units.append(i)
+            group.units.append(i)
+
+    @staticmethod
+    def _block(role: str) -> str:
+        return BLOCK_OF_FAMILY.get(ROLE_BY_KEY[role].family, "Other") if role in ROLE_BY_KEY else "Other"
+
+    def set_palette(self, palette: QPalette) -> None:
+        self._base = palette.color(QPalette.ColorRole.Base)
+        self._alt = tint(palette.color(QPalette.ColorRole.Text), self._base, 0.045)
+        if self.rowCount():
+            self.dataChanged.emit(self.index(0, 0), self.index(self.rowCount() - 1, len(COLUMNS) - 1))
+
+    # ----- structure -----
+
+    def node(self, index: QModelIndex) -> Node:
+        return index.internalPointer() if index.isValid() else self.root
+
+    def index(self, row, column, parent=QModelIndex()):
+        node = self.node(parent)
+        if 0 <= row < len(node.children) and 0 <= column < len(COLUMNS):
+            return self.createIndex(row, column, node.children[row])
+        return QModelIndex()
+
+    def parent(self, index=QModelIndex()):
+        if not index.isValid():
+            return QModelIndex()
+        parent = index.internalPointer().parent
+        if parent is None or parent is self.root:
+            return QModelIndex()
+        return self.createIndex(parent.row, 0, parent)
+
+    def rowCount(self, parent=QModelIndex()):
+        if parent.isValid() and parent.column() != 0:
+            return 0
+        return len(self.node(parent).children)
+
+    def columnCount(self, parent=QModelIndex()):
+        return len(COLUMNS)
+
+    def hasChildren(self, parent=QModelIndex()):
+        if parent.isValid() and parent.column() != 0:
+            return False
+        node = self.node(parent)
+        if node.kind == "unit" and not node.fetched:
+            return bool(self.project.units[node.unit].sources)
+        return bool(node.children)
+
+    def canFetchMore(self, parent):
+        if not parent.isValid() or parent.column() != 0:
+            return False
+        node = self.node(parent)
+        return node.kind == "unit" and not node.fetched
+
+    def fetchMore(self, parent):
+        node = self.node(parent)
+        if node.fetched or node.kind != "unit":
+            return
+        sources = self.project.units[node.unit].sources
+        node.fetched = True
+        if not sources:
+            return
+        self.beginInsertRows(parent, 0, len(sources) - 1)
+        for name in sources:
+            child = node.add(Node(node, "tensor", _short(name), layer=node.layer, role=node.role,
+                                  unit=node.unit, tensor=name))
+            child.search = name.lower()
+        self.endInsertRows()
+
+    def headerData(self, section, orientation, role=Qt.ItemDataRole.DisplayRole):
+        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
+            return COLUMNS[section]
+        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.TextAlignmentRole:
+            return int(Qt.AlignmentFlag.AlignRight if section in (BEFORE, AFTER) else Qt.AlignmentFlag.AlignLeft)
+        return None
+
+    def flags(self, index):
+        if not index.isValid():
+            return Qt.ItemFlag.NoItemFlags
+        return Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable
+
+    # ----- data -----
+
+    def _icon(self, role: str) -> QIcon:
+        return role_icon(role, 12)
+
+    def _decision_text(self, node: Node) -> str:
+        decisions = self.project.plan.decisions
+        if node.kind == "unit":
+            decision = decisions[node.unit]
+            text = decision.label()
+            if decision.action == "quantize":
+                text += f" g{decision.group_size}"
+            return text + (" *" if decision.note else "")
+        if node.kind == "tensor":
+            return ""
+        labels = []
+        for i in node.units:
+            label = decisions[i].label()
+            if label not in labels:
+                labels.append(label)
+                if len(labels) > 3:
+                    return "mixed"
+        return " · ".join(labels)
+
+    def _size(self, node: Node, before: bool) -> int | None:
+        if node.kind == "tensor":
+            return self.project.inventory.by_name[node.tensor].nbytes if before else None
+        if before:
+            return sum(self._unit_source[i] for i in node.units)
+        sizes = self.project.estimate.unit_bytes
+        return sum(sizes[i] for i in node.units)
+
+    def data(self, index, role=Qt.ItemDataRole.DisplayRole):
+        if not index.isValid() or self.project is None:
+            return None
+        node: Node = index.internalPointer()
+        col = index.column()
+        if role == Qt.ItemDataRole.DisplayRole:
+            return self._display(node, col)
+        if role == Qt.ItemDataRole.DecorationRole and col == NAME and node.role is not None:
+            return self._icon(node.role)
+        if role == Qt.ItemDataRole.BackgroundRole:
+            shade = self._alt if (node.layer or 0) % 2 else self._base
+            if node.role is not None:
+                return tint(role_colour(node.role), shade, 0.10 if node.kind == "unit" else 0.05)
+            return shade
+        if role == Qt.ItemDataRole.FontRole and node.kind == "layer":
+            return self._bold
+        if role == Qt.ItemDataRole.TextAlignmentRole and col in (BEFORE, AFTER):
+            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        if role == Qt.ItemDataRole.ToolTipRole:
+            return self._tooltip(node)
+        if role == item_roles.ROLE_KEY:
+            return node.role
+        if role == item_roles.LAYER:
+            return node.layer
+        if role == item_roles.UNIT_INDEX:
+            return node.unit
+        if role == item_roles.NODE_KIND:
+            return node.kind
+        if role == item_roles.SORT_VALUE and col in (BEFORE, AFTER):
+            return self._size(node, col == BEFORE)
+        if role == item_roles.RULE_INDEX and node.kind == "unit":
+            return self.project.plan.decisions[node.unit].rule
+        return None
+
+    def _display(self, node: Node, col: int):
+        if col == NAME:
+            if node.kind in ("layer", "block"):
+                return f"{node.name}  ({len(node.units)})"
+            return node.name
+        if col == ROLE:
+            return ROLE_BY_KEY[node.role].label if node.role in ROLE_BY_KEY else ""
+        if col == SHAPE:
+            if node.kind == "unit":
+                return _shape(self.project.units[node.unit].shape)
+            if node.kind == "tensor":
+                return _shape(self.project.inventory.by_name[node.tensor].shape)
+            return ""
+        if col == DTYPE:
+            if node.kind == "unit":
+                return self.project.units[node.unit].source_dtype
+            if node.kind == "tensor":
+                tensor = self.project.inventory.by_name[node.tensor]
+                encoding = getattr(tensor, "encoding", "")
+                return f"{tensor.dtype} ({encoding})" if encoding and encoding != tensor.dtype.lower() else tensor.dtype
+            return ""
+        if col == DECISION:
+            return self._decision_text(node)
+        size = self._size(node, col == BEFORE)
+        return "" if size is None else human_bytes(size)
+
+    def _tooltip(self, node: Node) -> str:
+        if node.kind == "unit":
+            unit = self.project.units[node.unit]
+            decision = self.project.plan.decisions[node.unit]
+            rule = decision.rule
+            rule_text = (f"rule {rule + 1}: {self.project.policy.rules[rule].label()}" if rule is not None
+                         else "no rule matched: kept as in the source")
+            lines = [unit.path, f"{ROLE_BY_KEY[unit.role].label}, {len(unit.sources)} source tensor(s)",
+                     f"decision: {decision.label()} ({rule_text})"]
+            if decision.note:
+                lines.append(f"note: {decision.note}")
+            return "\n".join(lines)
+        if node.kind == "tensor":
+            return node.tensor
+        return None
+
+    # ----- live updates -----
+
+    def policy_updated(self) -> None:
+        """Decisions and sizes changed: tell the views, column range by parent, no reset."""
+        if self.project is None:
+            return
+        first, last = min(LIVE_COLUMNS), max(LIVE_COLUMNS)
+        stack = [(self.root, QModelIndex())]
+        while stack:
+            node, parent = stack.pop()
+            if not node.children or node.kind == "unit":
+                continue
+            self.dataChanged.emit(self.index(0, first, parent), self.index(len(node.children) - 1, last, parent),
+                                  [Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.ToolTipRole])
+            for child in node.children:
+                if child.children and child.kind != "unit":
+                    stack.append((child, self.createIndex(child.row, 0, child)))
+
+    def unit_index(self, unit: int) -> QModelIndex:
+        """The index of a unit's node (a walk over layers and blocks, not over tensors)."""
+        for group in self.root.children:
+            if not group.units or unit not in group.units:
+                continue
+            for block in group.children:
+                for node in block.children:
+                    if node.unit == unit:
+                        return self.createIndex(node.row, 0, node)
+        return QModelIndex()
+
+
+class TensorFilterModel(QSortFilterProxyModel):
+    """Filter by name text, role and layer; parents of a match stay visible."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.setRecursiveFilteringEnabled(True)
+        self.setDynamicSortFilter(False)
+        self.text = ""
+        self.role: str | None = None
+        self.layer: object = "any"  # "any", None (outside layers) or an int
+
+    def set_filter(self, text: str | None = None, role: object = "keep", layer: object = "keep") -> None:
+        if text is not None:
+            self.text = text.strip().lower()
+        if role != "keep":
+            self.role = role
+        if layer != "keep":
+            self.layer = layer
+        self.beginFilterChange()
+        self.endFilterChange(QSortFilterProxyModel.Direction.Rows)
+
+    @property
+    def active(self) -> bool:
+        return bool(self.text) or self.role is not None or self.layer != "any"
+
+    def filterAcceptsRow(self, source_row, source_parent):
+        if not self.active:
+            return True
+        parent: Node = source_parent.internalPointer() if source_parent.isValid() else self.sourceModel().root
+        node = parent.children[source_row]
+        if node.kind == "tensor":
+            # Source tensors are built lazily: they follow their unit, so loading them
+            # never changes which of their ancestors are shown.
+            node = node.parent
+        if self.layer != "any" and node.layer != self.layer:
+            return False
+        if self.role is not None and node.role != self.role:
+            return False
+        if self.text:
+            return self.text in node.search
+        return node.kind in ("unit", "tensor") or (self.role is None and node.kind != "root")

@@ -1,0 +1,122 @@
+"""The tensor tree panel: filter bar, role legend and the tree view."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QItemSelectionModel, QModelIndex, Qt, Signal
+from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QTreeView, QVBoxLayout,
+                               QWidget)
+
+from studio.core.roles import ROLE_BY_KEY
+from studio.views import item_roles
+from studio.views.tensor_model import AFTER, BEFORE, COLUMNS, DECISION, NAME, TensorFilterModel, TensorTreeModel
+
+
+def legend_html(roles: list[str]) -> str:
+    items = [f"<span style='color:{ROLE_BY_KEY[r].colour}'>&#9632;</span>&nbsp;"
+             f"{ROLE_BY_KEY[r].label.replace(' ', '&nbsp;')}"
+             for r in roles]
+    return " &nbsp; ".join(items)
+
+
+class TensorTreePanel(QWidget):
+    unit_selected = Signal(int)  # a unit's index in project.units
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.model = TensorTreeModel(self)
+        self.proxy = TensorFilterModel(self)
+        self.proxy.setSourceModel(self.model)
+
+        self.search = QLineEdit(placeholderText="Filter by name (e.g. q_proj, experts, layers.7)")
+        self.search.setClearButtonEnabled(True)
+        self.search.setToolTip("Show only tensors whose name contains this text")
+        self.role_box = QComboBox(toolTip="Show one role only")
+        self.layer_box = QComboBox(toolTip="Show one layer only")
+        self.search.textChanged.connect(lambda text: self.proxy.set_filter(text=text))
+        self.role_box.currentIndexChanged.connect(
+            lambda _: self.proxy.set_filter(role=self.role_box.currentData()))
+        self.layer_box.currentIndexChanged.connect(
+            lambda _: self.proxy.set_filter(layer=self.layer_box.currentData()))
+
+        self.view = QTreeView(uniformRowHeights=True, alternatingRowColors=False)
+        self.view.setModel(self.proxy)
+        self.view.setSelectionMode(QTreeView.SelectionMode.SingleSelection)
+        self.view.setSelectionBehavior(QTreeView.SelectionBehavior.SelectRows)
+        header = self.view.header()
+        header.setStretchLastSection(False)
+        header.setSectionResizeMode(NAME, QHeaderView.ResizeMode.Interactive)
+        for col, width in ((NAME, 250), (1, 130), (2, 140), (3, 90), (DECISION, 95), (BEFORE, 82), (AFTER, 82)):
+            self.view.setColumnWidth(col, width)
+        for visual, col in enumerate((NAME, DECISION, AFTER, BEFORE)):  # what changes with the policy first
+            header.moveSection(header.visualIndex(col), visual)
+        self.view.selectionModel().currentRowChanged.connect(self._current_changed)
+
+        self.legend = QLabel(wordWrap=True, textFormat=Qt.TextFormat.RichText)
+        self.legend.setToolTip("Row colours: the role of each unit (colour-blind-safe palette); "
+                               "alternate layers are shaded")
+
+        bar = QHBoxLayout()
+        bar.addWidget(self.search, 3)
+        bar.addWidget(self.role_box, 1)
+        bar.addWidget(self.layer_box, 1)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addLayout(bar)
+        layout.addWidget(self.view, 1)
+        layout.addWidget(self.legend)
+        self._syncing = False
+
+    def set_project(self, project) -> None:
+        self.model.set_project(project)
+        self.role_box.blockSignals(True)
+        self.layer_box.blockSignals(True)
+        self.role_box.clear()
+        self.layer_box.clear()
+        self.role_box.addItem("All roles", None)
+        self.layer_box.addItem("All layers", "any")
+        if project is not None:
+            roles = project.roles_present()
+            for key in roles:
+                self.role_box.addItem(ROLE_BY_KEY[key].label, key)
+            self.layer_box.addItem("Outside layers", None)
+            for layer in range(project.num_layers):
+                self.layer_box.addItem(f"Layer {layer}", layer)
+            self.legend.setText(legend_html(roles))
+        self.role_box.blockSignals(False)
+        self.layer_box.blockSignals(False)
+        self.proxy.set_filter(text="", role=None, layer="any")
+        self.search.clear()
+
+    def policy_updated(self) -> None:
+        self.model.policy_updated()
+
+    def show_cell(self, role, layer) -> None:
+        """Filter the tree to one grid cell (role and layer) and expand it; (None, None) clears."""
+        self._syncing = True
+        try:
+            self.role_box.setCurrentIndex(max(0, self.role_box.findData(role)) if role else 0)
+            layer_pos = self.layer_box.findData(layer) if role else 0
+            self.layer_box.setCurrentIndex(max(0, layer_pos))
+            if role:
+                self.view.expandRecursively(QModelIndex(), 2)
+        finally:
+            self._syncing = False
+
+    def select_unit(self, unit: int) -> None:
+        source = self.model.unit_index(unit)
+        index = self.proxy.mapFromSource(source)
+        if index.isValid():
+            self.view.selectionModel().setCurrentIndex(
+                index, QItemSelectionModel.SelectionFlag.ClearAndSelect | QItemSelectionModel.SelectionFlag.Rows)
+            self.view.scrollTo(index)
+
+    def _current_changed(self, current: QModelIndex, _previous) -> None:
+        if self._syncing or not current.isValid():
+            return
+        unit = current.data(item_roles.UNIT_INDEX)
+        if unit is not None and unit >= 0:
+            self.unit_selected.emit(unit)
+
+    @staticmethod
+    def columns() -> tuple[str, ...]:
+        return COLUMNS

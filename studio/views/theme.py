@@ -1,0 +1,55 @@
+"""Light and dark themes that follow the system colour scheme (QStyleHints.colorScheme)."""
+
+from __future__ import annotations
+
+from importlib import resources
+
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QColor, QGuiApplication, QPalette
+from PySide6.QtWidgets import QApplication
+
+from studio.views.icons import clear_cache
+
+
+def dark_palette() -> QPalette:
+    p = QPalette()
+    colours = {
+        QPalette.ColorRole.Window: "#2B2D30", QPalette.ColorRole.WindowText: "#E6E6E6",
+        QPalette.ColorRole.Base: "#1F2023", QPalette.ColorRole.AlternateBase: "#2A2B2E",
+        QPalette.ColorRole.Text: "#E6E6E6", QPalette.ColorRole.Button: "#35373B",
+        QPalette.ColorRole.ButtonText: "#E6E6E6", QPalette.ColorRole.Highlight: "#3A8FC9",
+        QPalette.ColorRole.HighlightedText: "#FFFFFF", QPalette.ColorRole.ToolTipBase: "#35373B",
+        QPalette.ColorRole.ToolTipText: "#E6E6E6", QPalette.ColorRole.PlaceholderText: "#8C8C8C",
+        QPalette.ColorRole.Link: "#56B4E9", QPalette.ColorRole.Mid: "#44464A",
+    }
+    for role, colour in colours.items():
+        p.setColor(role, QColor(colour))
+    p.setColor(QPalette.ColorGroup.Disabled, QPalette.ColorRole.WindowText, QColor("#8C8C8C"))
+    p.setColor(QPalette.ColorGroup.Disabled, QPalette.ColorRole.Text, QColor("#8C8C8C"))
+    p.setColor(QPalette.ColorGroup.Disabled, QPalette.ColorRole.ButtonText, QColor("#8C8C8C"))
+    return p
+
+
+def light_palette() -> QPalette:
+    p = QApplication.style().standardPalette()
+    p.setColor(QPalette.ColorRole.Highlight, QColor("#0072B2"))
+    return p
+
+
+def system_is_dark() -> bool:
+    hints = QGuiApplication.styleHints()
+    return hints.colorScheme() == Qt.ColorScheme.Dark
+
+
+def apply_theme(app: QApplication, dark: bool | None = None) -> bool:
+    """Fusion with a light or dark palette and the studio's style sheet; returns whether dark."""
+    app.setStyle("Fusion")
+    dark = system_is_dark() if dark is None else dark
+    app.setPalette(dark_palette() if dark else light_palette())
+    sheet = (resources.files("studio") / "resources" / "style" / "studio.qss")
+    try:
+        app.setStyleSheet(sheet.read_text())
+    except OSError:
+        pass
+    clear_cache()
+    return dark

@@ -1,0 +1,121 @@
+"""Painting the grid: a drag is one undo step, the estimate follows, undo restores it exactly."""
+
+from __future__ import annotations
+
+import pytest
+from PySide6.QtCore import QEvent, QPoint, QPointF, Qt
+from PySide6.QtGui import QMouseEvent
+from PySide6.QtWidgets import QApplication
+from PySide6.QtTest import QTest
+
+from studio.core.policy import Quantize
+from studio.views.main_window import MainWindow
+from test_gui_fixtures import QT_MARKS, studio_settings, tiny_m3  # noqa: F401
+
+pytestmark = QT_MARKS
+
+
+@pytest.fixture
+def window(qtbot, tiny_m3):
+    w = MainWindow()
+    qtbot.addWidget(w)
+    w.resize(1400, 900)
+    assert w.open_model(str(tiny_m3))
+    w.show()
+    qtbot.waitExposed(w)
+    yield w
+    w.shutdown()
+
+
+def _centre(view, role, layer) -> QPoint:
+    return view.cell_rect(role, layer).center()
+
+
+def test_drag_paints_cells_and_undo_restores_exactly(qtbot, window):
+    editor, c = window.editor, window.controller
+    view = editor.grid
+    before = c.project.estimate.total_bytes
+    assert c.policy.decide("expert_gate", 1, c.num_layers)[0] == Quantize(8, 64)
+    editor.set_brush("2")
+    changed = []
+    editor.grid_model.dataChanged.connect(lambda a, b: changed.append((a.row(), a.column(), b.row(), b.column())))
+    vp = view.viewport()
+    start, end = _centre(view, "attn_q", 0), _centre(view, "attn_o", 0)
+    QTest.mousePress(vp, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, start)
+    QTest.mouseMove(vp, end)
+    QTest.mouseRelease(vp, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, end)
+    qtbot.waitUntil(lambda: c.project.policy is c.policy, timeout=2000)
+    for role in ("attn_q", "attn_k", "attn_v", "attn_o"):
+        assert c.policy.decide(role, 0, c.num_layers)[0] == Quantize(2, 64)
+    after = c.project.estimate.total_bytes
+    assert after < before
+    assert c.undo_stack.count() == 1
+    assert changed[-1] == (1, editor.grid_model.roles.index("attn_q"), 1, editor.grid_model.roles.index("attn_o"))
+    assert window.size.total.text() != ""
+    c.undo_stack.undo()
+    c.flush()
+    assert c.project.estimate.total_bytes == before
+    c.undo_stack.redo()
+    c.flush()
+    assert c.project.estimate.total_bytes == after
+
+
+def test_shift_click_paints_a_rectangle_and_select_filters_the_tree(qtbot, window):
+    editor, c = window.editor, window.controller
+    view, vp = editor.grid, editor.grid.viewport()
+    editor.set_brush("S")
+    QTest.mouseClick(vp, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, _centre(view, "attn_q", 0))
+    assert window.tree.proxy.role == "attn_q" and window.tree.proxy.layer == 0
+    assert c.undo_stack.count() == 0
+    editor.set_brush("6")
+    QTest.mouseClick(vp, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.ShiftModifier, _centre(view, "attn_v", 2))
+    c.flush()
+    for layer in (0, 1, 2):
+        for role in ("attn_q", "attn_k", "attn_v"):
+            assert c.policy.decide(role, layer, c.num_layers)[0] == Quantize(6, 64)
+    assert c.undo_stack.count() == 1
+
+
+def test_keys_rows_columns_presets_and_files(qtbot, window, tmp_path):
+    editor, c = window.editor, window.controller
+    editor.grid.setFocus()
+    QTest.keyClick(editor.grid, Qt.Key.Key_D)
+    assert editor.grid.brush is not None and editor.grid.brush.label() == "drop"
+    editor.set_all("column", "expert_down", Quantize(4, 64))
+    assert all(c.policy.decide("expert_down", l, c.num_layers)[0] == Quantize(4, 64) for l in range(c.num_layers))
+    editor.set_all("row", 1, Quantize(5, 64))
+    assert c.policy.decide("attn_q", 1, c.num_layers)[0] == Quantize(5, 64)
+    path = tmp_path / "mine.json"
+    assert editor.save_policy(str(path))
+    saved = c.policy
+    editor.apply_preset("uniform-4bit")
+    assert c.policy.name != saved.name or c.policy.rules != saved.rules
+    assert editor.load_policy(str(path))
+    assert c.policy.rules == saved.rules
+    assert window.policy_label.text() == "Policy: mine.json"
+    c.undo_stack.setIndex(0)
+    c.flush()
+    assert c.policy.name == "Config-I"
+
+
+def test_tree_selection_highlights_the_grid_cell(qtbot, window):
+    c = window.controller
+    unit = next(i for i, u in enumerate(c.project.units) if u.role == "expert_down")
+    window.tree.select_unit(unit)
+    current = window.editor.grid.currentIndex()
+    u = c.project.units[unit]
+    assert window.editor.grid_model.cell(current) == (u.role, u.layer)
+
+
+def test_hover_highlights_the_deciding_rule(qtbot, window):
+    view = window.editor.grid
+    seen = []
+    view.hovered_rule.connect(seen.append)
+    point = _centre(view, "router", 1)
+    vp = view.viewport()
+    move = QMouseEvent(QEvent.Type.MouseMove, QPointF(point), QPointF(vp.mapToGlobal(point)),
+                       Qt.MouseButton.NoButton, Qt.MouseButton.NoButton, Qt.KeyboardModifier.NoModifier)
+    QApplication.sendEvent(vp, move)
+    assert seen
+    _, rule = window.controller.policy.decide("router", 1, window.controller.num_layers)
+    assert window.editor.rules.rules.highlight == rule
