@@ -16,21 +16,8 @@ from typing import Callable
 
 from PySide6.QtCore import QObject, QThread, Signal
 
+from studio.core.cancel import CancelToken
 from studio.core.errors import StudioError
-
-
-class CancelToken:
-    """A thread-safe cancel flag (the same shape as studio.core.convert.CancelToken)."""
-
-    def __init__(self):
-        self._event = threading.Event()
-
-    def cancel(self) -> None:
-        self._event.set()
-
-    @property
-    def cancelled(self) -> bool:
-        return self._event.is_set()
 
 
 class Worker(QThread):

@@ -38,6 +38,7 @@ import numpy as np
 
 from studio import __version__
 from studio.core.dequantize import FP8_BLOCK, SourceReader, SourceRows, dequantize, read_rows
+from studio.core.cancel import CancelToken  # noqa: F401  (re-exported for callers)
 from studio.core.errors import StudioError
 from studio.core.formatting import human_bytes
 from studio.core.inventory import read_header
@@ -59,20 +60,6 @@ _END = object()
 
 class ConversionCancelled(StudioError):
     """The user cancelled; the partial folder stays for a later resume."""
-
-
-class CancelToken:
-    """Thread-safe cancel flag the window (or Ctrl-C) sets and the converter checks."""
-
-    def __init__(self):
-        self._event = threading.Event()
-
-    def cancel(self) -> None:
-        self._event.set()
-
-    @property
-    def cancelled(self) -> bool:
-        return self._event.is_set()
 
 
 @dataclass

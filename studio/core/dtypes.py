@@ -1,5 +1,7 @@
 """Safetensors dtype names and their sizes, in one table."""
 
+import math
+
 # Bits per element of every dtype a safetensors header may name.
 DTYPE_BITS = {
     "BOOL": 8, "U8": 8, "I8": 8, "F8_E4M3": 8, "F8_E5M2": 8, "F8_E8M0": 8,
@@ -17,7 +19,4 @@ DTYPE_NAMES = {v: k for k, v in KEEP_DTYPES.items()}
 
 
 def nbytes(shape, dtype: str) -> int:
-    count = 1
-    for dim in shape:
-        count *= dim
-    return count * DTYPE_BITS[dtype] // 8
+    return math.prod(shape) * DTYPE_BITS[dtype] // 8

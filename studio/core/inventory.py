@@ -7,6 +7,8 @@ belong to that weight's row instead of being rows of their own.
 
 from __future__ import annotations
 
+import math
+
 import json
 import os
 import struct
@@ -74,10 +76,7 @@ class Tensor:
 
     @property
     def elements(self) -> int:
-        count = 1
-        for dim in self.shape:
-            count *= dim
-        return count
+        return math.prod(self.shape)
 
 
 @dataclass

@@ -9,6 +9,8 @@ only be kept or dropped.
 
 from __future__ import annotations
 
+import math
+
 import re
 from collections import defaultdict
 from dataclasses import dataclass
@@ -42,10 +44,7 @@ class Unit:
 
     @property
     def elements(self) -> int:
-        count = 1
-        for dim in self.shape:
-            count *= dim
-        return count
+        return math.prod(self.shape)
 
     @property
     def weight_name(self) -> str:
