@@ -439,3 +439,9 @@ def test_panel_cancel_and_failure(qtbot, folders, tmp_path):
     qtbot.waitUntil(lambda: not panel.running and panel._worker is None, timeout=20000)
     assert "cancelled" in panel.status.text() and panel.result is None
     panel.shutdown()
+
+
+def test_bundled_sample_text_is_the_default(folders):
+    ref, _, _ = folders
+    r = evaluate(ref, ref, max_tokens=130, context=64)  # 2 windows; a 2-token tail is dropped
+    assert r.text == "the bundled sample text" and (r.windows, r.tokens) == (2, 126) and r.kld_mean == 0.0

@@ -251,9 +251,25 @@ def make_windows(n_tokens: int, context: int) -> list[tuple[int, int]]:
     return windows
 
 
-def _encode(tokenizer, text: str) -> np.ndarray:
-    ids = tokenizer.encode(text)
-    return np.asarray(ids, dtype=np.int64)
+def _encode(tokenizer, text: str, max_tokens: int) -> np.ndarray:
+    """The first ``max_tokens`` token ids of ``text``.
+
+    Only a prefix of a long text is encoded (16 characters a token is generous;
+    the whole text is encoded if the prefix falls short). ``verbose=False``
+    silences Hugging Face's "longer than the maximum sequence length" notice:
+    we cut the ids into windows ourselves.
+    """
+    def encode(t: str):
+        try:
+            return tokenizer.encode(t, verbose=False)
+        except TypeError:  # a tokenizer without Hugging Face's keyword
+            return tokenizer.encode(t)
+
+    prefix = text[: max_tokens * 16]
+    ids = encode(prefix)
+    if len(ids) < max_tokens and len(prefix) < len(text):
+        ids = encode(text)
+    return np.asarray(ids, dtype=np.int64)[:max_tokens]
 
 
 # --- models ----------------------------------------------------------------------------------------
@@ -440,9 +456,9 @@ def evaluate(
         tokenizer = load_tokenizer(reference) if ref_pair is None else ref_pair[1]
         if tokenizer is None:
             raise ValueError("a reference given in memory without a tokenizer needs `tokens`")
-        ids = _encode(tokenizer, text)
+        ids = _encode(tokenizer, text, max_tokens)
     ids = ids[:max_tokens]
-    if ids.size < min(MIN_TOKENS, max_tokens):
+    if ids.size < MIN_TOKENS:
         raise StudioError(f"The text gives only {ids.size} tokens; at least {MIN_TOKENS} are needed.")
     windows = make_windows(int(ids.size), context)
     positions = sum(b - a - 1 for a, b in windows)
