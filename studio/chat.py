@@ -40,6 +40,7 @@ from PySide6.QtWidgets import (
 )
 
 from studio.core.errors import StudioError
+from studio.core.mlx_thread import release_thread_streams
 from studio.core.generation import GenerationStats, SamplingParams, split_thinking
 
 SIDES = ("A", "B")
@@ -108,6 +109,7 @@ class ModelHost(QThread):
             else:
                 self._reply(request)
         self._models.clear()
+        release_thread_streams()
 
     def _load(self, request: _Load) -> None:
         from studio.core.generation import load_model

@@ -18,6 +18,7 @@ from PySide6.QtCore import QObject, QThread, Signal
 
 from studio.core.cancel import CancelToken
 from studio.core.errors import StudioError
+from studio.core.mlx_thread import release_thread_streams
 
 
 class Worker(QThread):
@@ -56,6 +57,12 @@ class Worker(QThread):
             self.progress.emit(value)
 
     def run(self) -> None:
+        try:
+            self._run()
+        finally:
+            release_thread_streams()
+
+    def _run(self) -> None:
         try:
             self.result = self._fn(progress=self._report, cancel=self.token)
         except self._cancelled_errors as exc:

@@ -65,11 +65,9 @@ class EvalWorker(QThread):
         else:
             self.succeeded.emit(result)
         finally:
-            # MLX keeps per-thread streams that must be destroyed by the thread that made them;
-            # without this the process can abort at exit ("terminate called without an active exception").
-            import mlx.core as mx
+            from studio.core.mlx_thread import release_thread_streams
 
-            mx.clear_streams()
+            release_thread_streams()
 
 
 def _value_label(text: str = "–") -> QLabel:
