@@ -71,10 +71,16 @@ def run_app(args) -> int:
         app._studio_themed = True
         app.styleHints().colorSchemeChanged.connect(lambda _: apply_theme(app))
     window = build_window(getattr(args, "model", None), getattr(args, "policy", None))
-    if shot:
-        screenshot(window, shot)
+    try:
+        if shot:
+            screenshot(window, shot)
+            return 0
+        window.show()
+        return app.exec()
+    finally:
         window.shutdown()
-        window.deleteLater()
-        return 0
-    window.show()
-    return app.exec()
+        # Delete the widgets while Qt and Python are both alive: pyqtgraph items
+        # left for interpreter teardown can crash PySide6 at exit.
+        import shiboken6
+
+        shiboken6.delete(window)
