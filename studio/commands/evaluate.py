@@ -44,10 +44,15 @@ def run(args: argparse.Namespace) -> int:
     except EvalCancelled:
         print("configi-studio: evaluation cancelled", file=sys.stderr)
         return 130
+    from studio.core.model_card import record_evaluation
+
+    recorded = record_evaluation(args.output, result)
     if args.json:
         print(json.dumps(result.to_dict(), indent=1))
     else:
         print(format_report(result))
+        if recorded:
+            print(f"\nThe results are in {args.output}/README.md and evaluation.json.")
     return 0
 
 

@@ -84,3 +84,53 @@ def model_card(plan: Plan, estimate: Estimate, source: str) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+QUALITY_HEADING = "## Quality"
+
+
+def quality_section(result) -> str:
+    """The card's quality section from an evaluation: the figures, the verdict, and its limits."""
+    verdict = result.verdict()
+    lines = [
+        QUALITY_HEADING,
+        "",
+        f"Evaluated by Config-I Studio {__version__} against `{result.reference}` on {result.tokens:,} tokens "
+        f"of `{result.text}` ({result.windows} windows of {result.context}).",
+        "",
+        "| Figure | Value |",
+        "| --- | --- |",
+        f"| perplexity, this model | {result.ppl:.4f} |",
+        f"| perplexity, reference | {result.ppl_reference:.4f} ({result.ppl_increase:+.2%}) |",
+        f"| KL divergence from the reference, mean (nats) | {result.kld_mean:.5f} |",
+        f"| top-1 agreement with the reference | {result.top1_agreement:.2%} |",
+        "",
+        f"Verdict: **{verdict.label}**. {verdict.summary}",
+        "",
+    ]
+    lines += [f"- {caveat}" for caveat in verdict.caveats]
+    lines.append("")
+    return "\n".join(lines)
+
+
+def record_evaluation(folder, result) -> bool:
+    """Write `evaluation.json` and the card's quality section into a folder this studio converted.
+
+    Folders the studio did not make (no `configi_policy.json`) are left untouched.
+    """
+    import json
+    from pathlib import Path
+
+    folder = Path(folder)
+    if not (folder / "configi_policy.json").exists():
+        return False
+    (folder / "evaluation.json").write_text(json.dumps(result.to_dict(), indent=1) + "\n")
+    card = folder / "README.md"
+    text = card.read_text() if card.exists() else ""
+    head, found, rest = text.partition(QUALITY_HEADING)
+    tail = ""
+    if found:
+        after = rest.split("\n## ", 1)
+        tail = "\n## " + after[1] if len(after) == 2 else ""
+    card.write_text(head.rstrip() + "\n\n" + quality_section(result) + tail)
+    return True

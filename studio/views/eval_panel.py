@@ -6,6 +6,7 @@ QThread and draws the result.
 
 from __future__ import annotations
 
+import os
 import threading
 import traceback
 
@@ -63,6 +64,10 @@ class EvalWorker(QThread):
             traceback.print_exc()
             self.failed.emit(f"The evaluation failed unexpectedly ({type(exc).__name__}: {exc}).")
         else:
+            if isinstance(self.output_path, (str, os.PathLike)):
+                from studio.core.model_card import record_evaluation
+
+                record_evaluation(self.output_path, result)
             self.succeeded.emit(result)
         finally:
             from studio.core.mlx_thread import release_thread_streams

@@ -1,0 +1,40 @@
+"""The output's model card: what was converted, and what evaluation found once it has run."""
+
+import json
+
+from studio.core.convert import convert
+from studio.core.project import Project
+from studio.main import main
+
+TEXT = ("The quick brown fox jumps over the lazy dog. " * 20).strip()
+
+
+def test_card_says_not_evaluated_then_records_evaluation(tiny_model, tmp_path, capsys):
+    source = tiny_model("llama")
+    out = tmp_path / "out"
+    convert(Project.open(source, "uniform-4bit"), out)
+    card = (out / "README.md").read_text()
+    assert "Not evaluated." in card and "| bits per weight, quantized weights | 4.500 |" in card
+    assert json.loads((out / "configi_policy.json").read_text())["name"] == "Uniform 4-bit"
+
+    text = tmp_path / "text.txt"
+    text.write_text(TEXT)
+    assert main(["eval", str(out), "--reference", str(source), "--text", str(text), "--max-tokens", "64",
+                 "--context", "32", "--json"]) == 0
+    figures = json.loads(capsys.readouterr().out)
+    card = (out / "README.md").read_text()
+    assert "Not evaluated." not in card
+    assert f"| perplexity, this model | {figures['ppl']:.4f} |" in card
+    assert f"| top-1 agreement with the reference | {figures['top1_agreement']:.2%} |" in card
+    assert card.count("## Quality") == 1 and "## Size" in card and "## Policy" in card
+    assert json.loads((out / "evaluation.json").read_text())["kld_mean"] == figures["kld_mean"]
+
+
+def test_folders_not_made_here_are_left_alone(tiny_model, tmp_path):
+    from studio.core.model_card import record_evaluation
+
+    folder = tmp_path / "theirs"
+    folder.mkdir()
+    (folder / "README.md").write_text("their card")
+    assert record_evaluation(folder, object()) is False
+    assert (folder / "README.md").read_text() == "their card"
