@@ -29,7 +29,7 @@ def main() -> int:
     parser.add_argument("--replica", help="an existing M3 replica folder (default: write one to a temp dir)")
     args = parser.parse_args()
 
-    from PySide6.QtCore import QPoint, QSettings, Qt
+    from PySide6.QtCore import QSettings, Qt
     from PySide6.QtTest import QTest
     from PySide6.QtWidgets import QApplication
 

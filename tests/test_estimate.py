@@ -8,9 +8,9 @@ import pytest
 from safetensors.numpy import save_file
 
 from studio.core.dtypes import nbytes
-from studio.core.estimate import estimate, output_tensors
-from studio.core.plan import decide, make_plan
-from studio.core.policy import PRESET_NAMES, Drop, Keep, Layers, Policy, Quantize, Rule, load_preset
+from studio.core.estimate import output_tensors
+from studio.core.plan import decide
+from studio.core.policy import PRESET_NAMES, Drop, Layers, Quantize, Rule, load_preset
 from studio.core.project import Project
 from studio.core.units import Unit
 from studio.main import main

@@ -1,6 +1,5 @@
 """Roles and units for every supported architecture, checked against mlx-lm's own model classes."""
 
-import mlx.nn as nn
 import pytest
 from factory import ARCHS, MOE_ARCHS
 from mlx.utils import tree_flatten

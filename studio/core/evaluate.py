@@ -31,7 +31,6 @@ import os
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -42,6 +41,7 @@ from studio.core import generation
 from studio.core import logits_cache as lc
 from studio.core.errors import StudioError
 from studio.core.generation import has_unquantized_experts, on_cpu_backend
+from studio.core.bundled import resource
 
 ModelLike = Any  # str | os.PathLike | tuple[nn.Module, tokenizer | None]
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
@@ -212,7 +212,7 @@ def make_verdict(r: EvalResult) -> Verdict:
 
 def sample_text_path() -> Path:
     """The bundled evaluation text (package data)."""
-    return Path(str(resources.files("studio") / "resources" / SAMPLE_NAME))
+    return Path(str(resource(SAMPLE_NAME)))
 
 
 def read_text(text_path: str | os.PathLike | None) -> tuple[str, str]:

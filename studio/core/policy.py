@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field, replace
-from importlib import resources
 from pathlib import Path
 
 from studio.core.errors import StudioError
 from studio.core.roles import expand_roles
+from studio.core.bundled import resource
 
 FORMAT = "configi-studio.policy"
 VERSION = 1
@@ -291,7 +291,7 @@ DEFAULT_PRESET = "config-i"
 
 
 def _preset_dir():
-    return resources.files("studio") / "resources" / "presets"
+    return resource("presets")
 
 
 def load_preset(name: str) -> Policy:

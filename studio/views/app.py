@@ -4,15 +4,10 @@ from __future__ import annotations
 
 import os
 import sys
-from importlib import resources
 from pathlib import Path
 
+from studio.core.bundled import demo_model_path
 from studio.core.errors import StudioError
-
-
-def demo_model_path() -> Path | None:
-    path = Path(str(resources.files("studio") / "resources" / "demo_model"))
-    return path if (path / "config.json").exists() else None
 
 
 def _application():

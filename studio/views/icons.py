@@ -3,18 +3,18 @@ they read in light and dark themes."""
 
 from __future__ import annotations
 
-from importlib import resources
 
 from PySide6.QtCore import QByteArray, Qt
 from PySide6.QtGui import QGuiApplication, QIcon, QPainter, QPalette, QPixmap
 from PySide6.QtSvg import QSvgRenderer
+from studio.core.bundled import resource
 
 _STROKE = "#333333"
 _CACHE: dict[tuple[str, str], QIcon] = {}
 
 
 def _svg(name: str) -> bytes:
-    return (resources.files("studio") / "resources" / "icons" / f"{name}.svg").read_bytes()
+    return resource("icons", f"{name}.svg").read_bytes()
 
 
 def icon(name: str, colour: str | None = None) -> QIcon:

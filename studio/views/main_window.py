@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from PySide6.QtCore import QEvent, Qt, QTimer
-from PySide6.QtGui import QAction, QGuiApplication, QKeySequence
+from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (QApplication, QDockWidget, QFileDialog, QLabel, QMainWindow, QMessageBox,
                                QStackedWidget, QTabWidget)
 
@@ -103,6 +103,12 @@ class MainWindow(QMainWindow):
         self.convert_action = action("&Convert", self.start_conversion,
                                      [QKeySequence("Ctrl+Return"), QKeySequence("Ctrl+Enter")], "convert",
                                      "Convert with this policy (Ctrl+Enter)")
+        self.fit_action = action("&Fit to budget…", self.editor.open_fit_dialog, None, None,
+                                 "Propose the bits that fit a size or a Mac with the least measured error")
+        self.survey_action = action("&Survey errors", self.editor.survey_runner.start, None, None,
+                                    "Measure every quantized tensor's error at 2-8 bits on samples of its weights")
+        self.load_errors_action = action("&Load quant errors…", self.editor.load_errors_dialog, None, None,
+                                         "Show the errors a conversion measured (quant_errors.json)")
         quit_action = action("&Quit", self.close, QKeySequence.StandardKey.Quit)
         undo, redo = self.editor.undo_action, self.editor.redo_action
         self.addAction(undo)
@@ -121,6 +127,10 @@ class MainWindow(QMainWindow):
         edit_menu.addAction(redo)
         model_menu = self.menuBar().addMenu("&Model")
         model_menu.addAction(self.convert_action)
+        model_menu.addSeparator()
+        model_menu.addAction(self.fit_action)
+        model_menu.addAction(self.survey_action)
+        model_menu.addAction(self.load_errors_action)
         view_menu = self.menuBar().addMenu("&View")
         for dock in self.docks.values():
             view_menu.addAction(dock.toggleViewAction())
@@ -138,6 +148,7 @@ class MainWindow(QMainWindow):
         c.estimate_changed.connect(self._estimate_changed)
         c.policy_named.connect(self._policy_named)
         c.cell_selected.connect(self.tree.show_cell)
+        c.errors_changed.connect(self.tree.set_errors)
         self.tree.unit_selected.connect(c.unit_selected.emit)
         self.start.open_requested.connect(self.open_dialog)
         self.start.recent_chosen.connect(self.open_model)
@@ -269,6 +280,7 @@ class MainWindow(QMainWindow):
     def shutdown(self) -> None:
         """Stop every thread the window owns (cooperatively) and wait for it."""
         self._tree_timer.stop()
+        self.editor.shutdown()
         self.convert.shutdown()
         self.chat.shutdown()
         self.evaluate.shutdown()

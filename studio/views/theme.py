@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from importlib import resources
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor, QGuiApplication, QPalette
 from PySide6.QtWidgets import QApplication
 
 from studio.views.icons import clear_cache
+from studio.core.bundled import resource
 
 
 def dark_palette() -> QPalette:
@@ -46,7 +46,7 @@ def apply_theme(app: QApplication, dark: bool | None = None) -> bool:
     app.setStyle("Fusion")
     dark = system_is_dark() if dark is None else dark
     app.setPalette(dark_palette() if dark else light_palette())
-    sheet = (resources.files("studio") / "resources" / "style" / "studio.qss")
+    sheet = resource("style", "studio.qss")
     try:
         app.setStyleSheet(sheet.read_text())
     except OSError:
