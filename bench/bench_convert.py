@@ -5,9 +5,10 @@ full-width layers (hidden 6144, experts of 3072, 64 query heads) but only a
 few layers and experts and a tiny vocabulary, a few GB in all. Converts it to
 uniform 4-bit group 64 with both tools, each in its own subprocess, and prints
 wall time, peak RSS and the ratios. Targets: peak RSS at most 1/10 of
-mlx_lm.convert's, wall time at most its.
+mlx_lm.convert's, wall time at most its. Also converts once more without the
+per-unit error sums (quant_errors.json) and prints what measuring them costs.
 
-    python bench/bench_convert.py [--work DIR] [--layers 2] [--experts 16]
+    python bench/bench_convert.py [--work DIR] [--layers 2] [--experts 16] [--skip-mlx-lm]
 """
 
 from __future__ import annotations
@@ -101,31 +102,43 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--experts", type=int, default=16)
     parser.add_argument("--keep", action="store_true", help="keep the converted folders")
+    parser.add_argument("--skip-mlx-lm", action="store_true", help="only time our converter, with and without errors")
     args = parser.parse_args()
 
     source = build_model(args.work / f"m3-bf16-{args.layers}L-{args.experts}E", args.layers, args.experts)
     print(f"source: {source} ({folder_bytes(source) / 1e9:.2f} GB bf16)")
     ours_out, theirs_out = args.work / "out-configi", args.work / "out-mlx-lm"
-    for folder in (ours_out, theirs_out):
+    plain_out = args.work / "out-configi-no-errors"
+    for folder in (ours_out, theirs_out, plain_out):
         shutil.rmtree(folder, ignore_errors=True)
         shutil.rmtree(folder.parent / f".{folder.name}.partial", ignore_errors=True)
 
     python = sys.executable
     # mlx_lm.convert first, so the source is equally warm in the page cache for both.
-    theirs = measure([python, "-m", "mlx_lm", "convert", "--hf-path", str(source), "--mlx-path", str(theirs_out),
-                      "-q", "--q-bits", "4", "--q-group-size", "64"])
+    theirs = None
+    if not args.skip_mlx_lm:
+        theirs = measure([python, "-m", "mlx_lm", "convert", "--hf-path", str(source), "--mlx-path",
+                          str(theirs_out), "-q", "--q-bits", "4", "--q-group-size", "64"])
+    # Without the error sums first: the source is then as warm for both of ours.
+    plain = measure([python, "-m", "studio", "convert", str(source), str(plain_out), "--policy", "uniform-4bit",
+                     "--no-errors"])
     ours = measure([python, "-m", "studio", "convert", str(source), str(ours_out), "--policy", "uniform-4bit"])
 
     rows = [("configi-studio convert", ours, folder_bytes(ours_out)),
-            ("mlx_lm.convert", theirs, folder_bytes(theirs_out))]
+            ("  without error sums", plain, folder_bytes(plain_out))]
+    if theirs is not None:
+        rows.append(("mlx_lm.convert", theirs, folder_bytes(theirs_out)))
     print(f"{'tool':<24}{'wall s':>9}{'peak RSS MB':>13}{'output GB':>11}")
     for name, r, size in rows:
         print(f"{name:<24}{r['wall_s']:>9.1f}{r['peak_rss'] / 1e6:>13.0f}{size / 1e9:>11.3f}")
-    print(f"ratio (ours / mlx_lm): wall {ours['wall_s'] / theirs['wall_s']:.2f} (target <= 1), "
-          f"peak RSS {ours['peak_rss'] / theirs['peak_rss']:.3f} (target <= 0.1)")
+    print(f"error sums (quant_errors.json) cost: wall x{ours['wall_s'] / plain['wall_s']:.3f}, "
+          f"peak RSS x{ours['peak_rss'] / plain['peak_rss']:.3f}")
+    if theirs is not None:
+        print(f"ratio (ours / mlx_lm): wall {ours['wall_s'] / theirs['wall_s']:.2f} (target <= 1), "
+              f"peak RSS {ours['peak_rss'] / theirs['peak_rss']:.3f} (target <= 0.1)")
     if not args.keep:
-        shutil.rmtree(ours_out, ignore_errors=True)
-        shutil.rmtree(theirs_out, ignore_errors=True)
+        for folder in (ours_out, theirs_out, plain_out):
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 if __name__ == "__main__":

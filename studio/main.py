@@ -18,6 +18,7 @@ COMMANDS = {
     "inspect": ("studio.commands.inspect", "list the tensors of a model by layer and role"),
     "estimate": ("studio.commands.estimate", "exact output size and bits per weight for a policy"),
     "convert": ("studio.commands.convert", "convert a model to MLX under a policy"),
+    "fit": ("studio.commands.fit", "propose the bits that fit a size or a Mac, from measured error"),
     "chat": ("studio.commands.chat", "chat with an MLX model in the terminal"),
     "eval": ("studio.commands.evaluate", "perplexity, KL divergence and top-1 agreement against a reference"),
 }

@@ -3,6 +3,12 @@
 Pick a brush (keys 2-8, K keep, F f16, D drop; S or Esc to select) and drag over
 the grid. Every stroke, row or column set, preset and file load is one undo
 step on the controller's QUndoStack.
+
+The error row: "Show error" turns the grid into a heat map of measured
+relative error at each cell's current bits (surveying first if nothing is
+measured yet), "Survey" measures it on samples of the weights (on the worker),
+"Load errors…" reads a converted model's quant_errors.json, and "Fit to
+budget…" proposes bits for a size or a Mac.
 """
 
 from __future__ import annotations
@@ -12,17 +18,21 @@ from pathlib import Path
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (QButtonGroup, QComboBox, QFileDialog, QHBoxLayout, QLabel, QMenu, QMessageBox,
-                               QPushButton, QSplitter, QToolButton, QVBoxLayout, QWidget)
+                               QProgressBar, QPushButton, QSplitter, QToolButton, QVBoxLayout, QWidget)
 
 from studio import settings
 from studio.core.errors import StudioError
 from studio.core.policy import MODES, PRESET_NAMES, Drop, Keep, Quantize, load_policy_file, load_preset
 from studio.core.policy_edit import apply_stroke, set_column, set_row
+from studio.core.quant_errors import ErrorMap
+from studio.core.quant_errors import load as load_quant_errors
 from studio.views import item_roles
+from studio.views.fit_dialog import FitDialog
 from studio.views.icons import icon
-from studio.views.palette import action_colour, text_on
+from studio.views.palette import ERROR_RAMP, action_colour, text_on
 from studio.views.policy_grid import PolicyGridModel, PolicyGridView
 from studio.views.rules_view import RulesView
+from studio.views.survey_runner import SurveyRunner
 
 # (label, key, tool): tool is bits for a quantize brush, a Keep/Drop action, or None for select.
 TOOLS = (("select", "S", None), ("2", "2", 2), ("3", "3", 3), ("4", "4", 4), ("5", "5", 5), ("6", "6", 6),
@@ -108,6 +118,8 @@ class PolicyEditor(QWidget):
         brushes.addWidget(self.mode)
         brushes.addStretch(1)
 
+        errors_row = self._error_row()
+
         hint = QLabel("Pick a brush, then drag over cells. Shift-click paints a rectangle; right-click a row or "
                       "column header to set all of it. With Select, a click shows that cell's tensors.")
         hint.setWordWrap(True)
@@ -124,6 +136,7 @@ class PolicyEditor(QWidget):
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addLayout(top)
         layout.addLayout(brushes)
+        layout.addLayout(errors_row)
         layout.addWidget(hint)
         layout.addWidget(splitter, 1)
 
@@ -135,12 +148,104 @@ class PolicyEditor(QWidget):
         controller.project_changed.connect(self._project_changed)
         controller.policy_changed.connect(self._policy_changed)
         controller.unit_selected.connect(self.show_unit)
+        controller.errors_changed.connect(self._errors_changed)
 
         mode = settings.get(settings.PAINT_MODE)
         self.mode.setCurrentIndex(max(0, self.mode.findData(mode)))
         self._mode_changed()
         self.group_size.setCurrentIndex(max(0, self.group_size.findData(settings.get(settings.PAINT_GROUP_SIZE))))
         self.tools.button(0).setChecked(True)
+
+    # ----- measured error -----
+
+    def _error_row(self) -> QHBoxLayout:
+        self.survey_runner = SurveyRunner(self.controller, self)
+        self.fit_dialog: FitDialog | None = None
+        self.show_error = QToolButton(text="Show error", checkable=True, icon=icon("evaluate"))
+        self.show_error.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.show_error.setToolTip("Colour cells by the measured relative quantization error at their current "
+                                   "bits (runs the survey first if nothing is measured)")
+        self.show_error.toggled.connect(self.set_show_error)
+        survey = QPushButton("Survey", toolTip="Measure every quantized tensor's error at 2-8 bits on samples "
+                                               "of its weights")
+        survey.clicked.connect(self.survey_runner.start)
+        load = QPushButton("Load errors…", toolTip="Show the errors a conversion measured (quant_errors.json)")
+        load.clicked.connect(self.load_errors_dialog)
+        fit = QPushButton("Fit to budget…", toolTip="Propose the bits that fit a size or a Mac with the least error")
+        fit.clicked.connect(self.open_fit_dialog)
+        self.survey_bar = QProgressBar(visible=False, maximumWidth=180)
+        self.survey_bar.setRange(0, 1000)
+        self.survey_cancel = QToolButton(text="Cancel", visible=False)
+        self.survey_cancel.clicked.connect(self.survey_runner.cancel)
+        swatches = "".join(f"<span style='color:{c}'>&#9632;</span>" for c in ERROR_RAMP)
+        self.error_legend = QLabel(f"error 0.1% {swatches} 50% (log)", visible=False)
+        self.error_status = QLabel()
+        self.error_status.setEnabled(False)
+        runner = self.survey_runner
+        runner.started.connect(lambda: self._surveying(True))
+        runner.progress.connect(self._survey_progress)
+        runner.finished.connect(lambda s: self._surveying(False, f"surveyed {len(s.units)} tensors in {s.seconds:.1f} s"))
+        runner.stopped.connect(lambda reason: self._surveying(False, reason))
+        row = QHBoxLayout()
+        for widget in (self.show_error, survey, load, self.survey_bar, self.survey_cancel, self.error_legend,
+                       self.error_status):
+            row.addWidget(widget)
+        row.addStretch(1)
+        row.addWidget(fit)
+        return row
+
+    def set_show_error(self, on: bool) -> None:
+        if self.show_error.isChecked() != on:
+            self.show_error.setChecked(on)  # comes back here through toggled
+            return
+        self.grid_model.set_show_error(on)
+        self.error_legend.setVisible(on)
+        if on and self.controller.errors is None:
+            self.survey_runner.start()
+
+    def _surveying(self, on: bool, message: str = "") -> None:
+        self.survey_bar.setVisible(on)
+        self.survey_cancel.setVisible(on)
+        self.survey_bar.setValue(0)
+        self.error_status.setText("surveying…" if on else message)
+
+    def _survey_progress(self, p) -> None:
+        self.survey_bar.setValue(int(1000 * p.fraction))
+        self.survey_bar.setFormat(f"{p.done}/{p.total}")
+
+    def _errors_changed(self, errors) -> None:
+        self.grid_model.changed()
+        if errors is not None and errors.source != "survey":
+            self.error_status.setText(f"errors from {errors.source}")
+
+    def load_errors(self, path: str) -> bool:
+        try:
+            data = load_quant_errors(path)
+        except StudioError as exc:
+            QMessageBox.warning(self, "Load errors", str(exc))
+            return False
+        name = f"{Path(path).name}/quant_errors.json" if Path(path).is_dir() else Path(path).name
+        self.controller.set_errors(ErrorMap.from_entries(data, name))
+        return True
+
+    def load_errors_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Load quant_errors.json", settings.get(settings.OUTPUT_DIR),
+                                              "Quantization errors (quant_errors.json *.json)")
+        if path:
+            self.load_errors(path)
+            self.set_show_error(True)
+
+    def open_fit_dialog(self) -> FitDialog | None:
+        if self.controller.project is None:
+            return None
+        if self.fit_dialog is not None:
+            self.fit_dialog.close()
+        self.fit_dialog = FitDialog(self.controller, self.survey_runner, self)
+        self.fit_dialog.open()
+        return self.fit_dialog
+
+    def shutdown(self) -> None:
+        self.survey_runner.shutdown()
 
     # ----- brushes -----
 

@@ -34,9 +34,10 @@ CONTEXT = Key("fit/context", int, 32768, "context length for the fit gauge, toke
 OUTPUT_DIR = Key("convert/output_dir", str, "", "last output folder")
 PAINT_GROUP_SIZE = Key("paint/group_size", int, 64, "group size of painted quantize values")
 PAINT_MODE = Key("paint/mode", str, "affine", "mode of painted quantize values")
+MEASURE_ERRORS = Key("convert/measure_errors", bool, True, "write quant_errors.json while converting")
 
 KEYS = (WINDOW_GEOMETRY, WINDOW_STATE, RECENT_MODELS, LAST_POLICY, LAST_POLICY_DIR, MAC_GB, CONTEXT,
-        OUTPUT_DIR, PAINT_GROUP_SIZE, PAINT_MODE)
+        OUTPUT_DIR, PAINT_GROUP_SIZE, PAINT_MODE, MEASURE_ERRORS)
 
 
 def store() -> QSettings:
@@ -52,6 +53,8 @@ def get(key: Key):
             if isinstance(value, str):
                 return [value]
             return [str(v) for v in value]
+        if key.type is bool:  # INI files give "true"/"false" back as strings
+            return value if isinstance(value, bool) else str(value).lower() in ("true", "1")
         if key.type is QByteArray:
             return value if isinstance(value, QByteArray) else QByteArray(value)
         return key.type(value)

@@ -15,6 +15,9 @@ def configure_parser(parser):
     parser.add_argument("--policy", default=None, help="preset name (default config-i) or policy JSON file")
     parser.add_argument("--force", action="store_true", help="replace an existing output folder once the new one is complete")
     parser.add_argument("--shard-gb", type=float, default=5.0, help="largest output shard in GB (default 5)")
+    parser.add_argument("--no-errors", action="store_true",
+                        help="skip measuring each tensor's quantization error (quant_errors.json); "
+                             "measuring dequantizes every chunk again, which costs time, most on CPU")
 
 
 def _format_eta(seconds: float | None) -> str:
@@ -71,7 +74,7 @@ def run(args) -> int:
     started = time.monotonic()
     try:
         result = convert(project, args.out, force=args.force, progress=line, cancel=cancel,
-                         max_shard_bytes=int(args.shard_gb * 1e9))
+                         max_shard_bytes=int(args.shard_gb * 1e9), measure_errors=not args.no_errors)
     except ConversionCancelled as exc:
         line.end()
         print(f"configi-studio: {exc}", file=sys.stderr)

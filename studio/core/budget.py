@@ -1,7 +1,8 @@
 """Fit a policy to a size budget: per role-and-layer bits that minimise measured error.
 
 The grid's cells (role x layer) are the choices. Cells the current policy keeps
-or drops stay as they are (a router kept in f16 is a decision, not a cost).
+or drops stay as they are (a router kept in f16 is a decision, not a cost), and
+so do cells in the mx/nv float modes, which have one bit width each.
 Every quantized cell starts at its lowest bit width, then the cell whose next
 step up buys the most error reduction per byte is upgraded, while the total
 stays within the budget: the classic greedy for this knapsack, exact enough
@@ -9,7 +10,7 @@ when the error falls steeply with bits, as it does.
 
 The error of a cell at b bits is the element-weighted mean squared relative
 error of its units, measured by `studio.core.tensor_error` on samples of the
-real weights (see `measure_cell_errors`).
+real weights (see `studio.core.error_survey.survey`).
 """
 
 from __future__ import annotations
@@ -35,6 +36,10 @@ class CellChange:
     layer: int | None
     old_bits: int
     new_bits: int
+    old_bytes: int = 0
+    new_bytes: int = 0
+    old_error: float = 0.0  # the cell's mean squared relative error
+    new_error: float = 0.0
 
 
 @dataclass
@@ -61,6 +66,12 @@ def quantized_cells(project: Project) -> dict[Cell, list[int]]:
     return dict(cells)
 
 
+def affine_cells(project: Project) -> dict[Cell, list[int]]:
+    """The cells whose bit width may change: quantized in affine mode."""
+    decisions = project.plan.decisions
+    return {c: m for c, m in quantized_cells(project).items() if decisions[m[0]].mode == "affine"}
+
+
 def _cell_bytes(project: Project, members: list[int], bits: int) -> int:
     plan = project.plan
     total = 0
@@ -74,7 +85,7 @@ def _cell_bytes(project: Project, members: list[int], bits: int) -> int:
 def propose(project: Project, target_bytes: int, cell_errors: dict[Cell, dict[int, float]],
             options: tuple[int, ...] = BIT_OPTIONS) -> BudgetProposal:
     """A policy within `target_bytes` that minimises the summed cell error."""
-    cells = quantized_cells(project)
+    cells = affine_cells(project)
     est = project.estimate
     fixed = est.total_bytes - sum(est.unit_bytes[i] for members in cells.values() for i in members)
     sizes = {cell: {b: _cell_bytes(project, members, b) for b in options} for cell, members in cells.items()}
@@ -108,11 +119,15 @@ def propose(project: Project, target_bytes: int, cell_errors: dict[Cell, dict[in
             choice[cell] = nxt
             push(heap, cell)
 
-    changes = [CellChange(role, layer, current_bits[(role, layer)], bits)
-               for (role, layer), bits in sorted(choice.items(), key=lambda kv: (kv[0][0], -1 if kv[0][1] is None else kv[0][1]))
-               if bits != current_bits[(role, layer)]]
+    def change(cell: Cell, bits: int) -> CellChange:
+        old = current_bits[cell]
+        old_bytes = sizes[cell][old] if old in sizes[cell] else _cell_bytes(project, cells[cell], old)
+        return CellChange(cell[0], cell[1], old, bits, old_bytes, sizes[cell][bits], error(cell, old), error(cell, bits))
+
+    order = sorted(choice, key=lambda c: (c[0], -1 if c[1] is None else c[1]))
+    changes = [change(cell, choice[cell]) for cell in order if choice[cell] != current_bits[cell]]
     group = {cell: project.plan.decisions[members[0]].group_size for cell, members in cells.items()}
-    stroke = {(c.role, c.layer): Quantize(c.new_bits, group[(c.role, c.layer)]) for c in changes}
+    stroke = {(c.role, c.layer): Quantize(c.new_bits, group[(c.role, c.layer)], "affine") for c in changes}
     policy = apply_stroke(project.policy, stroke, project.num_layers, note="fit to budget")
     before = sum(error(c, current_bits[c]) for c in cells)
     after = sum(error(c, choice[c]) for c in cells)

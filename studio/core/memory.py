@@ -68,3 +68,8 @@ class Fit:
 def memory_fit(weights_bytes: int, text_config: dict, mac_gb: int = 256, context: int = 32768) -> Fit:
     return Fit(mac_gb, context, weights_bytes, kv_bytes_per_token(text_config) * context,
                RUNTIME_OVERHEAD_BYTES, gpu_limit_bytes(mac_gb))
+
+
+def weights_budget_bytes(text_config: dict, mac_gb: int, context: int) -> int:
+    """Bytes left for the weights on a Mac: the GPU limit less KV cache and runtime (what `Fit.fits` checks)."""
+    return gpu_limit_bytes(mac_gb) - kv_bytes_per_token(text_config) * context - RUNTIME_OVERHEAD_BYTES

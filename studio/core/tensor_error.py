@@ -38,19 +38,34 @@ def _check(w: mx.array, bits: int, group_size: int, mode: str) -> None:
         )
 
 
-def _round_trip_sums(w: mx.array, bits: int, group_size: int, mode: str) -> tuple[mx.array, mx.array]:
-    """Per leading index: (sum of squared errors, sum of squares), float32, lazy."""
-    x = w.astype(mx.float32)
-    parts = mx.quantize(x, group_size=group_size, bits=bits, mode=mode)
+def round_trip_sums(reference: mx.array, parts, bits: int, group_size: int, mode: str,
+                    axes: tuple[int, ...] | None = None) -> tuple[mx.array, mx.array]:
+    """(sum of squared errors, sum of squares) of `reference` against the dequantized `parts`.
+
+    `parts` is what ``mx.quantize`` returned for (a cast of) `reference`; sums
+    run over `axes` (all, by default) in float32 and stay lazy, so a caller can
+    evaluate them together with the quantized output it writes.
+    """
+    ref = reference.astype(mx.float32)
     q, scales = parts[0], parts[1]
     biases = parts[2] if len(parts) > 2 else None
     back = mx.dequantize(q, scales, biases, group_size=group_size, bits=bits, mode=mode, dtype=mx.float32)
-    axes = tuple(range(1, x.ndim))
-    return mx.sum(mx.square(back - x), axis=axes), mx.sum(mx.square(x), axis=axes)
+    return mx.sum(mx.square(back - ref), axis=axes), mx.sum(mx.square(ref), axis=axes)
+
+
+def _round_trip_sums(w: mx.array, bits: int, group_size: int, mode: str, dtype=None) -> tuple[mx.array, mx.array]:
+    """Per leading index and row: (sum of squared errors, sum of squares), float32, lazy."""
+    # Quantizing in the output dtype (bf16 scales, as the converter writes them)
+    # measures the file's error; the reference stays the float input.
+    x = w.astype(mx.float32 if dtype is None else dtype)
+    parts = mx.quantize(x, group_size=group_size, bits=bits, mode=mode)
+    # Per row in float32 (the caller adds rows in float64): a float32 sum over a
+    # whole expert loses digits the 1e-4 comparisons with the converter need.
+    return round_trip_sums(w, parts, bits, group_size, mode, axes=(-1,))
 
 
 def _expert_sums(
-    w: mx.array, bits: int, group_size: int, mode: str, chunk_experts: int | None
+    w: mx.array, bits: int, group_size: int, mode: str, chunk_experts: int | None, dtype=None
 ) -> tuple[np.ndarray, np.ndarray]:
     """(squared errors, squares) per expert as float64, for [E, out, in]; a 2-D tensor is one expert."""
     _check(w, bits, group_size, mode)
@@ -67,22 +82,25 @@ def _expert_sums(
     ref = np.empty(experts, dtype=np.float64)
     for start in range(0, experts, chunk_experts):
         stop = min(start + chunk_experts, experts)
-        e, r = _round_trip_sums(w[start:stop], bits, group_size, mode)
+        e, r = _round_trip_sums(w[start:stop], bits, group_size, mode, dtype)
         mx.eval(e, r)
-        err[start:stop] = np.array(e, dtype=np.float64)
-        ref[start:stop] = np.array(r, dtype=np.float64)
+        err[start:stop] = np.array(e, dtype=np.float64).sum(axis=-1)
+        ref[start:stop] = np.array(r, dtype=np.float64).sum(axis=-1)
     return err, ref
 
 
 def relative_error(
-    w: mx.array, bits: int, group_size: int, mode: str = "affine", *, chunk_experts: int | None = None
+    w: mx.array, bits: int, group_size: int, mode: str = "affine", *, chunk_experts: int | None = None,
+    dtype=None,
 ) -> float:
     """||dequantize(quantize(w)) - w||_F / ||w||_F in float32 (0.0 for an all-zero tensor).
 
     ``w`` is ``[out, in]`` or stacked experts ``[E, out, in]``; the latter runs
     ``chunk_experts`` experts at a time (default: as many as fit in ~128 MB).
+    ``dtype`` (e.g. ``mx.bfloat16``) quantizes ``w`` cast to it, as the converter
+    does, against ``w`` itself; by default the round trip is all float32.
     """
-    err, ref = _expert_sums(w, bits, group_size, mode, chunk_experts)
+    err, ref = _expert_sums(w, bits, group_size, mode, chunk_experts, dtype)
     total_ref = float(ref.sum())
     if total_ref == 0.0:
         return 0.0

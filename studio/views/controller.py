@@ -24,12 +24,15 @@ class ProjectController(QObject):
     unit_selected = Signal(int)             # a unit was selected in the tree
     cell_selected = Signal(object, object)  # (role, layer) selected in the grid; (None, None) clears
     policy_named = Signal(str)              # the policy's name or file, for the status bar
+    errors_changed = Signal(object)         # ErrorMap | None: measured errors (survey or quant_errors.json)
 
     def __init__(self, parent=None):
         super().__init__(parent)
         self.project: Project | None = None
         self.policy: Policy | None = None
         self.policy_source = ""
+        self.errors = None   # ErrorMap shown by the grid's heat map and the tree's Error column
+        self.survey = None   # the latest Survey (errors at every bit width: what fitting needs)
         self.undo_stack = QUndoStack(self)
         self._timer = QTimer(self, singleShot=True, interval=THROTTLE_MS)
         self._timer.timeout.connect(self.flush)
@@ -41,7 +44,9 @@ class ProjectController(QObject):
         self.project = project
         self.policy = project.policy if project else None
         self.policy_source = source or (self.policy.name if self.policy else "")
+        self.errors = self.survey = None
         self.project_changed.emit(project)
+        self.errors_changed.emit(None)
         if project is not None:
             self.estimate_changed.emit(project.estimate)
             self.policy_named.emit(self.policy_source)
@@ -83,6 +88,25 @@ class ProjectController(QObject):
         if self.project is None or policy is self.policy:
             return
         self.undo_stack.push(PolicyCommand(self, self.policy, policy, text, rect, source))
+
+    def set_errors(self, errors, survey=None) -> None:
+        """Show `errors` (an ErrorMap); a `survey` also becomes the one fitting uses."""
+        self.errors = errors
+        if survey is not None:
+            self.survey = survey
+        self.errors_changed.emit(errors)
+
+    def survey_covers_policy(self) -> bool:
+        """Whether the latest survey measured every quantized unit at its current group size and mode."""
+        if self.survey is None or self.project is None:
+            return False
+        units = self.survey.units
+        for unit, decision in self.project.plan.rows():
+            if decision.action == "quantize":
+                u = units.get(unit.path)
+                if u is None or (u.group_size, u.mode) != (decision.group_size, decision.mode):
+                    return False
+        return True
 
     def set_source(self, source: str) -> None:
         self.policy_source = source

@@ -50,6 +50,10 @@ class ConvertPanel(QWidget):
         browse = QPushButton(icon("folder"), "Choose…", toolTip="Choose the output folder")
         browse.clicked.connect(self.choose_output)
         self.force = QCheckBox("Overwrite", toolTip="Replace the output folder if it already holds a model")
+        self.measure = QCheckBox("Measure error", toolTip="Also write quant_errors.json: each tensor's relative "
+                                 "quantization error (costs extra time, most on CPU)")
+        self.measure.setChecked(settings.get(settings.MEASURE_ERRORS))
+        self.measure.toggled.connect(lambda on: settings.put(settings.MEASURE_ERRORS, on))
         self.convert_button = QPushButton(icon("convert"), "Convert", toolTip="Convert with this policy (Ctrl+Enter)")
         self.convert_button.clicked.connect(self.start)
         self.cancel_button = QPushButton(icon("cancel"), "Cancel", toolTip="Stop after the current tensor")
@@ -69,6 +73,7 @@ class ConvertPanel(QWidget):
         row.addWidget(self.output, 1)
         row.addWidget(browse)
         row.addWidget(self.force)
+        row.addWidget(self.measure)
         buttons = QHBoxLayout()
         buttons.addWidget(self.convert_button)
         buttons.addWidget(self.cancel_button)
@@ -120,7 +125,8 @@ class ConvertPanel(QWidget):
             return False
         self.controller.flush()
         snapshot = copy.copy(self.controller.project)  # later policy edits must not reach the running plan
-        fn = functools.partial(module.convert, snapshot, out, force=self.force.isChecked())
+        fn = functools.partial(module.convert, snapshot, out, force=self.force.isChecked(),
+                               measure_errors=self.measure.isChecked())
         token = module.CancelToken() if hasattr(module, "CancelToken") else None
         cancelled = (module.ConversionCancelled,) if hasattr(module, "ConversionCancelled") else ()
         self.worker = Worker(fn, token=token, cancelled_errors=cancelled, interval_s=0.1, parent=self)

@@ -10,3 +10,4 @@ SORT_VALUE = Qt.ItemDataRole.UserRole + 5    # sortable raw value (bytes as int)
 RULE_INDEX = Qt.ItemDataRole.UserRole + 6    # int | None: the rule that decides a cell or unit
 ACTION = Qt.ItemDataRole.UserRole + 7        # the policy Action of a grid cell
 HAS_UNITS = Qt.ItemDataRole.UserRole + 8     # bool: whether a grid cell has any unit
+ERROR = Qt.ItemDataRole.UserRole + 9        # float | None: measured relative error of a cell or unit

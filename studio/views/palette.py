@@ -82,3 +82,30 @@ def role_icon(role: str, size: int = 10) -> QIcon:
         pixmap.fill(role_colour(role))
         _ICONS[key] = QIcon(pixmap)
     return _ICONS[key]
+
+
+# Quantization error, on a log scale: ColorBrewer YlOrRd (sequential, colour-blind
+# safe), deliberately unlike the viridis bits ramp so the two modes are never confused.
+ERROR_RAMP = ("#FFFFCC", "#FED976", "#FD8D3C", "#E31A1C", "#800026")
+ERROR_RANGE = (1e-3, 0.5)  # relative errors at the two ends of the ramp
+NO_ERROR_COLOUR = "#D9D9D9"
+
+
+def error_colour(error: float | None) -> QColor:
+    if error is None:
+        return qcolor(NO_ERROR_COLOUR)
+    import math
+
+    low, high = (math.log10(v) for v in ERROR_RANGE)
+    t = (math.log10(max(error, 1e-12)) - low) / (high - low)
+    t = min(max(t, 0.0), 1.0) * (len(ERROR_RAMP) - 1)
+    i = min(int(t), len(ERROR_RAMP) - 2)
+    return tint(qcolor(ERROR_RAMP[i + 1]), qcolor(ERROR_RAMP[i]), t - i)
+
+
+def error_text(error: float | None) -> str:
+    """A relative error in the few characters a cell has: 0.0412 -> "4.1%"."""
+    if error is None:
+        return "–"
+    percent = 100 * error
+    return f"{percent:.2g}%" if percent < 100 else f"{percent:.0f}%"

@@ -1,7 +1,9 @@
 """The policy grid: layers (rows, plus one row outside the layers) by roles (columns).
 
 `PolicyGridModel` is a thin table over the controller's policy: a cell shows
-what the policy decides for that role in that layer, coloured by bits. While a
+what the policy decides for that role in that layer, coloured by bits, or with
+`show_error` on, the measured relative error at the bits it has now (from the
+controller's ErrorMap), coloured by error; cells nobody measured show "–". While a
 stroke is painted the model overlays the stroke (`preview`); the view turns a
 whole stroke into one undo command and one dataChanged for its rectangle.
 """
@@ -13,10 +15,11 @@ from PySide6.QtGui import QBrush, QColor, QFont, QPainter, QPen
 from PySide6.QtWidgets import QHeaderView, QMenu, QStyledItemDelegate, QTableView
 
 from studio.core.formatting import human_bytes
+from studio.core.plan import decide
 from studio.core.policy import Quantize
 from studio.core.roles import ROLE_BY_KEY
 from studio.views import item_roles
-from studio.views.palette import action_colour, action_short, role_colour, text_on
+from studio.views.palette import action_colour, action_short, error_colour, error_text, role_colour, text_on
 
 SHORT = {
     "embedding": "Emb", "lm_head": "Head", "attn_q": "Q", "attn_k": "K", "attn_v": "V", "attn_o": "O",
@@ -36,6 +39,7 @@ class PolicyGridModel(QAbstractTableModel):
         self.layers: list[int | None] = []
         self.cells: dict[tuple[str, int | None], list[int]] = {}
         self.preview: dict[tuple[str, int | None], object] = {}
+        self.show_error = False
         self._bold = QFont()
         self._bold.setBold(True)
 
@@ -65,6 +69,20 @@ class PolicyGridModel(QAbstractTableModel):
 
     def has_units(self, row: int, col: int) -> bool:
         return (self.roles[col], self.layers[row]) in self.cells
+
+    def set_show_error(self, on: bool) -> None:
+        self.show_error = on
+        self.changed()
+
+    def error(self, key, action) -> float | None:
+        """The cell's measured relative error at `action` (what it shows, painted or not), or None."""
+        errors = self.controller.errors
+        if errors is None or not isinstance(action, Quantize):
+            return None
+        project = self.controller.project
+        units = project.units
+        float_dtype = project.plan.float_dtype
+        return errors.cell_error((units[i], decide(units[i], action, None, float_dtype)) for i in self.cells[key])
 
     def action(self, role: str, layer: int | None):
         key = (role, layer)
@@ -126,6 +144,9 @@ class PolicyGridModel(QAbstractTableModel):
         if not present:
             return None
         action, rule = self.action(*key)
+        if self.show_error and role in (Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.BackgroundRole,
+                                        Qt.ItemDataRole.ForegroundRole, item_roles.ERROR):
+            return self._error_data(key, action, role)
         if role == Qt.ItemDataRole.DisplayRole:
             return action_short(action)
         if role == Qt.ItemDataRole.BackgroundRole:
@@ -142,7 +163,19 @@ class PolicyGridModel(QAbstractTableModel):
             return rule
         if role == Qt.ItemDataRole.ToolTipRole:
             return self._tooltip(key, action, rule)
+        if role == item_roles.ERROR:
+            return self.error(key, action)
         return None
+
+    def _error_data(self, key, action, role):
+        """Heat-map mode: unquantized cells keep their label on a neutral background."""
+        error = self.error(key, action)
+        if role == item_roles.ERROR:
+            return error
+        if role == Qt.ItemDataRole.DisplayRole:
+            return error_text(error) if isinstance(action, Quantize) else action_short(action)
+        colour = error_colour(error) if isinstance(action, Quantize) else error_colour(None).lighter(115)
+        return colour if role == Qt.ItemDataRole.BackgroundRole else text_on(colour)
 
     def _tooltip(self, key, action, rule) -> str:
         role, layer = key
@@ -156,6 +189,12 @@ class PolicyGridModel(QAbstractTableModel):
             lines.append("these tensors cannot be quantized; they stay as they are")
         size = sum(project.estimate.unit_bytes[i] for i in units)
         lines.append(f"{len(units)} unit(s), {human_bytes(size)} after conversion")
+        errors = self.controller.errors
+        if isinstance(action, Quantize) and errors is not None:
+            error = self.error(key, action)
+            what = "from the survey" if errors.source == "survey" else f"from {errors.source}"
+            lines.append(f"relative error at {action.label()}: {100 * error:.3g}% ({what})" if error is not None
+                         else f"relative error at {action.label()}: not measured (run the survey)")
         return "\n".join(lines)
 
     def changed(self, rect=None) -> None:

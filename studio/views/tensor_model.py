@@ -4,7 +4,9 @@ A thin QAbstractItemModel over a Project. Nodes are built once per project
 (about 2,000 for MiniMax-M3); the source tensors under a unit (128 for a
 stacked expert projection) are built only when the unit is expanded
 (canFetchMore/fetchMore). A policy change re-emits dataChanged for the
-decision and size columns only.
+decision, size and error columns only. The Error column shows a unit's measured
+relative error at its current decision (survey or quant_errors.json), blank
+where nothing was measured at that setting.
 """
 
 from __future__ import annotations
@@ -20,9 +22,9 @@ from studio.core.roles import ROLE_BY_KEY
 from studio.views import item_roles
 from studio.views.palette import role_colour, role_icon, tint
 
-COLUMNS = ("Name", "Role", "Shape", "Source dtype", "Decision", "Size before", "Size after")
-NAME, ROLE, SHAPE, DTYPE, DECISION, BEFORE, AFTER = range(len(COLUMNS))
-LIVE_COLUMNS = (DECISION, AFTER)
+COLUMNS = ("Name", "Role", "Shape", "Source dtype", "Decision", "Size before", "Size after", "Error")
+NAME, ROLE, SHAPE, DTYPE, DECISION, BEFORE, AFTER, ERROR = range(len(COLUMNS))
+LIVE_COLUMNS = (DECISION, AFTER, ERROR)
 
 BLOCK_OF_FAMILY = {
     "attention": "Attention", "indexer": "Sparse-attention indexer", "expert_gate_up": "MoE",
@@ -67,6 +69,7 @@ class TensorTreeModel(QAbstractItemModel):
         super().__init__(parent)
         self.project: Project | None = None
         self.root = Node(None, "root", "")
+        self.errors = None  # ErrorMap
         self._unit_source: list[int] = []
         self._icons: dict[str, QIcon] = {}
         self._base = QColor("#FFFFFF")
@@ -112,6 +115,15 @@ class TensorTreeModel(QAbstractItemModel):
     @staticmethod
     def _block(role: str) -> str:
         return BLOCK_OF_FAMILY.get(ROLE_BY_KEY[role].family, "Other") if role in ROLE_BY_KEY else "Other"
+
+    def set_errors(self, errors) -> None:
+        self.errors = errors
+        self.policy_updated()
+
+    def _error(self, node: Node) -> float | None:
+        if self.errors is None or node.kind != "unit":
+            return None
+        return self.errors.unit_error(self.project.units[node.unit], self.project.plan.decisions[node.unit])
 
     def set_palette(self, palette: QPalette) -> None:
         self._base = palette.color(QPalette.ColorRole.Base)
@@ -179,7 +191,10 @@ class TensorTreeModel(QAbstractItemModel):
         if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
             return COLUMNS[section]
         if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.TextAlignmentRole:
-            return int(Qt.AlignmentFlag.AlignRight if section in (BEFORE, AFTER) else Qt.AlignmentFlag.AlignLeft)
+            return int(Qt.AlignmentFlag.AlignRight if section in (BEFORE, AFTER, ERROR) else Qt.AlignmentFlag.AlignLeft)
+        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.ToolTipRole and section == ERROR:
+            return ("Relative error ||dequantize(quantize(W)) - W|| / ||W|| at the unit's current decision, "
+                    "from the error survey or a loaded quant_errors.json")
         return None
 
     def flags(self, index):
@@ -235,7 +250,7 @@ class TensorTreeModel(QAbstractItemModel):
             return shade
         if role == Qt.ItemDataRole.FontRole and node.kind == "layer":
             return self._bold
-        if role == Qt.ItemDataRole.TextAlignmentRole and col in (BEFORE, AFTER):
+        if role == Qt.ItemDataRole.TextAlignmentRole and col in (BEFORE, AFTER, ERROR):
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         if role == Qt.ItemDataRole.ToolTipRole:
             return self._tooltip(node)
@@ -249,6 +264,8 @@ class TensorTreeModel(QAbstractItemModel):
             return node.kind
         if role == item_roles.SORT_VALUE and col in (BEFORE, AFTER):
             return self._size(node, col == BEFORE)
+        if role in (item_roles.ERROR, item_roles.SORT_VALUE) and col == ERROR:
+            return self._error(node)
         if role == item_roles.RULE_INDEX and node.kind == "unit":
             return self.project.plan.decisions[node.unit].rule
         return None
@@ -276,6 +293,9 @@ class TensorTreeModel(QAbstractItemModel):
             return ""
         if col == DECISION:
             return self._decision_text(node)
+        if col == ERROR:
+            error = self._error(node)
+            return "" if error is None else f"{100 * error:.3g}%"
         size = self._size(node, col == BEFORE)
         return "" if size is None else human_bytes(size)
 

@@ -8,7 +8,7 @@ from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QHeaderView, QLabel, QLin
 
 from studio.core.roles import ROLE_BY_KEY
 from studio.views import item_roles
-from studio.views.tensor_model import AFTER, BEFORE, COLUMNS, DECISION, NAME, TensorFilterModel, TensorTreeModel
+from studio.views.tensor_model import AFTER, BEFORE, COLUMNS, DECISION, ERROR, NAME, TensorFilterModel, TensorTreeModel
 
 
 def legend_html(roles: list[str]) -> str:
@@ -45,9 +45,10 @@ class TensorTreePanel(QWidget):
         header = self.view.header()
         header.setStretchLastSection(False)
         header.setSectionResizeMode(NAME, QHeaderView.ResizeMode.Interactive)
-        for col, width in ((NAME, 250), (1, 130), (2, 140), (3, 90), (DECISION, 95), (BEFORE, 82), (AFTER, 82)):
+        for col, width in ((NAME, 250), (1, 130), (2, 140), (3, 90), (DECISION, 95), (BEFORE, 82), (AFTER, 82),
+                           (ERROR, 64)):
             self.view.setColumnWidth(col, width)
-        for visual, col in enumerate((NAME, DECISION, AFTER, BEFORE)):  # what changes with the policy first
+        for visual, col in enumerate((NAME, DECISION, AFTER, ERROR, BEFORE)):  # what changes with the policy first
             header.moveSection(header.visualIndex(col), visual)
         self.view.selectionModel().currentRowChanged.connect(self._current_changed)
 
@@ -89,6 +90,9 @@ class TensorTreePanel(QWidget):
 
     def policy_updated(self) -> None:
         self.model.policy_updated()
+
+    def set_errors(self, errors) -> None:
+        self.model.set_errors(errors)
 
     def show_cell(self, role, layer) -> None:
         """Filter the tree to one grid cell (role and layer) and expand it; (None, None) clears."""

@@ -1,0 +1,78 @@
+"""`configi-studio fit MODEL (--target-gb N | --mac GB [--context N])`: bits that fit a size, least error first.
+
+Surveys the quantization error of every quantized unit on samples of its real
+weights, lets `budget.propose` spend the budget where error falls most, prints
+the change from the current policy, and writes the proposed policy only with --out.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from studio.core.formatting import human_bytes, table
+from studio.core.memory import CONTEXT_CHOICES, MAC_MEMORY_GB
+
+
+def configure_parser(parser):
+    parser.add_argument("model", help="model folder (Hugging Face style or MLX)")
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--target-gb", type=float, help="largest output size in GB (1e9 bytes)")
+    target.add_argument("--mac", type=int, choices=MAC_MEMORY_GB,
+                        help="fit a Mac with this much memory: GPU limit less KV cache and runtime")
+    parser.add_argument("--context", type=int, default=32768, help=f"context length for the KV cache with --mac "
+                        f"(default 32768; e.g. {', '.join(map(str, CONTEXT_CHOICES))})")
+    parser.add_argument("--policy", default=None, help="preset name (default config-i) or policy JSON file to start from")
+    parser.add_argument("--out", help="write the proposed policy to this JSON file")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--sample", type=int, default=None, metavar="N",
+                        help="values sampled per unit for the error survey (default 4194304)")
+
+
+def _percent(error: float) -> str:
+    return f"{100 * error:.2f}%"
+
+
+def run(args) -> int:
+    from studio.core.error_survey import DEFAULT_MAX_ELEMENTS, survey
+    from studio.core.fit_report import fit, target_bytes
+    from studio.core.project import Project
+
+    project = Project.open(args.model, args.policy)
+    budget = target_bytes(project, args.target_gb, args.mac, args.context)
+    interactive = sys.stderr.isatty()
+
+    def progress(p):
+        if interactive:
+            sys.stderr.write(f"\rsurveying errors {100 * p.fraction:5.1f}% [{p.done}/{p.total}] {p.unit[-60:]:<60}")
+            sys.stderr.flush()
+
+    cells = survey(project, progress=progress, max_elements_per_unit=args.sample or DEFAULT_MAX_ELEMENTS)
+    if interactive:
+        sys.stderr.write("\n")
+    result = fit(project, budget, cells)
+    proposal = result.proposal
+    if args.out:
+        proposal.policy.save(args.out)
+    if args.json:
+        out = {"model": str(project.inventory.root), "from_policy": project.policy.name,
+               "survey_seconds": round(cells.seconds, 3), **result.to_dict(), "written": args.out}
+        print(json.dumps(out, indent=2))
+        return 0
+    where = f"a {args.mac} GB Mac at {args.context:,} tokens" if args.mac else f"{args.target_gb:g} GB"
+    print(f"{project.inventory.root}  (policy {project.policy.name}; budget {human_bytes(budget)} for {where})\n")
+    if result.rows:
+        rows = [[r.role_label, r.layers_text, f"{r.old_bits} -> {r.new_bits}", human_bytes(r.bytes_before),
+                 human_bytes(r.bytes_after), _percent(r.error_before), _percent(r.error_after)]
+                for r in result.rows]
+        print(table(["role", "layers", "bits", "size before", "size after", "error before", "error after"], rows,
+                    right={3, 4, 5, 6}))
+    else:
+        print("no change: the current policy is already the best fit the survey finds.")
+    print()
+    print(f"size        {human_bytes(result.bytes_before)} -> {human_bytes(proposal.total_bytes)} "
+          f"(budget {human_bytes(budget)})")
+    print(f"error       {_percent(result.error_before)} -> {_percent(result.error_after)} "
+          "(relative error of the quantized weights, RMS, on samples)")
+    print(f"policy      written to {args.out}" if args.out else "policy      not written (use --out FILE)")
+    return 0

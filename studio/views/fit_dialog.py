@@ -1,0 +1,186 @@
+""""Fit to budget…": choose a size or a Mac, survey the errors (on the worker), review the diff, accept or reject.
+
+Accepting applies the proposed policy as one undo step; rejecting changes nothing.
+"""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QAbstractTableModel, QModelIndex, Qt
+from PySide6.QtWidgets import (QButtonGroup, QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QGridLayout,
+                               QHeaderView, QLabel, QProgressBar, QPushButton, QRadioButton, QTableView, QVBoxLayout)
+
+from studio import settings
+from studio.core.errors import StudioError
+from studio.core.formatting import human_bytes
+from studio.core.memory import CONTEXT_CHOICES, MAC_MEMORY_GB
+
+HEADERS = ("Role", "Layers", "Bits", "Size before", "Size after", "Error before", "Error after")
+
+
+class ChangesModel(QAbstractTableModel):
+    """The proposal's grouped changes (fit_report.ChangeRow), read-only."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.rows = []
+
+    def set_rows(self, rows) -> None:
+        self.beginResetModel()
+        self.rows = list(rows)
+        self.endResetModel()
+
+    def rowCount(self, parent=QModelIndex()):
+        return 0 if parent.isValid() else len(self.rows)
+
+    def columnCount(self, parent=QModelIndex()):
+        return 0 if parent.isValid() else len(HEADERS)
+
+    def headerData(self, section, orientation, role=Qt.ItemDataRole.DisplayRole):
+        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
+            return HEADERS[section]
+        return None
+
+    def data(self, index, role=Qt.ItemDataRole.DisplayRole):
+        if not index.isValid():
+            return None
+        r = self.rows[index.row()]
+        if role == Qt.ItemDataRole.DisplayRole:
+            return (r.role_label, r.layers_text, f"{r.old_bits} → {r.new_bits}", human_bytes(r.bytes_before),
+                    human_bytes(r.bytes_after), f"{100 * r.error_before:.2f}%",
+                    f"{100 * r.error_after:.2f}%")[index.column()]
+        if role == Qt.ItemDataRole.TextAlignmentRole and index.column() >= 2:
+            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        return None
+
+
+class FitDialog(QDialog):
+    def __init__(self, controller, runner, parent=None):
+        super().__init__(parent)
+        self.setWindowTitle("Fit to budget")
+        self.controller, self.runner = controller, runner
+        self.result = None
+
+        self.by_size = QRadioButton("Output size at most")
+        self.by_mac = QRadioButton("Fit a Mac")
+        choice = QButtonGroup(self)
+        choice.addButton(self.by_size)
+        choice.addButton(self.by_mac)
+        total = controller.project.estimate.total_bytes if controller.project else 0
+        # Small models (the demo, tests) are sized in MB; real ones in GB.
+        self.unit_bytes, unit_name = (1e9, " GB") if total >= 10e9 else (1e6, " MB")
+        self.size = QDoubleSpinBox(decimals=2, minimum=0.01, maximum=1e6, suffix=unit_name)
+        self.size.setValue(max(0.01, round(total * 0.9 / self.unit_bytes, 2)))
+        self.mac = QComboBox()
+        for gb in MAC_MEMORY_GB:
+            self.mac.addItem(f"{gb} GB", gb)
+        self.mac.setCurrentIndex(max(0, self.mac.findData(settings.get(settings.MAC_GB))))
+        self.context = QComboBox()
+        for tokens in CONTEXT_CHOICES:
+            self.context.addItem(f"{tokens // 1024}K context", tokens)
+        self.context.setCurrentIndex(max(0, self.context.findData(settings.get(settings.CONTEXT))))
+        self.by_mac.setChecked(True)
+        self.by_mac.setToolTip("The Mac's GPU memory limit less the KV cache at this context and the runtime")
+
+        self.propose_button = QPushButton("Propose", toolTip="Survey the errors if needed and propose bits")
+        self.propose_button.clicked.connect(self.propose)
+        self.bar = QProgressBar(visible=False)
+        self.bar.setRange(0, 1000)
+        self.cancel_button = QPushButton("Cancel survey", visible=False)
+        self.cancel_button.clicked.connect(runner.cancel)
+        self.summary = QLabel("Choose a target and press Propose.", wordWrap=True)
+        self.changes = ChangesModel(self)
+        self.table = QTableView()
+        self.table.setModel(self.changes)
+        self.table.verticalHeader().hide()
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.buttons = QDialogButtonBox()
+        self.accept_button = self.buttons.addButton("Accept", QDialogButtonBox.ButtonRole.AcceptRole)
+        self.buttons.addButton("Reject", QDialogButtonBox.ButtonRole.RejectRole)
+        self.accept_button.setEnabled(False)
+        self.buttons.accepted.connect(self.accept)
+        self.buttons.rejected.connect(self.reject)
+
+        grid = QGridLayout()
+        grid.addWidget(self.by_size, 0, 0)
+        grid.addWidget(self.size, 0, 1)
+        grid.addWidget(self.by_mac, 1, 0)
+        grid.addWidget(self.mac, 1, 1)
+        grid.addWidget(self.context, 1, 2)
+        grid.addWidget(self.propose_button, 0, 3, 2, 1)
+        layout = QVBoxLayout(self)
+        layout.addLayout(grid)
+        layout.addWidget(self.bar)
+        layout.addWidget(self.cancel_button)
+        layout.addWidget(self.summary)
+        layout.addWidget(self.table, 1)
+        layout.addWidget(self.buttons)
+        self.resize(760, 420)
+
+        runner.progress.connect(self._progress)
+        runner.stopped.connect(self._stopped)
+        self._connected = True
+
+    def target(self) -> dict:
+        if self.by_size.isChecked():
+            return {"target_gb": self.size.value() * self.unit_bytes / 1e9}
+        return {"mac_gb": self.mac.currentData(), "context": self.context.currentData()}
+
+    def propose(self) -> None:
+        """Use the latest survey if it covers the policy; else run one, then propose."""
+        self.controller.flush()
+        self.accept_button.setEnabled(False)
+        if self.controller.survey_covers_policy():
+            self._compute(self.controller.survey)
+            return
+        self.summary.setText("Measuring the quantization error of every quantized tensor (samples)…")
+        self._busy(True)
+        self.runner.start(then=self._compute)
+
+    def _busy(self, on: bool) -> None:
+        self.bar.setVisible(on)
+        self.cancel_button.setVisible(on)
+        self.propose_button.setEnabled(not on)
+
+    def _progress(self, p) -> None:
+        self.bar.setValue(int(1000 * p.fraction))
+        self.bar.setFormat(f"{p.done}/{p.total} units")
+
+    def _stopped(self, reason: str) -> None:
+        self._busy(False)
+        self.summary.setText(f"No proposal: {reason}")
+
+    def _compute(self, survey) -> None:
+        from studio.core.fit_report import fit, target_bytes
+
+        self._busy(False)
+        project = self.controller.project
+        self.controller.flush()
+        try:
+            budget = target_bytes(project, **self.target())
+            self.result = fit(project, budget, survey)
+        except StudioError as exc:
+            self.result = None
+            self.changes.set_rows([])
+            self.summary.setText(str(exc))
+            return
+        r = self.result
+        self.changes.set_rows(r.rows)
+        self.summary.setText(
+            f"{len(r.proposal.changes)} cell(s) change. Size {human_bytes(r.bytes_before)} → "
+            f"{human_bytes(r.proposal.total_bytes)} for a budget of {human_bytes(r.proposal.target_bytes)}; "
+            f"relative error {100 * r.error_before:.2f}% → {100 * r.error_after:.2f}% "
+            "(RMS over the quantized weights, measured on samples).")
+        self.accept_button.setEnabled(bool(r.proposal.changes))
+
+    def accept(self) -> None:
+        if self.result is not None and self.result.proposal.changes:
+            self.controller.replace_policy(self.result.proposal.policy, "fit to budget",
+                                           source=self.result.proposal.policy.name)
+        super().accept()
+
+    def done(self, code: int) -> None:
+        if self._connected:  # the runner outlives the dialog: stop listening to it once
+            self._connected = False
+            self.runner.progress.disconnect(self._progress)
+            self.runner.stopped.disconnect(self._stopped)
+        super().done(code)

@@ -1,0 +1,128 @@
+"""Measured error in the window: the grid's heat map, the tree's Error column, loading quant_errors.json, fit."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from PySide6.QtCore import QModelIndex, Qt
+
+from studio.core.convert import convert
+from studio.core.project import Project
+from studio.core.quant_errors import FILE_NAME
+from studio.views import item_roles
+from studio.views.main_window import MainWindow
+from studio.views.tensor_model import ERROR
+from test_gui_fixtures import QT_MARKS, studio_settings, tiny_m3  # noqa: F401
+
+pytestmark = QT_MARKS
+
+
+@pytest.fixture
+def window(qtbot, tiny_m3):
+    w = MainWindow()
+    qtbot.addWidget(w)
+    w.resize(1400, 900)
+    assert w.open_model(str(tiny_m3), "uniform-4bit")
+    w.show()
+    qtbot.waitExposed(w)
+    yield w
+    w.shutdown()
+
+
+def _surveyed(qtbot, window):
+    editor = window.editor
+    with qtbot.waitSignal(editor.survey_runner.finished, timeout=60000) as blocker:
+        editor.set_show_error(True)  # nothing measured yet: the toggle starts a survey
+    return blocker.args[0]
+
+
+def test_show_error_colours_cells_by_the_surveyed_error(qtbot, window, tmp_path):
+    editor, c = window.editor, window.controller
+    grid = editor.grid_model
+    cell = grid.index_of("attn_q", 1)
+    assert cell.data() == "4"
+    survey = _surveyed(qtbot, window)
+    assert c.survey is survey and c.errors is not None and editor.show_error.isChecked()
+    expected = math.sqrt(survey[("attn_q", 1)][4])
+    assert cell.data(item_roles.ERROR) == pytest.approx(expected, rel=1e-9)
+    assert cell.data() == f"{100 * expected:.2g}%"
+    assert "relative error at 4-bit" in cell.data(Qt.ItemDataRole.ToolTipRole)
+    kept = grid.index_of("router_bias", 1)  # kept in f32: no error, its label on a neutral background
+    assert kept.data() == "f32" and kept.data(item_roles.ERROR) is None
+    assert grid.index_of("router", 1).data(item_roles.ERROR) < expected / 4  # 8-bit router vs 4-bit attention
+    # Every quantized cell has a figure.
+    texts = [grid.index(r, col).data() for r in range(grid.rowCount()) for col in range(grid.columnCount())
+             if grid.has_units(r, col)]
+    assert "–" not in texts and sum(t.endswith("%") for t in texts) > 20
+    path = tmp_path / "editor.png"
+    assert editor.grab().save(str(path))
+    editor.set_show_error(False)
+    assert cell.data() == "4" and not editor.error_legend.isVisible()
+
+
+def test_tree_error_column_follows_the_decision(qtbot, window, qtmodeltester):
+    survey = _surveyed(qtbot, window)
+    model, c = window.tree.model, window.controller
+    unit = next(i for i, d in enumerate(c.project.plan.decisions) if d.action == "quantize"
+                and c.project.units[i].layer == 1 and c.project.units[i].role == "attn_q")
+    index = model.unit_index(unit).siblingAtColumn(ERROR)
+    path = c.project.units[unit].path
+    assert index.data() == f"{100 * survey.units[path].errors[4]:.3g}%"
+    assert index.data(item_roles.ERROR) == survey.units[path].errors[4]
+    kept = next(i for i, u in enumerate(c.project.units) if u.role == "router_bias")
+    assert model.unit_index(kept).siblingAtColumn(ERROR).data() == ""
+    window.editor.set_brush("2")
+    window.editor._stroke_finished({("attn_q", 1): window.editor.grid.brush}, (2, 0, 2, 0))
+    c.flush()
+    assert index.data(item_roles.ERROR) == survey.units[path].errors[2] > survey.units[path].errors[4]
+    assert model.headerData(ERROR, Qt.Orientation.Horizontal) == "Error"
+    qtmodeltester.check(model)
+
+
+def test_loaded_quant_errors_json_shows_the_conversion_figures(qtbot, window, tmp_path, tiny_m3):
+    out = tmp_path / "mlx"
+    convert(Project.open(tiny_m3, "uniform-4bit"), out)
+    data = json.loads((out / FILE_NAME).read_text())
+    editor = window.editor
+    assert editor.load_errors(str(out))
+    editor.set_show_error(True)
+    assert not editor.survey_runner.busy  # errors are loaded: no survey
+    grid = editor.grid_model
+    path = next(p for p, e in data.items() if e["role"] == "attn_v" and e["layer"] == 1)
+    assert grid.index_of("attn_v", 1).data(item_roles.ERROR) == pytest.approx(data[path]["relative_error"])
+    assert FILE_NAME in grid.index_of("attn_v", 1).data(Qt.ItemDataRole.ToolTipRole)
+    editor.set_brush("2")
+    editor._stroke_finished({("attn_v", 1): editor.grid.brush}, (2, 0, 2, 0))
+    window.controller.flush()
+    assert grid.index_of("attn_v", 1).data() == "–"  # converted at 4 bits; 2 bits was never measured
+
+
+def test_fit_dialog_accept_changes_the_estimate_and_undo_restores_it(qtbot, window):
+    editor, c = window.editor, window.controller
+    before = c.project.estimate.total_bytes
+    dialog = editor.open_fit_dialog()
+    dialog.by_size.setChecked(True)
+    target = before * 0.8
+    dialog.size.setValue(target / dialog.unit_bytes)
+    with qtbot.waitSignal(editor.survey_runner.finished, timeout=60000):
+        dialog.propose()
+    assert dialog.result is not None and dialog.accept_button.isEnabled()
+    assert dialog.changes.rowCount() > 0 and "→" in dialog.changes.index(0, 2).data()
+    assert dialog.result.proposal.total_bytes <= target
+    dialog.accept()
+    c.flush()
+    after = c.project.estimate.total_bytes
+    assert after == dialog.result.proposal.total_bytes and after < before
+    assert c.undo_stack.count() == 1 and c.undo_stack.text(0) == "fit to budget"
+    c.undo_stack.undo()
+    c.flush()
+    assert c.project.estimate.total_bytes == before
+    # A second proposal reuses the survey (it covers the policy): no worker.
+    dialog = editor.open_fit_dialog()
+    dialog.by_mac.setChecked(True)
+    dialog.propose()
+    assert not editor.survey_runner.busy and dialog.result is not None
+    dialog.reject()
+    assert c.project.estimate.total_bytes == before

@@ -1,0 +1,182 @@
+"""Per-tensor error: the converter's quant_errors.json, the survey without converting, and `fit`."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import mlx.core as mx
+import pytest
+
+from studio.core import quant_errors
+from studio.core.budget import quantized_cells
+from studio.core.convert import ERROR_ROW_STRIDE, CancelToken, ConversionCancelled, convert
+from studio.core.dequantize import SourceReader
+from studio.core.error_survey import SurveyCancelled, sample_spans, survey
+from studio.core.fit_report import layers_text, target_bytes
+from studio.core.memory import weights_budget_bytes
+from studio.core.project import Project
+from studio.core.tensor_error import relative_error
+from studio.core.unit_source import read_unit_rows, unit_values, whole_only
+from studio.main import main
+
+SMALL_SHARDS = 200_000
+
+
+def _float_weights(project, index):
+    """The unit's whole float weights as the converter reads them."""
+    unit = project.units[index]
+    rows = unit.shape[0] if len(unit.shape) >= 2 else 1
+    reader = SourceReader(project.inventory.root)
+    try:
+        values = unit_values(unit, read_unit_rows(reader, project.inventory, unit, 0, rows))
+        mx.eval(values)
+        return values
+    finally:
+        reader.close()
+
+
+@pytest.mark.parametrize("arch,source_format", [("minimax_m3_vl", "mxfp8"), ("deepseek_v3", "fp8"),
+                                                ("gpt_oss", "bf16"), ("llama", "bf16")])
+def test_quant_errors_json_equals_tensor_error_of_the_float_weights(tiny_model, tmp_path, arch, source_format):
+    project = Project.open(tiny_model(arch, source_format), "config-i")
+    out = tmp_path / "out"
+    convert(project, out, max_shard_bytes=SMALL_SHARDS)
+    data = json.loads((out / quant_errors.FILE_NAME).read_text())
+    quantized = [i for i, d in enumerate(project.plan.decisions) if d.action == "quantize"]
+    assert set(data) == {project.units[i].path for i in quantized}
+    dtype = {"BF16": mx.bfloat16, "F16": mx.float16}[project.plan.float_dtype]
+    for i in quantized:
+        unit, decision = project.units[i], project.plan.decisions[i]
+        entry = data[unit.path]
+        assert (entry["role"], entry["layer"], entry["bits"], entry["group_size"], entry["mode"], entry["elements"]) \
+            == (unit.role, unit.layer, decision.bits, decision.group_size, decision.mode, unit.elements)
+        weights = _float_weights(project, i)
+        # The converter measures every ERROR_ROW_STRIDE-th row of each matrix, exactly.
+        sampled = relative_error(weights[..., ::ERROR_ROW_STRIDE, :], decision.bits, decision.group_size,
+                                 decision.mode, dtype=dtype)
+        assert sampled > 0
+        assert entry["relative_error"] == pytest.approx(sampled, rel=1e-4), unit.path
+        # ...which estimates the whole tensor's figure closely.
+        full = relative_error(weights, decision.bits, decision.group_size, decision.mode, dtype=dtype)
+        assert entry["relative_error"] == pytest.approx(full, rel=0.2), unit.path
+
+
+def test_chunked_and_resumed_conversions_write_the_same_errors(tiny_model, tmp_path, monkeypatch):
+    from studio.core import convert as convert_module
+
+    project = Project.open(tiny_model("minimax_m3_vl"), "config-i")
+    convert(project, tmp_path / "whole", max_shard_bytes=SMALL_SHARDS)
+    whole = json.loads((tmp_path / "whole" / quant_errors.FILE_NAME).read_text())
+    monkeypatch.setattr(convert_module, "CHUNK_ELEMENTS", 3000)
+    token = CancelToken()
+
+    def cancel_midway(p):
+        if p.units_done >= 40:
+            token.cancel()
+
+    with pytest.raises(ConversionCancelled):
+        convert(project, tmp_path / "again", progress=cancel_midway, cancel=token, max_shard_bytes=SMALL_SHARDS)
+    assert convert(project, tmp_path / "again", max_shard_bytes=SMALL_SHARDS).resumed_shards > 0
+    again = json.loads((tmp_path / "again" / quant_errors.FILE_NAME).read_text())
+    assert set(again) == set(whole)
+    for path, entry in whole.items():
+        assert again[path]["relative_error"] == pytest.approx(entry["relative_error"], rel=1e-5)
+
+
+def test_errors_can_be_turned_off(tiny_model, tmp_path):
+    out = tmp_path / "o"
+    assert main(["convert", str(tiny_model("llama")), str(out), "--policy", "uniform-4bit", "--no-errors"]) == 0
+    assert (out / "config.json").exists() and not (out / quant_errors.FILE_NAME).exists()
+
+
+def test_survey_covers_every_quantized_cell_and_error_falls_with_bits(tiny_model):
+    project = Project.open(tiny_model("minimax_m3_vl", "mxfp8"), "config-i")
+    result = survey(project)
+    assert set(result) == set(quantized_cells(project))
+    for cell, errors in result.items():
+        assert sorted(errors) == [2, 3, 4, 5, 6, 8]
+        values = [errors[b] for b in (2, 3, 4, 5, 6, 8)]
+        assert all(a > b for a, b in zip(values, values[1:])), cell
+        assert 0.05 < math.sqrt(errors[2]) < 0.6 and 1e-4 < math.sqrt(errors[8]) < 0.02
+    # A whole-tensor survey of a unit agrees with tensor_error on the same weights.
+    index = next(i for i, u in enumerate(project.units) if u.transform == "stack")
+    unit, decision = project.units[index], project.plan.decisions[index]
+    assert result.units[unit.path].sampled == unit.elements
+    expected = relative_error(_float_weights(project, index), 3, decision.group_size, dtype=mx.bfloat16)
+    assert result.units[unit.path].errors[3] == pytest.approx(expected, rel=1e-4)
+
+
+def test_survey_samples_are_bounded_and_still_close(tiny_model):
+    project = Project.open(tiny_model("deepseek_v3", "fp8"), "uniform-4bit")
+    full = survey(project, bits_options=(4,))
+    small = survey(project, bits_options=(4,), max_elements_per_unit=4096)
+    by_path = {u.path: u for u in project.units}
+    sampled_less = 0
+    for path, u in small.units.items():
+        unit = by_path[path]
+        if whole_only(unit):
+            assert u.sampled == unit.elements
+        else:  # at most the budget, or one row of each of the few row blocks or experts
+            assert u.sampled <= max(4096, 4 * unit.shape[-1])
+            sampled_less += u.sampled < unit.elements
+        assert u.errors[4] == pytest.approx(full.units[path].errors[4], rel=0.25)
+    assert sampled_less > 10
+    # FP8 block-scaled rows start on a 128-row block boundary.
+    for i, unit in enumerate(project.units):
+        if project.plan.decisions[i].action == "quantize" and len(unit.shape) == 2:
+            source = project.inventory.by_name[unit.sources[0]]
+            if source.encoding == "fp8" and source.companions:
+                assert all(first % 128 == 0 for first, _, _ in sample_spans(project.plan, i, 4096))
+
+
+def test_survey_reports_progress_and_cancels(tiny_model):
+    project = Project.open(tiny_model("qwen3_moe"), "config-i")
+    events = []
+    survey(project, bits_options=(4,), progress=events.append)
+    assert events[-1].done == events[-1].total == len(quantized_cells_units(project))
+    token = CancelToken()
+    token.cancel()
+    with pytest.raises(SurveyCancelled):
+        survey(project, cancel=token)
+
+
+def quantized_cells_units(project):
+    return [i for i, d in enumerate(project.plan.decisions) if d.action == "quantize"]
+
+
+def test_fit_cli_keeps_within_target_and_writes_only_with_out(tiny_model, tmp_path, capsys):
+    model = tiny_model("minimax_m3_vl", "mxfp8")
+    project = Project.open(model, "config-i")
+    target_gb = project.estimate.total_bytes * 0.8 / 1e9
+    assert main(["fit", str(model), "--target-gb", f"{target_gb:.6f}", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert {"target_bytes", "bytes_before", "bytes_after", "fits", "error_before", "error_after", "changes",
+            "policy"} <= set(data)
+    assert data["fits"] and data["bytes_after"] <= data["target_bytes"] < data["bytes_before"]
+    assert data["error_after"] > data["error_before"] > 0
+    assert data["changes"] and all(c["new_bits"] < c["old_bits"] for c in data["changes"])
+    assert data["written"] is None and not list(tmp_path.iterdir())
+    out = tmp_path / "fit.json"
+    assert main(["fit", str(model), "--target-gb", f"{target_gb:.6f}", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "->" in text and "error" in text and str(out) in text
+    fitted = Project.open(model, str(out))
+    assert fitted.estimate.total_bytes <= int(target_gb * 1e9)
+
+
+def test_fit_for_a_mac_budgets_kv_cache_and_runtime(tiny_model, capsys):
+    project = Project.open(tiny_model("qwen3_moe"), "config-i")
+    budget = target_bytes(project, mac_gb=64, context=8192)
+    assert budget == weights_budget_bytes(project.inventory.text_config, 64, 8192)
+    assert project.fit(64, 8192).limit_bytes - budget == project.fit(64, 8192).kv_bytes + \
+        project.fit(64, 8192).overhead_bytes
+    assert main(["fit", str(tiny_model("qwen3_moe")), "--mac", "64", "--context", "8192", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["target_bytes"] == budget
+    assert main(["fit", str(tiny_model("qwen3_moe")), "--target-gb", "0.000001"]) == 2
+    assert "below the smallest" in capsys.readouterr().err
+
+
+def test_layers_text():
+    assert layers_text((None, 0, 1, 2, 5, 7, 8)) == "outside, 0-2, 5, 7-8"
+    assert layers_text((3,)) == "3"
