@@ -11,19 +11,15 @@ model loads or generates because all MLX work happens on that thread.
 from __future__ import annotations
 
 import dataclasses
-import html
-import queue
 import random
 import threading
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from PySide6.QtCore import QThread, QUrl, Signal, Qt
+from PySide6.QtCore import Signal, Qt
 from PySide6.QtGui import QGuiApplication, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QCheckBox,
-    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
@@ -32,302 +28,17 @@ from PySide6.QtWidgets import (
     QPlainTextEdit,
     QPushButton,
     QSizePolicy,
-    QSpinBox,
-    QSplitter,
-    QTextBrowser,
     QVBoxLayout,
     QWidget,
 )
 
-from studio.core.errors import StudioError
-from studio.core.mlx_thread import release_thread_streams
-from studio.core.generation import GenerationStats, SamplingParams, split_thinking
+from studio.chat_host import ModelHost, Reply
+from studio.core.generation import GenerationStats
+from studio.views.conversation import CompareView, Conversation, ConversationView, SamplingControls, Turn
+
+__all__ = ["ChatPane", "CompareView", "Conversation", "ConversationView", "ModelHost", "SamplingControls", "Turn"]
 
 SIDES = ("A", "B")
-
-
-# --- the thread that owns the models -----------------------------------------
-
-
-@dataclass
-class _Load:
-    side: int
-    path: str
-
-
-@dataclass
-class _Reply:
-    side: int
-    request_id: int
-    history: list
-    params: SamplingParams
-    system: str
-    cancel: threading.Event
-
-
-class ModelHost(QThread):
-    """Owns the loaded models and serves load / reply requests one at a time."""
-
-    loaded = Signal(int, str)  # side, description
-    load_failed = Signal(int, str)  # side, one sentence
-    reply_started = Signal(int, int, bool)  # side, request id, the template opened a think block
-    chunk = Signal(int, int, str)  # side, request id, batched text
-    reply_done = Signal(int, int, object)  # side, request id, GenerationStats
-    reply_failed = Signal(int, int, str)  # side, request id, one sentence
-
-    FLUSH_S = 0.05
-
-    def __init__(self, parent=None):
-        super().__init__(parent)
-        self._requests: queue.Queue = queue.Queue()
-        self._models: dict[int, object] = {}
-
-    def request_load(self, side: int, path: str | Path) -> None:
-        self._ensure_running()
-        self._requests.put(_Load(side, str(path)))
-
-    def request_reply(self, request: _Reply) -> None:
-        self._ensure_running()
-        self._requests.put(request)
-
-    def stop(self) -> None:
-        """Ask the loop to end after the current request; pair with wait()."""
-        if self.isRunning():
-            self._requests.put(None)
-
-    def _ensure_running(self) -> None:
-        if not self.isRunning():
-            self.start()
-
-    def run(self) -> None:
-        while True:
-            request = self._requests.get()
-            if request is None:
-                break
-            if isinstance(request, _Load):
-                self._load(request)
-            else:
-                self._reply(request)
-        self._models.clear()
-        release_thread_streams()
-
-    def _load(self, request: _Load) -> None:
-        from studio.core.generation import load_model
-
-        self._models.pop(request.side, None)  # free the old model first
-        try:
-            loaded = load_model(request.path)
-        except StudioError as exc:
-            self.load_failed.emit(request.side, str(exc))
-        except Exception as exc:  # a worker never dies silently
-            self.load_failed.emit(request.side, f"Loading failed: {type(exc).__name__}: {exc}")
-        else:
-            self._models[request.side] = loaded
-            self.loaded.emit(request.side, loaded.describe())
-
-    def _reply(self, request: _Reply) -> None:
-        from studio.core.generation import build_prompt, prompt_opens_think, stream_tokens
-
-        side, rid = request.side, request.request_id
-        loaded = self._models.get(side)
-        if loaded is None:
-            self.reply_failed.emit(side, rid, "No model is loaded on this side.")
-            return
-        buffer: list[str] = []
-        last_flush = time.monotonic()
-        stats = None
-        try:
-            prompt = build_prompt(loaded.tokenizer, request.history, request.system)
-            self.reply_started.emit(side, rid, prompt_opens_think(loaded, prompt))
-            for piece in stream_tokens(loaded, prompt, request.params, cancel=request.cancel):
-                if piece.text:
-                    buffer.append(piece.text)
-                stats = piece.stats or stats
-                now = time.monotonic()
-                if buffer and now - last_flush >= self.FLUSH_S:
-                    self.chunk.emit(side, rid, "".join(buffer))
-                    buffer.clear()
-                    last_flush = now
-        except Exception as exc:  # a worker never dies silently
-            message = str(exc) if isinstance(exc, StudioError) else f"Generation failed: {type(exc).__name__}: {exc}"
-            if buffer:  # keep what came before the failure
-                self.chunk.emit(side, rid, "".join(buffer))
-            self.reply_failed.emit(side, rid, message)
-            return
-        if buffer:
-            self.chunk.emit(side, rid, "".join(buffer))
-        self.reply_done.emit(side, rid, stats)
-
-
-# --- rendering ---------------------------------------------------------------
-
-
-@dataclass
-class Turn:
-    role: str  # "user" | "assistant"
-    content: str
-    stats: GenerationStats | None = None
-    starts_inside: bool = False  # the chat template opened a think block before the reply
-
-
-@dataclass
-class Conversation:
-    """One side's chat: finished turns plus the reply streaming in."""
-
-    turns: list[Turn] = field(default_factory=list)
-    streaming: str | None = None  # None when no reply is in flight
-    streaming_inside: bool = False
-    expanded: set = field(default_factory=set)  # turn indexes whose reasoning is open
-    model: str = ""
-
-    def history(self) -> list[dict]:
-        return [{"role": t.role, "content": t.content} for t in self.turns]
-
-
-def _para(text: str) -> str:
-    return html.escape(text).replace("\n", "<br>")
-
-
-class ConversationView(QTextBrowser):
-    """Renders a Conversation as HTML; reasoning collapsed behind a link."""
-
-    def __init__(self, parent=None):
-        super().__init__(parent)
-        self.setOpenLinks(False)
-        self.anchorClicked.connect(self._toggle)
-        self.conversation = Conversation()
-        self.document().setDefaultStyleSheet(
-            ".you { font-weight: 600; color: #2f6db3; } .model { font-weight: 600; color: #2e8b57; }"
-            " .think { color: #7a7a7a; } .stats { color: #8a8a8a; font-size: small; }"
-            " a { color: #5b7fb8; text-decoration: none; }"
-        )
-
-    def render(self) -> None:
-        bar = self.verticalScrollBar()
-        at_bottom = bar.value() >= bar.maximum() - 4
-        self.setHtml(self._html())
-        if at_bottom:
-            bar.setValue(bar.maximum())
-
-    def _html(self) -> str:
-        conv = self.conversation
-        if not conv.turns and conv.streaming is None:
-            hint = "Open a model, then type a message below." if not conv.model else f"Chat with {conv.model}."
-            return f"<p class='think'>{html.escape(hint)}</p>"
-        parts = []
-        for index, turn in enumerate(conv.turns):
-            if turn.role == "user":
-                parts.append(f"<p><span class='you'>You</span><br>{_para(turn.content)}</p>")
-            else:
-                parts.append(self._assistant(index, turn.content, turn.starts_inside, False, turn.stats))
-        if conv.streaming is not None:
-            parts.append(self._assistant(len(conv.turns), conv.streaming, conv.streaming_inside, True, None))
-        return "".join(parts)
-
-    def _assistant(self, index: int, text: str, inside: bool, streaming: bool, stats) -> str:
-        split = split_thinking(text, starts_inside=inside, streaming=streaming)
-        out = ["<p><span class='model'>Model</span>"]
-        if split.thinking or split.thinking_open:
-            open_ = index in self.conversation.expanded
-            label = "Thinking…" if split.thinking_open and streaming else f"Thought ({len(split.thinking.split())} words)"
-            arrow = "▾" if open_ else "▸"
-            out.append(f"<br><a href='think:{index}'>{arrow} {html.escape(label)}</a>")
-            if open_ and split.thinking:
-                out.append(f"<br><span class='think'><i>{_para(split.thinking)}</i></span>")
-        body = split.answer + (" ▍" if streaming else "")
-        out.append(f"<br>{_para(body)}")
-        if stats is not None:
-            out.append(f"<br><span class='stats'>{html.escape(stats.summary())}</span>")
-        out.append("</p>")
-        return "".join(out)
-
-    def _toggle(self, url: QUrl) -> None:
-        text = url.toString()
-        if not text.startswith("think:"):
-            return
-        index = int(text.split(":", 1)[1])
-        self.conversation.expanded ^= {index}
-        self.render()
-
-
-class CompareView(QSplitter):
-    """Two conversation views side by side; the second shows in compare mode."""
-
-    def __init__(self, parent=None):
-        super().__init__(Qt.Horizontal, parent)
-        self.views = (ConversationView(self), ConversationView(self))
-        for view in self.views:
-            self.addWidget(view)
-        self.views[1].hide()
-
-    def set_compare(self, on: bool) -> None:
-        self.views[1].setVisible(on)
-
-
-# --- controls ----------------------------------------------------------------
-
-
-class SamplingControls(QWidget):
-    """Temperature, top-p, top-k, max tokens, repetition penalty, seed."""
-
-    def __init__(self, parent=None):
-        super().__init__(parent)
-        d = SamplingParams()
-        self.temperature = self._double(0.0, 5.0, 0.05, d.temperature, "0 is greedy")
-        self.top_p = self._double(0.01, 1.0, 0.01, d.top_p, "nucleus sampling; 1 is off")
-        self.top_k = self._int(0, 100000, 1, d.top_k, "keep the k likeliest tokens")
-        self.top_k.setSpecialValueText("off")
-        self.max_tokens = self._int(1, 131072, 64, d.max_tokens, "most tokens per reply")
-        self.repetition_penalty = self._double(0.5, 2.0, 0.05, d.repetition_penalty, "1 is off")
-        self.seed = self._int(-1, 2**31 - 1, 1, -1, "the same seed gives the same reply; compare mode sends one seed to both models")
-        self.seed.setSpecialValueText("random")
-        row = QHBoxLayout(self)
-        row.setContentsMargins(0, 0, 0, 0)
-        for label, widget in (
-            ("Temp", self.temperature), ("Top-p", self.top_p), ("Top-k", self.top_k),
-            ("Max tokens", self.max_tokens), ("Rep. penalty", self.repetition_penalty), ("Seed", self.seed),
-        ):
-            row.addWidget(QLabel(label))
-            row.addWidget(widget)
-        row.addStretch(1)
-
-    @staticmethod
-    def _int(lo, hi, step, value, tip) -> QSpinBox:
-        box = QSpinBox()
-        box.setRange(lo, hi)
-        box.setSingleStep(step)
-        box.setValue(value)
-        box.setToolTip(tip)
-        return box
-
-    @staticmethod
-    def _double(lo, hi, step, value, tip) -> QDoubleSpinBox:
-        box = QDoubleSpinBox()
-        box.setDecimals(2)
-        box.setRange(lo, hi)
-        box.setSingleStep(step)
-        box.setValue(value)
-        box.setToolTip(tip)
-        return box
-
-    def params(self) -> SamplingParams:
-        return SamplingParams(
-            temperature=self.temperature.value(),
-            top_p=self.top_p.value(),
-            top_k=self.top_k.value(),
-            max_tokens=self.max_tokens.value(),
-            repetition_penalty=self.repetition_penalty.value(),
-            seed=None if self.seed.value() < 0 else self.seed.value(),
-        )
-
-    def set_params(self, p: SamplingParams) -> None:
-        self.temperature.setValue(p.temperature)
-        self.top_p.setValue(p.top_p)
-        self.top_k.setValue(p.top_k)
-        self.max_tokens.setValue(p.max_tokens)
-        self.repetition_penalty.setValue(p.repetition_penalty)
-        self.seed.setValue(-1 if p.seed is None else p.seed)
-
 
 # --- the pane ----------------------------------------------------------------
 
@@ -479,7 +190,7 @@ class ChatPane(QWidget):
             conv.streaming = ""
             self._next_id += 1
             s.pending, s.cancel = self._next_id, threading.Event()
-            self._host.request_reply(_Reply(index, s.pending, conv.history(), params, system, s.cancel))
+            self._host.request_reply(Reply(index, s.pending, conv.history(), params, system, s.cancel))
             s.view.render()
         self._last_stats.clear()
         self.stats_label.setStyleSheet("")
