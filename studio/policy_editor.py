@@ -25,14 +25,16 @@ from studio.core.errors import StudioError
 from studio.core.policy import MODES, PRESET_NAMES, Drop, Keep, Quantize, load_policy_file, load_preset
 from studio.core.policy_edit import apply_stroke, set_column, set_row
 from studio.core.quant_errors import ErrorMap
+from studio.core.roles import ROLE_BY_KEY
 from studio.core.quant_errors import load as load_quant_errors
 from studio.views import item_roles
 from studio.views.fit_dialog import FitDialog
 from studio.views.icons import icon
-from studio.views.palette import ERROR_RAMP, action_colour, text_on
+from studio.views.palette import ERROR_SCALE_TIP, action_colour, error_legend_html, swatch_icon, text_on
 from studio.views.policy_grid import PolicyGridModel, PolicyGridView
 from studio.views.rules_view import RulesView
 from studio.views.survey_runner import SurveyRunner
+from studio.views.widgets import ElidedLabel
 
 # (label, key, tool): tool is bits for a quantize brush, a Keep/Drop action, or None for select.
 TOOLS = (("select", "S", None), ("2", "2", 2), ("3", "3", 3), ("4", "4", 4), ("5", "5", 5), ("6", "6", 6),
@@ -164,7 +166,7 @@ class PolicyEditor(QWidget):
         self.show_error = QToolButton(text="Show error", checkable=True, icon=icon("evaluate"))
         self.show_error.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
         self.show_error.setToolTip("Colour cells by the measured relative quantization error at their current "
-                                   "bits (runs the survey first if nothing is measured)")
+                                   "bits (runs the survey first if nothing is measured)\n\n" + ERROR_SCALE_TIP)
         self.show_error.toggled.connect(self.set_show_error)
         survey = QPushButton("Survey", toolTip="Measure every quantized tensor's error at 2-8 bits on samples "
                                                "of its weights")
@@ -177,20 +179,21 @@ class PolicyEditor(QWidget):
         self.survey_bar.setRange(0, 1000)
         self.survey_cancel = QToolButton(text="Cancel", visible=False)
         self.survey_cancel.clicked.connect(self.survey_runner.cancel)
-        swatches = "".join(f"<span style='color:{c}'>&#9632;</span>" for c in ERROR_RAMP)
-        self.error_legend = QLabel(f"error 0.1% {swatches} 50% (log)", visible=False)
-        self.error_status = QLabel()
+        self.error_legend = QLabel(error_legend_html(), visible=False, textFormat=Qt.TextFormat.RichText)
+        self.error_legend.setToolTip(ERROR_SCALE_TIP)
+        self.error_status = ElidedLabel()  # "surveyed 1,699 tensors in 41 s": cut, never clipped or widening
         self.error_status.setEnabled(False)
         runner = self.survey_runner
         runner.started.connect(lambda: self._surveying(True))
         runner.progress.connect(self._survey_progress)
-        runner.finished.connect(lambda s: self._surveying(False, f"surveyed {len(s.units)} tensors in {s.seconds:.1f} s"))
+        runner.finished.connect(
+            lambda s: self._surveying(False, f"surveyed {len(s.units):,} tensors ({s.seconds:.1f} s)"))
         runner.stopped.connect(lambda reason: self._surveying(False, reason))
         row = QHBoxLayout()
-        for widget in (self.show_error, survey, load, self.survey_bar, self.survey_cancel, self.error_legend,
-                       self.error_status):
+        for widget in (self.show_error, survey, load, self.survey_bar, self.survey_cancel, self.error_legend):
             row.addWidget(widget)
-        row.addStretch(1)
+        row.addSpacing(6)
+        row.addWidget(self.error_status, 1)
         row.addWidget(fit)
         return row
 
@@ -218,11 +221,16 @@ class PolicyEditor(QWidget):
         if errors is not None and errors.source != "survey":
             self.error_status.setText(f"errors from {errors.source}")
 
-    def load_errors(self, path: str) -> bool:
+    def load_errors(self, path: str, *, quiet: bool = False) -> bool:
+        """Show a quant_errors.json (or the folder holding one); `quiet` says a failure in the error row
+        instead of a message box (loads the window does by itself, after a conversion or on open)."""
         try:
             data = load_quant_errors(path)
         except StudioError as exc:
-            QMessageBox.warning(self, "Load errors", str(exc))
+            if quiet:
+                self.error_status.setText(str(exc))
+            else:
+                QMessageBox.warning(self, "Load errors", str(exc))
             return False
         name = f"{Path(path).name}/quant_errors.json" if Path(path).is_dir() else Path(path).name
         self.controller.set_errors(ErrorMap.from_entries(data, name))
@@ -316,13 +324,21 @@ class PolicyEditor(QWidget):
 
     def _header_menu(self, kind: str, target) -> None:
         menu = QMenu(self)
-        what = f"layer {target}" if kind == "row" and target is not None else \
-            "outside layers" if kind == "row" else target
-        menu.addSection(f"Set all of {what} to")
+        if kind == "column":
+            what = f"every layer of {ROLE_BY_KEY[target].label}" if target in ROLE_BY_KEY else str(target)
+        else:
+            what = "every role outside the layers" if target is None else f"every role of layer {target}"
+        title = menu.addAction(f"Set {what} to")  # a plain title: Fusion draws sections flush with the edge
+        title.setEnabled(False)
+        font = title.font()
+        font.setBold(True)
+        title.setFont(font)
+        menu.addSeparator()
         mode, size = self.mode.currentData(), self.group_size.currentData() or 64
-        for label, _, tool in TOOLS[1:]:
+        for _label, _key, tool in TOOLS[1:]:
             action = self._action(tool, size, mode)
-            menu.addAction(action.label(), lambda a=action: self.set_all(kind, target, a))
+            menu.addAction(swatch_icon(action_colour(action)), action.label(),
+                           lambda a=action: self.set_all(kind, target, a))
         from PySide6.QtGui import QCursor
         menu.popup(QCursor.pos())
         self._menu = menu

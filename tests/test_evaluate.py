@@ -445,3 +445,72 @@ def test_bundled_sample_text_is_the_default(folders):
     ref, _, _ = folders
     r = evaluate(ref, ref, max_tokens=130, context=64)  # 2 windows; a 2-token tail is dropped
     assert r.text == "the bundled sample text" and (r.windows, r.tokens) == (2, 126) and r.kld_mean == 0.0
+
+
+def test_panel_fields_per_layer_plot_and_model_card_line(qtbot, folders, tmp_path, monkeypatch):
+    """A studio conversion of the reference: the fields run it, the per-layer plot shows its
+    quant_errors.json in the role colours, and the panel says the model card was updated."""
+    from PySide6.QtWidgets import QFileDialog
+
+    from studio.core.convert import convert
+    from studio.core.project import Project
+    from studio.core.quant_errors import layer_profile, load
+    from studio.core.roles import FAMILY_COLOURS
+    from studio.views.eval_panel import EvalPanel
+
+    ref, mlx_out, text = folders
+    out = tmp_path / "studio-q4"
+    convert(Project.open(ref, "uniform-4bit"), out, measure_errors=True)
+    panel = EvalPanel()
+    qtbot.addWidget(panel)
+    assert not panel.layer_plot.listDataItems()  # nothing to show yet: a hint instead
+    assert not panel.start_from_fields() and "Choose" in panel.status.text()
+
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *a, **k: str(out))
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: (str(text), ""))
+    buttons = [b for b in panel.findChildren(type(panel.evaluate_button)) if b.text() == "Choose…"]
+    assert len(buttons) == 3
+    buttons[0].click()
+    buttons[2].click()
+    assert panel.output_edit.text() == str(out) and panel.text_edit.text() == str(text)
+    panel.reference_edit.setText(str(ref))
+
+    profile = layer_profile(load(out))
+    assert set(profile) == {"attention", "dense_mlp"} and panel.profile == profile
+    items = panel.layer_plot.listDataItems()
+    assert len(items) == 2
+    for item, family in zip(items, profile):
+        x, y = item.getData()
+        assert list(x) == sorted(profile[family]) and item.opts["pen"].color().name().upper() == FAMILY_COLOURS[family]
+        assert all(1 < 10 ** v < 20 for v in y)  # log10 of percent: 4-bit on these weights is a few percent
+
+    panel.context.setValue(64)
+    panel.max_tokens.setValue(256)
+    with qtbot.waitSignal(panel.result_ready, timeout=30000):
+        panel.evaluate_button.click()
+        assert not panel.evaluate_button.isEnabled()
+    assert panel.evaluate_button.isEnabled()
+    assert "Recorded in the model card" in panel.card_label.text() and "README.md" in panel.card_label.text()
+    assert "Evaluated by Config-I Studio" in (out / "README.md").read_text()
+    assert len(panel.layer_plot.listDataItems()) == 2  # still there beside the KL plot
+
+    # An output the studio did not make: nothing recorded, and the line says why.
+    with qtbot.waitSignal(panel.result_ready, timeout=30000):
+        panel.start(mlx_out, ref, text, context=64, max_tokens=128)
+    assert "not converted by the studio" in panel.card_label.text()
+    assert not panel.profile and not panel.layer_plot.listDataItems()
+    panel.shutdown()
+
+
+def test_panel_writes_tiny_kl_with_significant_digits(qtbot, folders):
+    from studio.views.eval_panel import EvalPanel
+
+    ref, _, _ = folders
+    r = evaluate(ref, ref, max_tokens=130, context=64)
+    r.kld_mean, r.kld_median, r.kld_p99, r.kld_max = 2.34e-5, 2.2e-5, 4.7e-5, 6.2e-5
+    panel = EvalPanel()
+    qtbot.addWidget(panel)
+    panel.show_result(r)
+    assert panel.values["kld_mean"].text() == "2.34e-05 nats"
+    assert panel.values["kld_tail"].text() == "2.20e-05 / 4.70e-05 / 6.20e-05"
+    assert "2.34e-05 nats mean" in panel.findings_label.text()

@@ -123,3 +123,38 @@ def test_conversion_cancel(qtbot, window, tmp_path, monkeypatch):
     assert panel.status.text().startswith("Cancelled")
     assert not (out / "config.json").exists()
     assert panel.convert_button.isEnabled()
+
+
+@pytest.mark.skipif(not HAVE_CONVERT, reason="studio.core.convert is not there yet (issue: converter)")
+def test_a_finished_conversion_shows_its_errors_and_is_one_click_from_evaluating(qtbot, window, tmp_path, tiny_m3):
+    from studio.core.quant_errors import FILE_NAME
+    from studio.views import item_roles
+    from studio.views.tensor_model import ERROR
+
+    out = tmp_path / "out"
+    panel = window.convert
+    panel.output.setText(str(out))
+    panel.measure.setChecked(True)
+    assert window.controller.errors is None
+    with qtbot.waitSignal(panel.conversion_finished, timeout=WAIT_MS):
+        assert panel.start()
+    data = json.loads((out / FILE_NAME).read_text())
+    c = window.controller
+    # The conversion's figures are in the window: the controller, the grid and the tree's Error column.
+    assert c.errors is not None and c.errors.source == f"out/{FILE_NAME}" and len(c.errors) == len(data)
+    unit = next(i for i, u in enumerate(c.project.units) if u.path in data)
+    figure = data[c.project.units[unit].path]["relative_error"]
+    assert window.tree.model.unit_index(unit).siblingAtColumn(ERROR).data(item_roles.ERROR) == figure
+    assert FILE_NAME in window.editor.error_status.text()
+    # The Evaluate tab holds the output and its source; the per-layer plot shows what was measured.
+    assert panel.evaluate_button.isVisibleTo(panel)
+    panel.evaluate_button.click()
+    assert window.tabs.currentWidget() is window.evaluate
+    evaluation = window.evaluate.widget()
+    assert evaluation.output_edit.text() == str(out)
+    assert evaluation.reference_edit.text() == str(tiny_m3)
+    assert evaluation.evaluate_button.isEnabled() and evaluation.profile
+    assert len(evaluation.layer_plot.listDataItems()) == len(evaluation.profile)
+    # Opening the output folder itself (a studio output) loads the same file.
+    assert window.open_model(str(out))
+    assert window.controller.errors is not None and len(window.controller.errors) == len(data)

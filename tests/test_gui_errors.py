@@ -126,3 +126,54 @@ def test_fit_dialog_accept_changes_the_estimate_and_undo_restores_it(qtbot, wind
     assert not editor.survey_runner.busy and dialog.result is not None
     dialog.reject()
     assert c.project.estimate.total_bytes == before
+
+
+def test_error_scale_reads_right_for_real_quantization():
+    from studio.views.palette import ERROR_SCALE_TIP, error_colour, error_legend_html
+
+    eight, four, two = error_colour(0.005), error_colour(0.07), error_colour(0.40)  # typical 8, 4, 2 bits
+    assert eight.lightnessF() > 0.8 and eight.red() > 240 and eight.green() > 230  # pale yellow: calm
+    assert 0.55 < four.lightnessF() < 0.75 and four.red() > four.green() > four.blue()  # orange
+    assert two.lightnessF() < 0.4 and two.red() > 3 * two.green()  # dark red: alarming
+    sweep = [error_colour(e / 1000).lightnessF() for e in range(1, 600, 3)]
+    assert all(a >= b - 1e-9 for a, b in zip(sweep, sweep[1:]))  # sequential: darker with more error
+    assert error_colour(None).name() == "#d9d9d9"
+    legend = error_legend_html()
+    assert "0.5%" in legend and "40%" in legend
+    assert "8-bit about 0.5%" in ERROR_SCALE_TIP and "2-bit 30-50%" in ERROR_SCALE_TIP
+
+
+def test_heat_map_colours_an_8_bit_cell_calm_and_a_2_bit_cell_alarming(qtbot, window):
+    editor, c = window.editor, window.controller
+    _surveyed(qtbot, window)
+    editor.set_brush("8")
+    editor._stroke_finished({("attn_q", 1): editor.grid.brush}, (2, 0, 2, 0))
+    editor.set_brush("2")
+    editor._stroke_finished({("attn_k", 1): editor.grid.brush}, (2, 1, 2, 1))
+    c.flush()
+    grid = editor.grid_model
+    calm, alarming = grid.index_of("attn_q", 1), grid.index_of("attn_k", 1)
+    assert calm.data(item_roles.ACTION).bits == 8 and alarming.data(item_roles.ACTION).bits == 2
+    assert calm.data(item_roles.ERROR) < 0.02 < 0.2 < alarming.data(item_roles.ERROR)
+    pale, dark = calm.data(Qt.ItemDataRole.BackgroundRole), alarming.data(Qt.ItemDataRole.BackgroundRole)
+    assert pale.lightnessF() > 0.75 and dark.lightnessF() < 0.5 and dark.red() > 2 * dark.green()
+    assert calm.data(Qt.ItemDataRole.ForegroundRole).name() == "#000000"
+    assert alarming.data(Qt.ItemDataRole.ForegroundRole).name() == "#ffffff"
+    assert "typical for 2-bit" in alarming.data(Qt.ItemDataRole.ToolTipRole)
+    kept = grid.index_of("norm", 1)  # not quantized: a faint shade, the theme's own text colour
+    assert kept.data(Qt.ItemDataRole.BackgroundRole).alpha() < 128
+    assert kept.data(Qt.ItemDataRole.ForegroundRole) is None
+    assert editor.error_legend.isVisible() and "8-bit" in editor.error_legend.toolTip()
+
+
+def test_the_survey_status_is_cut_not_clipped(qtbot, window):
+    editor = window.editor
+    status = editor.error_status
+    before = editor.minimumSizeHint().width()
+    status.setText("surveyed 1,699 tensors (41.0 s) " + "and a very long tail of words " * 10)
+    assert editor.minimumSizeHint().width() == before  # a long status never widens the editor
+    assert status.toolTip() == status.text()
+    window.resize(900, 700)
+    qtbot.wait(10)
+    row = status.parentWidget()
+    assert status.geometry().right() <= row.width()  # inside its row, whatever the width

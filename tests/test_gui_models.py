@@ -10,8 +10,8 @@ from studio.views import item_roles
 from studio.views.controller import ProjectController
 from studio.views.policy_grid import PolicyGridModel
 from studio.views.rules_view import RulesModel
-from studio.views.tensor_model import DECISION, TensorFilterModel, TensorTreeModel
-from test_gui_fixtures import QT_MARKS, studio_settings, tiny_m3  # noqa: F401
+from studio.views.tensor_model import DECISION, ERROR, TensorFilterModel, TensorTreeModel
+from test_gui_fixtures import QT_MARKS, m3_replica, studio_settings, tiny_m3  # noqa: F401
 
 pytestmark = QT_MARKS
 
@@ -98,3 +98,85 @@ def test_rules_model(qtmodeltester, project):
     rules.set_highlight(2)
     assert rules.rowCount() == len(project.policy.rules)
     qtmodeltester.check(rules)
+
+
+# --------------------------------------------------------------------------- live updates in the window
+
+
+def _signals(model):
+    """Every dataChanged of `model` as (parent node, first row, last row, first column, last column)."""
+    seen = []
+    model.dataChanged.connect(lambda a, b, roles: seen.append(
+        (model.node(a.parent()), a.row(), b.row(), a.column(), b.column())))
+    return seen
+
+
+def _window(qtbot, path):
+    from studio.views.main_window import MainWindow
+
+    window = MainWindow()
+    qtbot.addWidget(window)
+    window.resize(1600, 1000)
+    assert window.open_model(str(path), "uniform-4bit")
+    window.show()
+    qtbot.waitExposed(window)
+    return window
+
+
+def _change_policy(qtbot, window, preset="uniform-2bit"):
+    """A policy change as the window makes it: the estimate now, the tree within TREE_FOLLOW_MS."""
+    from studio.core.policy import load_preset
+
+    window.controller.replace_policy(load_preset(preset), "test")
+    window.controller.flush()
+    assert window._tree_timer.isActive()
+    qtbot.waitUntil(lambda: not window._tree_timer.isActive(), timeout=2000)
+
+
+def test_policy_change_tells_only_the_parents_on_screen(qtbot, tiny_m3):
+    window = _window(qtbot, tiny_m3)
+    model, view, proxy = window.tree.model, window.tree.view, window.tree.proxy
+    seen, resets = _signals(model), []
+    model.modelReset.connect(lambda: resets.append(1))
+
+    # Collapsed: one ranged signal over the layer rows, the live columns only.
+    _change_policy(qtbot, window)
+    assert seen == [(model.root, 0, model.rowCount() - 1, DECISION, ERROR)]
+
+    # Expanding a layer catches its rows up: one signal for that parent.
+    seen.clear()
+    layer1 = next(n for n in model.root.children if n.layer == 1)
+    view.expand(proxy.mapFromSource(model.createIndex(layer1.row, 0, layer1)))
+    assert seen == [(layer1, 0, len(layer1.children) - 1, DECISION, ERROR)]
+
+    # Now a change tells the root and the open layer, nothing under collapsed nodes.
+    seen.clear()
+    _change_policy(qtbot, window, "uniform-4bit")
+    assert sorted((p.name for p, *_ in seen)) == sorted(["", layer1.name])
+    assert all(r0 == 0 and r1 == len(p.children) - 1 and (c0, c1) == (DECISION, ERROR) for p, r0, r1, c0, c1 in seen)
+    assert not resets
+    # What the open rows show is the new decision.
+    block = layer1.children[0]
+    assert model.index(block.row, DECISION, model.createIndex(layer1.row, 0, layer1)).data() == "4-bit"
+    window.shutdown()
+
+
+def test_policy_change_on_the_full_m3_replica_is_a_few_signals(qtbot, m3_replica):
+    window = _window(qtbot, m3_replica)
+    model, view = window.tree.model, window.tree.view
+    view.expandToDepth(1)  # every layer and block open: ~300 parents with rows
+    qtbot.wait(10)
+    parents = sum(1 for _ in model._parents())
+    assert parents > 250
+    seen = _signals(model)
+    _change_policy(qtbot, window)
+    assert 1 <= len(seen) <= 25  # only the parents of the ~45 rows on screen
+    assert {(c0, c1) for *_, c0, c1 in seen} == {(DECISION, ERROR)}
+    # Scrolling down brings stale parents into view: each catches up once, then never again.
+    seen.clear()
+    view.verticalScrollBar().setValue(view.verticalScrollBar().maximum() // 2)
+    caught_up = len(seen)
+    assert 1 <= caught_up <= 25
+    view.verticalScrollBar().setValue(view.verticalScrollBar().maximum() // 2 + 1)
+    assert len(seen) <= caught_up + 1
+    window.shutdown()

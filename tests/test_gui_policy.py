@@ -119,3 +119,24 @@ def test_hover_highlights_the_deciding_rule(qtbot, window):
     assert seen
     _, rule = window.controller.policy.decide("router", 1, window.controller.num_layers)
     assert window.editor.rules.rules.highlight == rule
+
+
+@pytest.mark.qt_log_ignore("propagateSizeHints", "does not support raise", "grabbing the keyboard")  # offscreen popups
+def test_header_menu_names_the_role_and_shows_each_choice_in_its_colour(qtbot, window):
+    editor, c = window.editor, window.controller
+    editor._header_menu("column", "attn_q")
+    menu = editor._menu
+    actions = [a for a in menu.actions() if not a.isSeparator()]
+    title, choices = actions[0], actions[1:]
+    assert title.text() == "Set every layer of Attention Q to" and not title.isEnabled()
+    assert [a.text() for a in choices][:3] == ["2-bit g64", "3-bit g64", "4-bit g64"]
+    assert all(not a.icon().isNull() for a in choices)
+    image = choices[0].icon().pixmap(12, 12).toImage()
+    assert image.pixelColor(6, 6).name() == "#440154"  # the 2-bit colour of the grid and the brushes
+    choices[0].trigger()
+    c.flush()
+    assert all(c.policy.decide("attn_q", layer, c.num_layers)[0].bits == 2 for layer in range(c.num_layers))
+    menu.close()
+    editor._header_menu("row", None)
+    assert editor._menu.actions()[0].text() == "Set every role outside the layers to"
+    editor._menu.close()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+from PySide6.QtCore import Qt
+
 from PySide6.QtGui import QImage
 
 from studio.main import main
@@ -73,3 +75,87 @@ def test_full_m3_replica_opens_and_scrolls(qtbot, m3_replica):
     scroll = time.perf_counter() - started
     assert opened < 20 and scroll < 20  # generous on a shared 2-core machine; bench/bench_gui.py measures
     window.shutdown()
+
+
+def _axis_text(plot, name) -> str:
+    from PySide6.QtGui import QTextDocument
+
+    doc = QTextDocument()
+    doc.setHtml(plot.getAxis(name).labelString())
+    return doc.toPlainText().strip()
+
+
+def test_size_plots_use_the_unit_of_the_model(qtbot, tiny_m3, m3_replica):
+    window = MainWindow()
+    qtbot.addWidget(window)
+    assert window.open_model(str(tiny_m3))
+    size = window.size
+    assert size.unit == "MB"  # a 3 MB model
+    assert _axis_text(size.role_plot, "bottom") == "MB (outline: source)"
+    assert _axis_text(size.layer_plot, "left") == "MB"
+    widths = size.role_bars.opts["width"]
+    assert 0.01 < max(widths) < 1  # plotted in MB, not GB
+    assert [label for _, label in size.layer_plot.getAxis("bottom")._tickLevels[0]] == ["0", "1", "2"]
+    assert window.open_model(str(m3_replica))
+    assert size.unit == "GB"
+    assert _axis_text(size.role_plot, "bottom") == "GB (outline: source)"
+    assert _axis_text(size.layer_plot, "left") == "GB"
+    for plot, axis in ((size.role_plot, "bottom"), (size.layer_plot, "left")):
+        size.show()
+        plot.getAxis(axis).setRange(0, 1e-6)  # what made pyqtgraph write "(x1e-06)" before
+        assert "x1e" not in plot.getAxis(axis).labelString()
+    ticks = [int(label) for _, label in size.layer_plot.getAxis("bottom")._tickLevels[0]]
+    assert ticks == list(range(0, 60, 10))
+    window.shutdown()
+
+
+def test_start_page_hides_the_docks_even_after_a_saved_layout(qtbot, monkeypatch, tiny_m3):
+    first = MainWindow()
+    qtbot.addWidget(first)
+    assert first.open_model(str(tiny_m3))
+    first.show()
+    qtbot.waitExposed(first)
+    first.close()  # saves a layout with the docks shown
+    monkeypatch.setattr(app_module, "demo_model_path", lambda: None)
+    window = app_module.build_window(None, None)
+    qtbot.addWidget(window)
+    window.show()
+    qtbot.waitExposed(window)
+    assert window.stack.currentWidget() is window.start
+    assert not any(dock.isVisible() for dock in window.docks.values())
+    assert not window.convert_action.isEnabled() and not window.save_action.isEnabled()
+    assert window.start.recent_view.isVisible()
+    assert window.start.width() > 500 and window.start.recent_view.width() >= 500
+    window.open_model(str(tiny_m3))
+    assert window.convert_action.isEnabled() and all(dock.isVisible() for dock in window.docks.values())
+    window.shutdown()
+
+
+def test_dark_theme_reaches_the_tree_rows_and_the_plots(qtbot, tiny_m3):
+    from PySide6.QtWidgets import QApplication
+
+    from studio.views.theme import dark_palette
+
+    app = QApplication.instance()
+    old = app.palette()
+    app.setPalette(dark_palette())
+    try:
+        window = MainWindow()  # built under a dark palette: no PaletteChange will come
+        qtbot.addWidget(window)
+        assert window.open_model(str(tiny_m3))
+        window.show()
+        qtbot.waitExposed(window)
+        model = window.tree.model
+        for row in range(model.rowCount()):
+            background = model.index(row, 0).data(Qt.ItemDataRole.BackgroundRole)
+            assert background.lightnessF() < 0.3, row  # rows on the dark base, not white
+        assert window.size.role_plot.backgroundBrush().color().lightnessF() < 0.3
+        window.tabs.setCurrentWidget(window.evaluate)
+        panel = window.evaluate.widget()
+        assert panel.plots.backgroundBrush().color().lightnessF() < 0.3
+        assert panel.kl_plot.getAxis("left").textPen().color().lightnessF() > 0.7
+        shot = window.grab()
+        assert not shot.isNull()
+        window.shutdown()
+    finally:
+        app.setPalette(old)

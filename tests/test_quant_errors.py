@@ -180,3 +180,23 @@ def test_fit_for_a_mac_budgets_kv_cache_and_runtime(tiny_model, capsys):
 def test_layers_text():
     assert layers_text((None, 0, 1, 2, 5, 7, 8)) == "outside, 0-2, 5, 7-8"
     assert layers_text((3,)) == "3"
+
+
+def test_layer_profile_is_the_element_weighted_rms_by_family_and_layer():
+    from studio.core.roles import FAMILIES
+
+    def entry(role, layer, error, elements):
+        return {"role": role, "layer": layer, "bits": 4, "group_size": 64, "mode": "affine",
+                "relative_error": error, "elements": elements}
+
+    data = {
+        "a": entry("attn_q", 0, 0.03, 100), "b": entry("attn_k", 0, 0.06, 300), "c": entry("attn_q", 1, 0.05, 10),
+        "d": entry("expert_down", 1, 0.2, 50), "e": entry("embedding", None, 0.01, 1000),
+        "f": entry("expert_gate", 1, 0.4, 5), "g": entry("expert_up", 1, 0.3, 5),
+    }
+    profile = quant_errors.layer_profile(data)
+    assert list(profile) == [f for f in FAMILIES if f in profile] == ["attention", "expert_gate_up", "expert_down"]
+    assert profile["attention"][0] == pytest.approx(math.sqrt((100 * 0.03**2 + 300 * 0.06**2) / 400))
+    assert profile["attention"][1] == pytest.approx(0.05)
+    assert profile["expert_gate_up"] == {1: pytest.approx(math.sqrt((0.4**2 + 0.3**2) / 2))}
+    assert profile["expert_down"] == {1: pytest.approx(0.2)}  # the embedding (outside the layers) is left out

@@ -7,6 +7,7 @@ import json
 import sys
 
 from studio.core.errors import StudioError
+from studio.core.formatting import nats
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -65,7 +66,8 @@ def format_report(result) -> str:
         ["perplexity (reference)", f"{result.ppl_reference:.4f}"],
         ["perplexity increase", f"{result.ppl_increase:+.2%}"],
         ["KL divergence, mean (nats)", f"{result.kld_mean:.5f}"],
-        ["KL divergence, median / p99 / max", f"{result.kld_median:.4f} / {result.kld_p99:.4f} / {result.kld_max:.4f}"],
+        ["KL divergence, median / p99 / max",
+         f"{nats(result.kld_median)} / {nats(result.kld_p99)} / {nats(result.kld_max)}"],
         ["top-1 agreement", f"{result.top1_agreement:.2%}"],
         ["reference's mean top-token probability", f"{result.reference_confidence:.2%}"],
         ["tokens scored / windows", f"{result.tokens:,} / {result.windows} x {result.context}"],

@@ -40,6 +40,7 @@ import numpy as np
 from studio.core import generation
 from studio.core import logits_cache as lc
 from studio.core.errors import StudioError
+from studio.core.formatting import nats
 from studio.core.generation import has_unquantized_experts, on_cpu_backend
 from studio.core.bundled import resource
 
@@ -165,7 +166,7 @@ def make_verdict(r: EvalResult) -> Verdict:
             "above that badly damaged.",
             lvl := _level_up(inc, PPL_INCREASE_RULE), LEVELS[lvl]),
         Finding(
-            "KL divergence", f"{r.kld_mean:.4f} nats mean (99th percentile {r.kld_p99:.4f})",
+            "KL divergence", f"{nats(r.kld_mean)} nats mean (99th percentile {nats(r.kld_p99)})",
             "KL divergence measures how far the output's next-token probabilities drift from the "
             "reference's at each position; 0 means identical.",
             "Rule of thumb: under 0.05 is near-lossless, under 0.15 good, under 0.5 noticeable, "

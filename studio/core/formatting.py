@@ -9,6 +9,13 @@ def human_bytes(n: float) -> str:
     return f"{n:.2f} TB"
 
 
+def nats(value: float) -> str:
+    """A KL divergence: four decimals, or three significant digits when it is smaller than that shows."""
+    if value == 0:
+        return "0"
+    return f"{value:.4f}" if abs(value) >= 1e-3 else f"{value:.2e}"
+
+
 def table(headers: list[str], rows: list[list], right: set[int] | None = None) -> str:
     right = right if right is not None else set(range(1, len(headers)))
     cells = [[str(c) for c in row] for row in [headers, *rows]]

@@ -67,6 +67,26 @@ def load(path: str | Path) -> dict[str, dict]:
     return data
 
 
+def layer_profile(data: dict[str, dict]) -> dict[str, dict[int, float]]:
+    """Relative error by role family and layer, from a quant_errors.json's entries: for each
+    family (in `roles.FAMILIES` order) and layer, the element-weighted RMS of its units' figures,
+    as `ErrorMap.cell_error` combines them. Units outside the layers are left out."""
+    from studio.core.roles import FAMILIES, ROLE_BY_KEY
+
+    sums: dict[str, dict[int, list[float]]] = {}
+    for e in data.values():
+        layer = e.get("layer")
+        if layer is None:
+            continue
+        role = ROLE_BY_KEY.get(e.get("role"))
+        family = role.family if role is not None else "other"
+        acc = sums.setdefault(family, {}).setdefault(int(layer), [0.0, 0.0])
+        acc[0] += e["elements"] * float(e["relative_error"]) ** 2
+        acc[1] += e["elements"]
+    return {family: {layer: math.sqrt(num / den) for layer, (num, den) in sorted(sums[family].items()) if den}
+            for family in FAMILIES if family in sums}
+
+
 class ErrorMap:
     """Relative errors by unit path and setting; `source` says where they came from."""
 

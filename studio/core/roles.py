@@ -53,6 +53,18 @@ ROLES: tuple[Role, ...] = (
 
 ROLE_BY_KEY = {role.key: role for role in ROLES}
 
+# Role families in ROLES order, each named for people and drawn in its first role's colour.
+FAMILY_LABELS = {
+    "embedding": "Embeddings", "attention": "Attention", "expert_gate_up": "Expert gate/up",
+    "expert_down": "Expert down", "shared_expert": "Shared expert", "dense_mlp": "Dense MLP",
+    "router": "Router", "indexer": "Indexer", "norm": "Norms", "vision": "Vision tower",
+    "mtp": "Multi-token prediction", "other": "Other",
+}
+FAMILY_COLOURS: dict[str, str] = {}
+for _role in ROLES:
+    FAMILY_COLOURS.setdefault(_role.family, _role.colour)
+FAMILIES = tuple(FAMILY_COLOURS)
+
 # Named groups a policy may use instead of listing roles one by one.
 ROLE_GROUPS: dict[str, tuple[str, ...]] = {
     "attention": ("attn_q", "attn_k", "attn_v", "attn_o", "attn_qkv",

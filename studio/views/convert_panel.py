@@ -7,13 +7,14 @@ import functools
 import importlib
 from pathlib import Path
 
-from PySide6.QtCore import Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QCheckBox, QFileDialog, QHBoxLayout, QLabel, QLineEdit, QMessageBox, QProgressBar,
                                QPushButton, QVBoxLayout, QWidget)
 
 from studio import settings
 from studio.core.formatting import human_bytes
 from studio.views.icons import icon
+from studio.views.widgets import ElidedLabel
 from studio.worker import Worker
 
 
@@ -35,6 +36,7 @@ def _duration(seconds) -> str:
 
 class ConvertPanel(QWidget):
     chat_requested = Signal(str)
+    evaluate_requested = Signal(str)      # the output folder: show the Evaluate tab (prefilled by the window)
     conversion_finished = Signal(object)  # ConvertResult
     conversion_stopped = Signal(str)      # the reason (cancelled or the error's sentence)
 
@@ -62,28 +64,42 @@ class ConvertPanel(QWidget):
         self.chat_button = QPushButton(icon("chat"), "Chat with it", toolTip="Open the converted model in the chat")
         self.chat_button.clicked.connect(lambda: self.result and self.chat_requested.emit(str(self.result.path)))
         self.chat_button.setVisible(False)
+        self.evaluate_button = QPushButton(icon("evaluate"), "Evaluate it",
+                                           toolTip="Compare the converted model with this source (Evaluate tab)")
+        self.evaluate_button.clicked.connect(
+            lambda: self.result and self.evaluate_requested.emit(str(self.result.path)))
+        self.evaluate_button.setVisible(False)
         self.bar = QProgressBar(textVisible=True)
         self.bar.setRange(0, 1000)
         self.bar.setValue(0)
-        self.status = QLabel("Choose an output folder and press Convert.")
-        self.status.setWordWrap(True)
+        # Three lines (what, how far, how fast); a long tensor path is cut in the middle, never widening the dock.
+        self.status = ElidedLabel("Choose an output folder and press Convert.", lines=3,
+                                  elide=(Qt.TextElideMode.ElideMiddle, Qt.TextElideMode.ElideRight,
+                                         Qt.TextElideMode.ElideRight))
 
         row = QHBoxLayout()
         row.addWidget(QLabel("Output:"))
         row.addWidget(self.output, 1)
         row.addWidget(browse)
-        row.addWidget(self.force)
-        row.addWidget(self.measure)
+        options = QHBoxLayout()
+        options.addWidget(self.force)
+        options.addWidget(self.measure)
+        options.addStretch(1)
         buttons = QHBoxLayout()
         buttons.addWidget(self.convert_button)
         buttons.addWidget(self.cancel_button)
         buttons.addWidget(self.bar, 1)
-        buttons.addWidget(self.chat_button)
+        after = QHBoxLayout()
+        after.addWidget(self.chat_button)
+        after.addWidget(self.evaluate_button)
+        after.addStretch(1)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(6, 6, 6, 6)
         layout.addLayout(row)
+        layout.addLayout(options)
         layout.addLayout(buttons)
         layout.addWidget(self.status)
+        layout.addLayout(after)
         layout.addStretch(1)
         controller.project_changed.connect(self._project_changed)
 
@@ -99,6 +115,7 @@ class ConvertPanel(QWidget):
             self.output.setText(str(source.parent / f"{source.name}-configi-mlx"))
         self.result = None
         self.chat_button.setVisible(False)
+        self.evaluate_button.setVisible(False)
         self.bar.setValue(0)
         self.status.setText("Choose an output folder and press Convert.")
 
@@ -137,6 +154,7 @@ class ConvertPanel(QWidget):
         settings.put(settings.OUTPUT_DIR, out)
         self.result = None
         self.chat_button.setVisible(False)
+        self.evaluate_button.setVisible(False)
         self.convert_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.bar.setValue(0)
@@ -159,7 +177,7 @@ class ConvertPanel(QWidget):
         speed = getattr(p, "bytes_per_s", 0) or 0
         phase = getattr(p, "phase", "") or ""
         unit = getattr(p, "unit", "") or ""
-        self.status.setText(f"{phase.capitalize()} {unit}\n{units}, {human_bytes(done)} of {human_bytes(total)}, "
+        self.status.setText(f"{phase.capitalize()} {unit}\n{units}, {human_bytes(done)} of {human_bytes(total)}\n"
                             f"{human_bytes(speed)}/s, about {_duration(getattr(p, 'eta_s', None))} left")
 
     def _finish(self) -> None:
@@ -174,9 +192,10 @@ class ConvertPanel(QWidget):
         self.bar.setValue(1000)
         resumed = getattr(result, "resumed_shards", 0)
         extra = f", {resumed} shard(s) resumed" if resumed else ""
-        self.status.setText(f"Done: {human_bytes(result.bytes_written)} written to {result.path} "
-                            f"in {_duration(result.seconds)}{extra}.")
+        self.status.setText(f"Done: {result.path}\n"
+                            f"{human_bytes(result.bytes_written)} written in {_duration(result.seconds)}{extra}.")
         self.chat_button.setVisible(True)
+        self.evaluate_button.setVisible(True)
         self.conversion_finished.emit(result)
 
     def _failed(self, message: str) -> None:

@@ -12,6 +12,7 @@ from PySide6.QtWidgets import (QApplication, QDockWidget, QFileDialog, QLabel, Q
 from studio import settings
 from studio.core.errors import StudioError
 from studio.core.project import Project
+from studio.core.quant_errors import FILE_NAME as QUANT_ERRORS
 from studio.policy_editor import PolicyEditor
 from studio.views.controller import ProjectController
 from studio.views.convert_panel import ConvertPanel
@@ -20,6 +21,9 @@ from studio.views.optional import LazyPanel
 from studio.views.size_panel import SizePanel
 from studio.views.start_page import StartPage
 from studio.views.tensor_tree import TensorTreePanel
+
+
+TREE_FOLLOW_MS = 100
 
 
 class MainWindow(QMainWindow):
@@ -63,16 +67,17 @@ class MainWindow(QMainWindow):
         self.resizeDocks([self.docks["tensors"], self.docks["size"]], [540, 400], Qt.Orientation.Horizontal)
         self.resizeDocks([self.docks["size"], self.docks["convert"]], [640, 170], Qt.Orientation.Vertical)
 
+        # The tree tells its view in ~1 ms (one signal per parent on screen) but repainting its rows
+        # costs ~10 ms on M3: during a drag it follows the size panel at most ten times a second.
+        self._tree_timer = QTimer(self, singleShot=True, interval=TREE_FOLLOW_MS)
+        self._tree_timer.timeout.connect(self.tree.policy_updated)
         self.model_label = QLabel()
         self.policy_label = QLabel()
         self.statusBar().addWidget(self.model_label, 1)
         self.statusBar().addPermanentWidget(self.policy_label)
 
-        self._tree_timer = QTimer(self, singleShot=True, interval=150)
-        self._tree_timer.timeout.connect(self.tree.policy_updated)
         self._actions()
         self._connect()
-        self._show_start()
         geometry = settings.get(settings.WINDOW_GEOMETRY)
         if not geometry.isEmpty():
             self.restoreGeometry(geometry)
@@ -81,6 +86,8 @@ class MainWindow(QMainWindow):
         state = settings.get(settings.WINDOW_STATE)
         if not state.isEmpty():
             self.restoreState(state)
+        self._show_start()  # after restoreState, which would show the docks again
+        self._apply_palette()
 
     # ----- wiring -----
 
@@ -110,6 +117,11 @@ class MainWindow(QMainWindow):
         self.load_errors_action = action("&Load quant errors…", self.editor.load_errors_dialog, None, None,
                                          "Show the errors a conversion measured (quant_errors.json)")
         quit_action = action("&Quit", self.close, QKeySequence.StandardKey.Quit)
+        # What needs an open model: greyed out on the start page.
+        self._model_actions = (self.save_action, self.load_action, self.convert_action, self.fit_action,
+                               self.survey_action, self.load_errors_action)
+        for a in self._model_actions:
+            a.setEnabled(False)
         undo, redo = self.editor.undo_action, self.editor.redo_action
         self.addAction(undo)
         self.addAction(redo)
@@ -153,6 +165,7 @@ class MainWindow(QMainWindow):
         self.start.open_requested.connect(self.open_dialog)
         self.start.recent_chosen.connect(self.open_model)
         self.convert.chat_requested.connect(self.open_chat)
+        self.convert.evaluate_requested.connect(self.open_evaluation)
         self.convert.conversion_finished.connect(self._converted)
 
     # ----- models -----
@@ -187,6 +200,8 @@ class MainWindow(QMainWindow):
         QApplication.restoreOverrideCursor()
         source = spec if isinstance(spec, str) and spec else project.policy.name
         self.set_project(project, Path(source).name if source.endswith(".json") else source)
+        if (Path(path) / QUANT_ERRORS).exists():  # a studio output: show what its conversion measured
+            self.editor.load_errors(path, quiet=True)
         settings.add_recent(str(Path(path).resolve()))
         self._refresh_recent()
         return True
@@ -197,6 +212,8 @@ class MainWindow(QMainWindow):
     def _project_changed(self, project) -> None:
         self.tree.set_project(project)
         self.size.set_project(project)
+        for action in self._model_actions:
+            action.setEnabled(project is not None)
         if project is None:
             self._show_start()
             return
@@ -213,8 +230,6 @@ class MainWindow(QMainWindow):
 
     def _estimate_changed(self, estimate) -> None:
         self.size.update_estimate(estimate)
-        # The tree's ~400 column-range dataChanged signals cost tens of ms on M3:
-        # during a drag they follow at a slower pace than the size panel.
         if not self._tree_timer.isActive():
             self._tree_timer.start()
 
@@ -245,7 +260,17 @@ class MainWindow(QMainWindow):
         self.convert.start()
 
     def _converted(self, result) -> None:
+        """Show what the conversion measured, and make evaluating it one click."""
         self.statusBar().showMessage(f"Converted to {result.path}", 10000)
+        if (Path(result.path) / QUANT_ERRORS).exists():
+            self.editor.load_errors(str(result.path), quiet=True)
+        panel = self.evaluate.widget()
+        project = self.controller.project
+        if panel is not None and hasattr(panel, "set_paths") and project is not None:
+            panel.set_paths(str(result.path), str(project.inventory.root))
+
+    def open_evaluation(self) -> None:
+        self.tabs.setCurrentWidget(self.evaluate)
 
     def open_chat(self, path: str) -> None:
         self.tabs.setCurrentWidget(self.chat)
@@ -260,10 +285,15 @@ class MainWindow(QMainWindow):
 
     # ----- theme and closing -----
 
+    def _apply_palette(self) -> None:
+        """Colours drawn by hand (tree rows, size plots) follow the palette: at start and on a theme change."""
+        palette = self.palette()
+        self.tree.model.set_palette(palette)
+        self.size.apply_palette(palette)
+
     def changeEvent(self, event):
         if event.type() == QEvent.Type.PaletteChange:
-            self.tree.model.set_palette(self.palette())
-            self.size.apply_palette(self.palette())
+            self._apply_palette()
         super().changeEvent(event)
 
     def closeEvent(self, event):

@@ -84,11 +84,41 @@ def role_icon(role: str, size: int = 10) -> QIcon:
     return _ICONS[key]
 
 
-# Quantization error, on a log scale: ColorBrewer YlOrRd (sequential, colour-blind
+def swatch_icon(colour: QColor, size: int = 12) -> QIcon:
+    """A square of `colour` with a thin grey edge (menus, legends)."""
+    key = f"swatch/{colour.name(QColor.NameFormat.HexArgb)}/{size}"
+    if key not in _ICONS:
+        from PySide6.QtGui import QPainter
+
+        pixmap = QPixmap(size, size)
+        pixmap.fill(colour)
+        painter = QPainter(pixmap)
+        painter.setPen(QColor("#808080"))
+        painter.drawRect(0, 0, size - 1, size - 1)
+        painter.end()
+        _ICONS[key] = QIcon(pixmap)
+    return _ICONS[key]
+
+
+# Quantization error: ColorBrewer YlOrRd (sequential, lightness falls steadily, colour-blind
 # safe), deliberately unlike the viridis bits ramp so the two modes are never confused.
-ERROR_RAMP = ("#FFFFCC", "#FED976", "#FD8D3C", "#E31A1C", "#800026")
-ERROR_RANGE = (1e-3, 0.5)  # relative errors at the two ends of the ramp
+# Stops sit where real weights land with affine quantization (relative Frobenius error
+# ||dequantize(quantize(W)) - W|| / ||W||): 8-bit is about 0.5% (pale, calm), 4-bit 5-10%
+# (orange), 2-bit 30-50% (dark red, alarming). Between stops the colour follows log(error).
+ERROR_STOPS = ((0.002, "#FFFFCC"), (0.01, "#FFEDA0"), (0.03, "#FED976"), (0.07, "#FEB24C"),
+               (0.12, "#FD8D3C"), (0.20, "#FC4E2A"), (0.30, "#E31A1C"), (0.45, "#800026"))
+ERROR_RAMP = tuple(colour for _, colour in ERROR_STOPS)
+ERROR_RANGE = (ERROR_STOPS[0][0], ERROR_STOPS[-1][0])  # relative errors at the two ends of the ramp
 NO_ERROR_COLOUR = "#D9D9D9"
+# What the legend shows: a few errors and the bit widths that typically give them.
+ERROR_LEGEND = ((0.005, "8-bit"), (0.02, "6-bit"), (0.07, "4-bit"), (0.15, "3-bit"), (0.40, "2-bit"))
+TYPICAL_ERROR = {8: "about 0.5%", 6: "1.5-2%", 5: "about 3%", 4: "5-10%", 3: "12-20%", 2: "30-50%"}
+ERROR_SCALE_TIP = ("Relative error ||dequantize(quantize(W)) - W|| / ||W|| of each cell at its current bits, "
+                   "element-weighted over the cell's tensors.\n"
+                   "Typical for affine quantization of trained weights: 8-bit about 0.5%, 6-bit 1.5-2%, "
+                   "4-bit 5-10%, 3-bit 12-20%, 2-bit 30-50%.\n"
+                   "Pale yellow reads as near-lossless, orange as the usual 4-bit cost, dark red as damage; "
+                   "grey cells are not quantized or not measured.")
 
 
 def error_colour(error: float | None) -> QColor:
@@ -96,11 +126,23 @@ def error_colour(error: float | None) -> QColor:
         return qcolor(NO_ERROR_COLOUR)
     import math
 
-    low, high = (math.log10(v) for v in ERROR_RANGE)
-    t = (math.log10(max(error, 1e-12)) - low) / (high - low)
-    t = min(max(t, 0.0), 1.0) * (len(ERROR_RAMP) - 1)
-    i = min(int(t), len(ERROR_RAMP) - 2)
-    return tint(qcolor(ERROR_RAMP[i + 1]), qcolor(ERROR_RAMP[i]), t - i)
+    if error <= ERROR_STOPS[0][0]:
+        return qcolor(ERROR_STOPS[0][1])
+    for (low, a), (high, b) in zip(ERROR_STOPS, ERROR_STOPS[1:]):
+        if error <= high:
+            t = (math.log(error) - math.log(low)) / (math.log(high) - math.log(low))
+            return tint(qcolor(b), qcolor(a), t)
+    return qcolor(ERROR_STOPS[-1][1])
+
+
+def error_legend_html() -> str:
+    """Swatches of the error scale, each labelled with its error, for a one-line legend."""
+    cells = []
+    for error, _bits in ERROR_LEGEND:
+        colour = error_colour(error)
+        cells.append(f"<span style='background-color:{colour.name()}; color:{text_on(colour).name()}'>"
+                     f"&nbsp;{error_text(error)}&nbsp;</span>")
+    return "error " + "".join(cells)
 
 
 def error_text(error: float | None) -> str:

@@ -19,7 +19,10 @@ from studio.core.plan import decide
 from studio.core.policy import Quantize
 from studio.core.roles import ROLE_BY_KEY
 from studio.views import item_roles
-from studio.views.palette import action_colour, action_short, error_colour, error_text, role_colour, text_on
+from studio.views.palette import (TYPICAL_ERROR, action_colour, action_short, error_colour, error_text, role_colour,
+                                  text_on)
+
+UNQUANTIZED_SHADE = QColor(128, 128, 128, 56)  # heat map: kept and dropped cells, on light and dark themes
 
 SHORT = {
     "embedding": "Emb", "lm_head": "Head", "attn_q": "Q", "attn_k": "K", "attn_v": "V", "attn_o": "O",
@@ -174,7 +177,9 @@ class PolicyGridModel(QAbstractTableModel):
             return error
         if role == Qt.ItemDataRole.DisplayRole:
             return error_text(error) if isinstance(action, Quantize) else action_short(action)
-        colour = error_colour(error) if isinstance(action, Quantize) else error_colour(None).lighter(115)
+        if not isinstance(action, Quantize):  # a faint grey over the theme's base; the theme's text colour
+            return UNQUANTIZED_SHADE if role == Qt.ItemDataRole.BackgroundRole else None
+        colour = error_colour(error)
         return colour if role == Qt.ItemDataRole.BackgroundRole else text_on(colour)
 
     def _tooltip(self, key, action, rule) -> str:
@@ -195,6 +200,8 @@ class PolicyGridModel(QAbstractTableModel):
             what = "from the survey" if errors.source == "survey" else f"from {errors.source}"
             lines.append(f"relative error at {action.label()}: {100 * error:.3g}% ({what})" if error is not None
                          else f"relative error at {action.label()}: not measured (run the survey)")
+            if action.bits in TYPICAL_ERROR:
+                lines.append(f"typical for {action.bits}-bit on trained weights: {TYPICAL_ERROR[action.bits]}")
         return "\n".join(lines)
 
     def changed(self, rect=None) -> None:
@@ -214,7 +221,8 @@ class CellDelegate(QStyledItemDelegate):
             painter.fillRect(rect, QBrush(QColor(128, 128, 128, 40), Qt.BrushStyle.BDiagPattern))
             return
         painter.fillRect(rect, index.data(Qt.ItemDataRole.BackgroundRole))
-        painter.setPen(index.data(Qt.ItemDataRole.ForegroundRole))
+        foreground = index.data(Qt.ItemDataRole.ForegroundRole)
+        painter.setPen(foreground if foreground is not None else option.palette.text().color())
         font = index.data(Qt.ItemDataRole.FontRole)
         if font is not None:
             painter.setFont(font)

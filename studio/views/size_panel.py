@@ -18,7 +18,25 @@ from studio.core.roles import ROLE_BY_KEY
 from studio.views.palette import role_colour, tint
 from studio.views.policy_grid import SHORT
 
-GB = 1e9
+UNITS = (("bytes", 1), ("KB", 1e3), ("MB", 1e6), ("GB", 1e9), ("TB", 1e12))
+
+
+def size_unit(nbytes: float) -> tuple[str, float]:
+    """The unit human_bytes would write `nbytes` in (a 3 MB model in MB, a 444 GB one in GB)."""
+    name, scale = UNITS[0]
+    for name_, scale_ in UNITS[1:]:
+        if nbytes >= scale_:
+            name, scale = name_, scale_
+    return name, scale
+
+
+def layer_ticks(layers: list[int], most: int = 8) -> list[tuple[int, str]]:
+    """Whole-layer ticks, at most about `most` of them: every layer, or every 2, 5, 10, 20..."""
+    if not layers:
+        return []
+    span = max(layers) - min(layers) + 1
+    step = next(s for s in (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000) if span / s <= most or s == 1000)
+    return [(layer, str(layer)) for layer in layers if layer % step == 0]
 
 
 class FitGauge(QWidget):
@@ -62,6 +80,7 @@ class SizePanel(QWidget):
         super().__init__(parent)
         self.project = None
         self.updates = 0
+        self.unit, self.scale = "GB", 1e9  # the plots' size unit: follows the model's size
 
         self.total = self._figure("—")
         self.total_caption = self._caption("output size")
@@ -83,6 +102,7 @@ class SizePanel(QWidget):
         self.role_plot.setMouseEnabled(False, False)
         self.role_plot.hideButtons()
         self.role_plot.setLabel("bottom", "GB (outline: source)")
+        self.role_plot.getAxis("bottom").enableAutoSIPrefix(False)  # our unit, never "(x1e-06)"
         self.role_plot.getAxis("left").setWidth(56)
         self.role_plot.setToolTip("Output size by role (filled) against the source (outline)")
         self.source_bars = pg.BarGraphItem(x0=[], y=[], height=0.7, width=[], brush=None, pen=pg.mkPen("#888888"))
@@ -96,6 +116,7 @@ class SizePanel(QWidget):
         self.layer_plot.hideButtons()
         self.layer_plot.setLabel("bottom", "layer")
         self.layer_plot.setLabel("left", "GB")
+        self.layer_plot.getAxis("left").enableAutoSIPrefix(False)
         self.layer_plot.getAxis("left").setWidth(56)
         self.layer_plot.setToolTip("Output size by layer")
         self.layer_bars = pg.BarGraphItem(x=[], height=[], width=0.8, brush="#21918C", pen=None)
@@ -156,17 +177,21 @@ class SizePanel(QWidget):
             return
         roles = [r for r in project.roles_present()]
         self._roles = roles
+        self.unit, self.scale = size_unit(project.estimate.source_bytes)
+        self.role_plot.setLabel("bottom", f"{self.unit} (outline: source)")
+        self.layer_plot.setLabel("left", self.unit)
         ys = list(range(len(roles)))
         brushes = [pg.mkBrush(role_colour(r)) for r in roles]
         self.role_bars.setOpts(x0=[0] * len(roles), y=ys, width=[0] * len(roles), brushes=brushes)
         self.source_bars.setOpts(x0=[0] * len(roles), y=ys,
-                                 width=[project.estimate.by_role_source.get(r, 0) / GB for r in roles])
+                                 width=[project.estimate.by_role_source.get(r, 0) / self.scale for r in roles])
         axis = self.role_plot.getAxis("left")
         axis.setTicks([[(i, SHORT.get(r, r).replace(chr(10), ' ')) for i, r in enumerate(roles)]])
         self.role_plot.getViewBox().invertY(True)
         self.role_plot.setYRange(-0.6, len(roles) - 0.4, padding=0)
         self._layers = sorted(k for k in project.estimate.by_layer if k is not None)
         self.layer_bars.setOpts(x=self._layers, height=[0] * len(self._layers))
+        self.layer_plot.getAxis("bottom").setTicks([layer_ticks(self._layers), []])
         self.update_estimate(project.estimate)
 
     def update_estimate(self, estimate) -> None:
@@ -178,9 +203,9 @@ class SizePanel(QWidget):
         self.total_caption.setText(f"output, {ratio:.0%} of the {human_bytes(estimate.source_bytes)} source")
         self.bpw_q.setText(f"{estimate.bpw_quantized:.3f}")
         self.bpw_m.setText(f"{estimate.bpw_model:.3f}")
-        widths = [estimate.by_role.get(r, 0) / GB for r in self._roles]
+        widths = [estimate.by_role.get(r, 0) / self.scale for r in self._roles]
         self.role_bars.setOpts(width=widths)
-        self.layer_bars.setOpts(height=[estimate.by_layer.get(l, 0) / GB for l in self._layers])
+        self.layer_bars.setOpts(height=[estimate.by_layer.get(l, 0) / self.scale for l in self._layers])
         self._update_fit()
         tips = [f"{ROLE_BY_KEY[r].label}: {human_bytes(estimate.by_role.get(r, 0))} "
                 f"(source {human_bytes(estimate.by_role_source.get(r, 0))})" for r in self._roles]

@@ -3,8 +3,11 @@
 A thin QAbstractItemModel over a Project. Nodes are built once per project
 (about 2,000 for MiniMax-M3); the source tensors under a unit (128 for a
 stacked expert projection) are built only when the unit is expanded
-(canFetchMore/fetchMore). A policy change re-emits dataChanged for the
-decision, size and error columns only. The Error column shows a unit's measured
+(canFetchMore/fetchMore). A policy change emits one ranged dataChanged (the
+decision, size and error columns) per parent whose rows a view shows, never a
+reset: the panel says which parents those are (`policy_updated(shown)`), the
+others are marked stale and caught up by `refresh` when they come into view.
+The Error column shows a unit's measured
 relative error at its current decision (survey or quant_errors.json), blank
 where nothing was measured at that setting.
 """
@@ -25,6 +28,7 @@ from studio.views.palette import role_colour, role_icon, tint
 COLUMNS = ("Name", "Role", "Shape", "Source dtype", "Decision", "Size before", "Size after", "Error")
 NAME, ROLE, SHAPE, DTYPE, DECISION, BEFORE, AFTER, ERROR = range(len(COLUMNS))
 LIVE_COLUMNS = (DECISION, AFTER, ERROR)
+LIVE_ROLES = [Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.ToolTipRole, item_roles.ERROR, item_roles.SORT_VALUE]
 
 BLOCK_OF_FAMILY = {
     "attention": "Attention", "indexer": "Sparse-attention indexer", "expert_gate_up": "MoE",
@@ -38,7 +42,7 @@ _LAYER_PREFIX = re.compile(r"^.*?\blayers\.\d+\.")
 
 class Node:
     __slots__ = ("parent", "row", "kind", "name", "children", "units", "unit", "tensor", "layer", "role",
-                 "fetched", "search")
+                 "fetched", "search", "seen")
 
     def __init__(self, parent, kind, name, layer=None, role=None, unit=-1, tensor=None):
         self.parent, self.kind, self.name = parent, kind, name
@@ -48,6 +52,12 @@ class Node:
         self.row = 0
         self.fetched = kind != "unit"
         self.search = name.lower()
+        self.seen = 0  # the policy generation this node's children were last told about
+
+    @property
+    def live(self) -> bool:
+        """Whether this node's children have columns that follow the policy (a unit's source tensors do not)."""
+        return bool(self.children) and self.kind != "unit"
 
     def add(self, child: "Node") -> "Node":
         child.row = len(self.children)
@@ -70,10 +80,12 @@ class TensorTreeModel(QAbstractItemModel):
         self.project: Project | None = None
         self.root = Node(None, "root", "")
         self.errors = None  # ErrorMap
+        self.generation = 0  # bumped by every policy change; see Node.seen
         self._unit_source: list[int] = []
         self._icons: dict[str, QIcon] = {}
         self._base = QColor("#FFFFFF")
         self._alt = QColor("#F3F3F3")
+        self._shades: dict[tuple, QColor] = {}  # row backgrounds by (role, is unit, odd layer)
         self._bold = QFont()
         self._bold.setBold(True)
 
@@ -116,9 +128,9 @@ class TensorTreeModel(QAbstractItemModel):
     def _block(role: str) -> str:
         return BLOCK_OF_FAMILY.get(ROLE_BY_KEY[role].family, "Other") if role in ROLE_BY_KEY else "Other"
 
-    def set_errors(self, errors) -> None:
+    def set_errors(self, errors, shown=None) -> None:
         self.errors = errors
-        self.policy_updated()
+        self.policy_updated(shown)
 
     def _error(self, node: Node) -> float | None:
         if self.errors is None or node.kind != "unit":
@@ -128,6 +140,7 @@ class TensorTreeModel(QAbstractItemModel):
     def set_palette(self, palette: QPalette) -> None:
         self._base = palette.color(QPalette.ColorRole.Base)
         self._alt = tint(palette.color(QPalette.ColorRole.Text), self._base, 0.045)
+        self._shades = {}
         if self.rowCount():
             self.dataChanged.emit(self.index(0, 0), self.index(self.rowCount() - 1, len(COLUMNS) - 1))
 
@@ -137,9 +150,9 @@ class TensorTreeModel(QAbstractItemModel):
         return index.internalPointer() if index.isValid() else self.root
 
     def index(self, row, column, parent=QModelIndex()):
-        node = self.node(parent)
-        if 0 <= row < len(node.children) and 0 <= column < len(COLUMNS):
-            return self.createIndex(row, column, node.children[row])
+        children = (parent.internalPointer() if parent.isValid() else self.root).children  # called per cell painted
+        if 0 <= row < len(children) and 0 <= column < len(COLUMNS):
+            return self.createIndex(row, column, children[row])
         return QModelIndex()
 
     def parent(self, index=QModelIndex()):
@@ -244,10 +257,13 @@ class TensorTreeModel(QAbstractItemModel):
         if role == Qt.ItemDataRole.DecorationRole and col == NAME and node.role is not None:
             return self._icon(node.role)
         if role == Qt.ItemDataRole.BackgroundRole:
-            shade = self._alt if (node.layer or 0) % 2 else self._base
-            if node.role is not None:
-                return tint(role_colour(node.role), shade, 0.10 if node.kind == "unit" else 0.05)
-            return shade
+            key = (node.role, node.kind == "unit", (node.layer or 0) % 2)
+            colour = self._shades.get(key)
+            if colour is None:
+                shade = self._alt if key[2] else self._base
+                colour = shade if node.role is None else tint(role_colour(node.role), shade, 0.10 if key[1] else 0.05)
+                self._shades[key] = colour
+            return colour
         if role == Qt.ItemDataRole.FontRole and node.kind == "layer":
             return self._bold
         if role == Qt.ItemDataRole.TextAlignmentRole and col in (BEFORE, AFTER, ERROR):
@@ -317,21 +333,42 @@ class TensorTreeModel(QAbstractItemModel):
 
     # ----- live updates -----
 
-    def policy_updated(self) -> None:
-        """Decisions and sizes changed: tell the views, column range by parent, no reset."""
+    def policy_updated(self, shown=None) -> int:
+        """Decisions, sizes and errors changed: one ranged dataChanged over the live columns per parent
+        in `shown` (the parents a view shows rows of, top to bottom; None: every parent). The other
+        parents are left stale for `refresh`: a view asks data() afresh for rows it has not shown,
+        so nothing is lost meanwhile. Never a reset. Returns the number of signals."""
         if self.project is None:
-            return
+            return 0
+        self.generation += 1
+        return self._emit(self._parents() if shown is None else shown)
+
+    def refresh(self, shown) -> int:
+        """Catch up the stale parents among `shown` (a subtree expanded or scrolled into view)."""
+        if self.project is None:
+            return 0
+        return self._emit(node for node in shown if node.seen != self.generation)
+
+    def _emit(self, parents) -> int:
         first, last = min(LIVE_COLUMNS), max(LIVE_COLUMNS)
-        stack = [(self.root, QModelIndex())]
-        while stack:
-            node, parent = stack.pop()
-            if not node.children or node.kind == "unit":
+        count = 0
+        for node in parents:
+            node.seen = self.generation
+            if not node.live:
                 continue
-            self.dataChanged.emit(self.index(0, first, parent), self.index(len(node.children) - 1, last, parent),
-                                  [Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.ToolTipRole])
-            for child in node.children:
-                if child.children and child.kind != "unit":
-                    stack.append((child, self.createIndex(child.row, 0, child)))
+            children = node.children
+            self.dataChanged.emit(self.createIndex(0, first, children[0]),
+                                  self.createIndex(len(children) - 1, last, children[-1]), LIVE_ROLES)
+            count += 1
+        return count
+
+    def _parents(self):
+        """Every node with live children, in tree order."""
+        stack = [self.root]
+        while stack:
+            node = stack.pop()
+            yield node
+            stack.extend(child for child in reversed(node.children) if child.live)
 
     def unit_index(self, unit: int) -> QModelIndex:
         """The index of a unit's node (a walk over layers and blocks, not over tensors)."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from PySide6.QtCore import QItemSelectionModel, QModelIndex, Qt, Signal
+from PySide6.QtCore import QItemSelectionModel, QModelIndex, QPoint, Qt, Signal
 from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QTreeView, QVBoxLayout,
                                QWidget)
 
@@ -51,6 +51,9 @@ class TensorTreePanel(QWidget):
         for visual, col in enumerate((NAME, DECISION, AFTER, ERROR, BEFORE)):  # what changes with the policy first
             header.moveSection(header.visualIndex(col), visual)
         self.view.selectionModel().currentRowChanged.connect(self._current_changed)
+        # Rows that come into view after a policy change: their parents catch up (one signal each).
+        self.view.expanded.connect(self._refresh)
+        self.view.verticalScrollBar().valueChanged.connect(self._refresh)
 
         self.legend = QLabel(wordWrap=True, textFormat=Qt.TextFormat.RichText)
         self.legend.setToolTip("Row colours: the role of each unit (colour-blind-safe palette); "
@@ -88,11 +91,35 @@ class TensorTreePanel(QWidget):
         self.proxy.set_filter(text="", role=None, layer="any")
         self.search.clear()
 
-    def policy_updated(self) -> None:
-        self.model.policy_updated()
+    def shown_parents(self) -> list:
+        """The tree nodes whose child rows are on screen now, top to bottom (none while hidden)."""
+        view = self.view
+        if not view.isVisible():
+            return []
+        height = view.viewport().height()
+        index = view.indexAt(QPoint(0, 0))
+        parents, seen = [], set()
+        while index.isValid() and view.visualRect(index).top() < height:
+            node = self.model.node(self.proxy.mapToSource(index)).parent
+            if node not in seen:
+                seen.add(node)
+                parents.append(node)
+            index = view.indexBelow(index)
+        return parents
+
+    def policy_updated(self) -> int:
+        """Tell the view what changed with the policy: one dataChanged per parent on screen."""
+        return self.model.policy_updated(self.shown_parents())
 
     def set_errors(self, errors) -> None:
-        self.model.set_errors(errors)
+        self.model.set_errors(errors, self.shown_parents())
+
+    def _refresh(self, *_) -> None:
+        self.model.refresh(self.shown_parents())
+
+    def showEvent(self, event):
+        super().showEvent(event)
+        self._refresh()
 
     def show_cell(self, role, layer) -> None:
         """Filter the tree to one grid cell (role and layer) and expand it; (None, None) clears."""
