@@ -6,27 +6,21 @@ import json
 import math
 
 import pytest
-from PySide6.QtCore import QModelIndex, Qt
+from PySide6.QtCore import Qt
 
 from studio.core.convert import convert
 from studio.core.project import Project
 from studio.core.quant_errors import FILE_NAME
 from studio.views import item_roles
-from studio.views.main_window import MainWindow
 from studio.views.tensor_model import ERROR
-from test_gui_fixtures import QT_MARKS, studio_settings, tiny_m3  # noqa: F401
+from test_gui_fixtures import QT_MARKS, open_window, studio_settings, tiny_m3  # noqa: F401
 
 pytestmark = QT_MARKS
 
 
 @pytest.fixture
 def window(qtbot, tiny_m3):
-    w = MainWindow()
-    qtbot.addWidget(w)
-    w.resize(1400, 900)
-    assert w.open_model(str(tiny_m3), "uniform-4bit")
-    w.show()
-    qtbot.waitExposed(w)
+    w = open_window(qtbot, tiny_m3, "uniform-4bit")
     yield w
     w.shutdown()
 

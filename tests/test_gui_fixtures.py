@@ -72,3 +72,16 @@ def test_settings_are_private_and_typed(studio_settings):
     assert settings.add_recent("/b") == ["/b", "/a"]
     assert settings.add_recent("/a") == ["/a", "/b"]
     assert len({k.name for k in settings.KEYS}) == len(settings.KEYS)
+
+
+def open_window(qtbot, path, policy=None, size=(1400, 900)):
+    """A shown main window with `path` open; the caller shuts it down."""
+    from studio.views.main_window import MainWindow
+
+    window = MainWindow()
+    qtbot.addWidget(window)
+    window.resize(*size)
+    assert window.open_model(str(path), policy)
+    window.show()
+    qtbot.waitExposed(window)
+    return window

@@ -11,7 +11,7 @@ from studio.views.controller import ProjectController
 from studio.views.policy_grid import PolicyGridModel
 from studio.views.rules_view import RulesModel
 from studio.views.tensor_model import DECISION, ERROR, TensorFilterModel, TensorTreeModel
-from test_gui_fixtures import QT_MARKS, m3_replica, studio_settings, tiny_m3  # noqa: F401
+from test_gui_fixtures import QT_MARKS, m3_replica, open_window, studio_settings, tiny_m3  # noqa: F401
 
 pytestmark = QT_MARKS
 
@@ -112,15 +112,7 @@ def _signals(model):
 
 
 def _window(qtbot, path):
-    from studio.views.main_window import MainWindow
-
-    window = MainWindow()
-    qtbot.addWidget(window)
-    window.resize(1600, 1000)
-    assert window.open_model(str(path), "uniform-4bit")
-    window.show()
-    qtbot.waitExposed(window)
-    return window
+    return open_window(qtbot, path, "uniform-4bit", size=(1600, 1000))
 
 
 def _change_policy(qtbot, window, preset="uniform-2bit"):

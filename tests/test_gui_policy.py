@@ -9,20 +9,14 @@ from PySide6.QtWidgets import QApplication
 from PySide6.QtTest import QTest
 
 from studio.core.policy import Quantize
-from studio.views.main_window import MainWindow
-from test_gui_fixtures import QT_MARKS, studio_settings, tiny_m3  # noqa: F401
+from test_gui_fixtures import QT_MARKS, open_window, studio_settings, tiny_m3  # noqa: F401
 
 pytestmark = QT_MARKS
 
 
 @pytest.fixture
 def window(qtbot, tiny_m3):
-    w = MainWindow()
-    qtbot.addWidget(w)
-    w.resize(1400, 900)
-    assert w.open_model(str(tiny_m3))
-    w.show()
-    qtbot.waitExposed(w)
+    w = open_window(qtbot, tiny_m3)
     yield w
     w.shutdown()
 
