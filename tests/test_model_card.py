@@ -38,3 +38,14 @@ def test_folders_not_made_here_are_left_alone(tiny_model, tmp_path):
     (folder / "README.md").write_text("their card")
     assert record_evaluation(folder, object()) is False
     assert (folder / "README.md").read_text() == "their card"
+
+
+def test_suggested_output_keeps_out_of_the_package(tmp_path):
+    from pathlib import Path
+
+    from studio.core.bundled import demo_model_path, suggested_output
+
+    assert suggested_output(tmp_path / "MiniMax-M3", "Config-I") == tmp_path / "MiniMax-M3-config-i-mlx"
+    assert suggested_output(tmp_path / "m", "Uniform 4-bit") == tmp_path / "m-uniform-4-bit-mlx"
+    if demo_model_path():
+        assert suggested_output(demo_model_path()) == Path.home() / "Config-I Studio" / "demo_model-config-i-mlx"

@@ -12,6 +12,7 @@ from PySide6.QtWidgets import (QCheckBox, QFileDialog, QHBoxLayout, QLabel, QLin
                                QPushButton, QVBoxLayout, QWidget)
 
 from studio import settings
+from studio.core.bundled import suggested_output
 from studio.core.formatting import human_bytes
 from studio.views.icons import icon
 from studio.views.widgets import ElidedLabel
@@ -110,9 +111,7 @@ class ConvertPanel(QWidget):
     def _project_changed(self, project) -> None:
         if project is None or self.busy:
             return
-        source = Path(project.inventory.root)
-        if source is not None:
-            self.output.setText(str(source.parent / f"{source.name}-configi-mlx"))
+        self.output.setText(str(suggested_output(project.inventory.root, project.policy.name)))
         self.result = None
         self.chat_button.setVisible(False)
         self.evaluate_button.setVisible(False)
