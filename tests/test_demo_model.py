@@ -68,10 +68,14 @@ def test_config_facts():
     assert cfg["model_type"] == "minimax_m3_vl"
     assert cfg["torch_dtype"] == "bfloat16"
     tc = cfg["text_config"]
+    # 8 layers, so Config-I's "first 2 and last 2 at 8-bit" leaves 4 middle
+    # layers at low bits and the demo shows the policy at work.
+    assert tc["num_hidden_layers"] == 8
     freq = tc["moe_layer_freq"]
     assert len(freq) == tc["num_hidden_layers"]
     assert freq[0] == 0 and all(freq[1:])  # dense first layer, MoE after
-    assert 8 <= tc["num_local_experts"] <= 16
+    assert tc["num_local_experts"] == 16
+    assert tc["intermediate_size"] == 128
     assert tc["num_experts_per_tok"] == 2
     assert tc["shared_intermediate_size"] > 0
     for dim in (

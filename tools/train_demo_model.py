@@ -1,9 +1,19 @@
 """Build the bundled demo model: a tiny MiniMax-M3 (``minimax_m3_vl``, text only).
 
 Run by hand (not by tests or CI; it needs the network to the Debian archive
-and about half an hour of CPU):
+and about 45 minutes of CPU):
 
-    nice -n 19 python tools/train_demo_model.py --out studio/resources/demo_model
+    python tools/train_demo_model.py --out studio/resources/demo_model \
+        --tokenizer-from studio/resources/demo_model --minutes 40
+
+``--layers`` and ``--hidden`` set the size (default: 8 layers, hidden 128);
+``--tokenizer-from DIR`` reuses the tokenizer and word list in DIR instead of
+training new ones, so a retrained model keeps the shipped tokenizer.
+
+On Linux, MLX's CPU wheel links the reference (netlib) BLAS; preloading
+OpenBLAS makes training about four times faster (Debian: ``apt-get install
+libopenblas0-pthread``, then run with
+``LD_PRELOAD=/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so.0``).
 
 Data source
 -----------
@@ -26,11 +36,11 @@ What it does
 2. Joins lines into paragraphs, drops chapter headings and Gutenberg's
    ``_italic_`` marks. The last ~45 KB of "Persuasion" is held out as
    ``studio/resources/eval_sample.txt``; nothing of it is trained on.
-3. Trains a byte-level BPE tokenizer (``tokenizers``, vocab 4096) with
-   ``<|endoftext|>``, ``<|im_start|>``, ``<|im_end|>`` and a ChatML-style chat
-   template (eos ``<|im_end|>``), and ``words.txt``: the words that occur at
-   least twice in the training text (the demo-model test checks generated
-   text against it).
+3. Trains (unless ``--tokenizer-from``) a byte-level BPE tokenizer
+   (``tokenizers``, vocab 4096) with ``<|endoftext|>``, ``<|im_start|>``,
+   ``<|im_end|>`` and a ChatML-style chat template (eos ``<|im_end|>``), and
+   ``words.txt``: the words that occur at least twice in the training text
+   (the demo-model test checks generated text against it).
 4. Trains ``mlx_lm.models.minimax_m3_vl.Model`` in float32 on the CPU
    (AdamW, next-token cross-entropy, sequence length 128) on the novels plus
    chat-shaped samples (a user turn, then a paragraph of Austen as the
@@ -91,24 +101,23 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
 
+MAX_POSITIONS = 4096
+
+# Everything but the depth and width, which text_config() fills in.
 TEXT_CONFIG = {
     "model_type": "minimax_m3",
     "vocab_size": VOCAB_SIZE,
-    "hidden_size": 128,
-    "num_hidden_layers": 4,
-    "num_attention_heads": 2,
     "num_key_value_heads": 1,
     "head_dim": 64,
     "partial_rotary_factor": 0.5,
     "rope_theta": 10000.0,
-    "max_position_embeddings": 4096,
+    "max_position_embeddings": MAX_POSITIONS,
     "dense_intermediate_size": 512,
     "intermediate_size": 128,
     "shared_intermediate_size": 128,
     "num_local_experts": 16,
     "num_experts_per_tok": 2,
     "routed_scaling_factor": 2.0,
-    "moe_layer_freq": [0, 1, 1, 1],
     "rms_norm_eps": 1e-6,
     "use_qk_norm": True,
     "use_gemma_norm": True,
@@ -119,6 +128,21 @@ TEXT_CONFIG = {
     "use_routing_bias": True,
     "torch_dtype": "bfloat16",
 }
+
+
+def text_config(layers: int, hidden: int) -> dict:
+    """TEXT_CONFIG at the given depth and width: layer 0 dense, the rest MoE,
+    one query head of 64 per 64 of hidden (so every linear input dim is a
+    multiple of 64, the quantization group size)."""
+    if layers < 2 or hidden % 64:
+        raise SystemExit("need --layers >= 2 and --hidden a multiple of 64")
+    tc = dict(TEXT_CONFIG)
+    tc["hidden_size"] = hidden
+    tc["num_hidden_layers"] = layers
+    tc["num_attention_heads"] = hidden // tc["head_dim"]
+    tc["moe_layer_freq"] = [0] + [1] * (layers - 1)
+    return tc
+
 
 USER_PROMPTS = [
     "Tell me a story.",
@@ -275,7 +299,7 @@ def train_tokenizer(train: dict[str, list[str]], out: Path):
         json.dumps(
             {
                 "tokenizer_class": "PreTrainedTokenizerFast",
-                "model_max_length": TEXT_CONFIG["max_position_embeddings"],
+                "model_max_length": MAX_POSITIONS,
                 "bos_token": None,
                 "eos_token": "<|im_end|>",
                 "pad_token": "<|endoftext|>",
@@ -301,6 +325,18 @@ def train_tokenizer(train: dict[str, list[str]], out: Path):
         + "\n"
     )
     return tok
+
+
+def copy_tokenizer(src: Path, out: Path):
+    """Reuse an existing tokenizer and word list (byte-identical copies)."""
+    import shutil
+
+    from tokenizers import Tokenizer
+
+    for name in ("tokenizer.json", "tokenizer_config.json", "words.txt"):
+        if (src / name).resolve() != (out / name).resolve():
+            shutil.copyfile(src / name, out / name)
+    return Tokenizer.from_file(str(out / "tokenizer.json"))
 
 
 def build_stream(train: dict[str, list[str]], tok, seed: int) -> np.ndarray:
@@ -345,11 +381,11 @@ def build_stream(train: dict[str, list[str]], tok, seed: int) -> np.ndarray:
 # ---------------------------------------------------------------- model
 
 
-def model_config() -> dict:
+def model_config(tc: dict) -> dict:
     return {
         "architectures": ["MiniMaxM3VLForConditionalGeneration"],
         "model_type": "minimax_m3_vl",
-        "text_config": dict(TEXT_CONFIG),
+        "text_config": dict(tc),
         "tie_word_embeddings": False,
         "torch_dtype": "bfloat16",
         "eos_token_id": None,  # filled in once the tokenizer exists
@@ -495,11 +531,13 @@ def train(model, stream: np.ndarray, args) -> list[tuple[int, float]]:
 # ---------------------------------------------------------------- output
 
 
-def write_outputs(model, tok, out: Path, log, args, train_tokens: int, wall: float):
+def write_outputs(
+    model, tok, out: Path, tc: dict, log, args, train_tokens: int, wall: float
+):
     import mlx.core as mx
     from mlx.utils import tree_flatten
 
-    cfg = model_config()
+    cfg = model_config(tc)
     eos = tok.token_to_id("<|im_end|>")
     eot = tok.token_to_id("<|endoftext|>")
     cfg["eos_token_id"] = eos
@@ -551,7 +589,8 @@ text only) that ships with Config-I Studio so the app and its tests have a
 real source checkpoint to open, convert and chat with offline. It writes
 Austen-flavoured English sentences; it is not a useful assistant.
 
-Rebuild it with `nice -n 19 python tools/train_demo_model.py --out studio/resources/demo_model`
+Rebuild it with `python tools/train_demo_model.py --out studio/resources/demo_model
+--tokenizer-from studio/resources/demo_model --layers {layers} --hidden {hidden} --minutes {train_minutes}`
 (needs `apt-get` access to the Debian archive and about {minutes} minutes of CPU).
 
 ## Data
@@ -587,7 +626,7 @@ converter treat it as a source checkpoint.
 
 ## Training
 
-MLX {mlx_version} on CPU, float32, AdamW (lr {lr}, cosine, weight decay 0.05),
+MLX {mlx_version} on CPU (OpenBLAS preloaded, see the script), float32, AdamW (lr {lr}, cosine, weight decay 0.05),
 batch {batch} x {seq_len} tokens, {steps} steps ({tokens:,} tokens) in {wall_min:.0f}
 minutes (the schedule follows wall time, so a rebuild differs a little;
 `--steps N` fixes the step count instead); final training loss {loss:.2f}; held-out perplexity {ppl:.1f}
@@ -679,7 +718,15 @@ def main(argv=None):
         "--deb", type=Path, help=f"a local {DEB_NAME} .deb instead of apt-get download"
     )
     ap.add_argument(
-        "--minutes", type=float, default=26.0, help="training wall-time budget"
+        "--minutes", type=float, default=40.0, help="training wall-time budget"
+    )
+    ap.add_argument("--layers", type=int, default=8, help="layer 0 dense, rest MoE")
+    ap.add_argument("--hidden", type=int, default=128, help="a multiple of 64")
+    ap.add_argument(
+        "--tokenizer-from",
+        type=Path,
+        default=None,
+        help="reuse tokenizer.json, tokenizer_config.json and words.txt from DIR",
     )
     ap.add_argument(
         "--steps", type=int, default=None, help="fixed step count instead of --minutes"
@@ -709,17 +756,22 @@ def main(argv=None):
         f"train text: {n_train:,} chars; held out: {len(eval_text):,} chars -> {eval_out}"
     )
 
-    print(f"word list: {write_word_list(train_paras, out / 'words.txt')} words")
-    tok = train_tokenizer(train_paras, out)
+    if args.tokenizer_from:
+        tok = copy_tokenizer(args.tokenizer_from, out)
+        print(f"tokenizer and word list: copied from {args.tokenizer_from}")
+    else:
+        print(f"word list: {write_word_list(train_paras, out / 'words.txt')} words")
+        tok = train_tokenizer(train_paras, out)
     stream = build_stream(train_paras, tok, args.seed)
 
-    cfg = model_config()
-    model = make_model(cfg)
+    tc = text_config(args.layers, args.hidden)
+    model = make_model(model_config(tc))
     t0 = time.time()
     log = train(model, stream, args)
     wall = time.time() - t0
     steps = log[-1][0]
-    write_outputs(model, tok, out, log, args, steps * args.batch * args.seq_len, wall)
+    tokens = steps * args.batch * args.seq_len
+    write_outputs(model, tok, out, tc, log, args, tokens, wall)
 
     prompts = [
         "Tell me a story.",
@@ -729,7 +781,6 @@ def main(argv=None):
     samples, sampled, ppl = verify(out, eval_text, prompts)
     from mlx.utils import tree_flatten
 
-    tc = TEXT_CONFIG
     size_mb = (out / "model.safetensors").stat().st_size / 1e6
 
     def quote(pairs):
@@ -742,6 +793,7 @@ def main(argv=None):
     (out / "README.md").write_text(
         README.format(
             minutes=round(args.minutes) + 5,
+            train_minutes=round(args.minutes),
             layers=tc["num_hidden_layers"],
             last=tc["num_hidden_layers"] - 1,
             dense=tc["dense_intermediate_size"],
