@@ -49,3 +49,11 @@ def test_suggested_output_keeps_out_of_the_package(tmp_path):
     assert suggested_output(tmp_path / "m", "Uniform 4-bit") == tmp_path / "m-uniform-4-bit-mlx"
     if demo_model_path():
         assert suggested_output(demo_model_path()) == Path.home() / "Config-I Studio" / "demo_model-config-i-mlx"
+
+
+def test_an_output_reopens_under_the_policy_that_made_it(tiny_model, tmp_path):
+    out = tmp_path / "out"
+    convert(Project.open(tiny_model("llama"), "mixed-3-6"), out)
+    again = Project.open(out)
+    assert again.policy.name == "Mixed 3/6 (mlx-lm mixed_3_6)"
+    assert Project.open(out, "uniform-8bit").policy.name == "Uniform 8-bit"

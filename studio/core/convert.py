@@ -45,14 +45,15 @@ import numpy as np
 
 from studio import __version__
 from studio.core import quant_errors
-from studio.core.dequantize import FP8_BLOCK, SourceReader, SourceRows
 from studio.core.cancel import CancelToken  # noqa: F401  (re-exported for callers)
+from studio.core.dequantize import FP8_BLOCK, SourceReader, SourceRows
 from studio.core.errors import StudioError
 from studio.core.formatting import human_bytes
 from studio.core.inventory import read_header
 from studio.core.model_card import model_card
 from studio.core.output_config import copy_extra_files, output_config
 from studio.core.plan import Decision, Plan
+from studio.core.policy import OWN_POLICY_FILE
 from studio.core.safetensors_writer import INDEX_NAME, Layout, ShardSpec, plan_layout
 from studio.core.tensor_error import round_trip_sums
 from studio.core.unit_source import read_unit_rows, unit_values, whole_only
@@ -603,7 +604,7 @@ def _finish_folder(project, folder: Path, layout: Layout, errors: dict[str, list
     if len(layout.shards) > 1:
         (folder / INDEX_NAME).write_text(json.dumps(layout.index(), indent=2) + "\n")
     copy_extra_files(plan.inventory.root, folder)
-    (folder / "configi_policy.json").write_text(plan.policy.to_json())
+    (folder / OWN_POLICY_FILE).write_text(plan.policy.to_json())
     (folder / "README.md").write_text(model_card(plan, project.estimate, str(plan.inventory.root)))
     (folder / RECORD_NAME).unlink(missing_ok=True)
     (folder / MARKER_NAME).unlink(missing_ok=True)

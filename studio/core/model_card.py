@@ -8,6 +8,7 @@ from studio import __version__
 from studio.core.estimate import Estimate
 from studio.core.formatting import human_bytes
 from studio.core.plan import Plan
+from studio.core.policy import OWN_POLICY_FILE
 from studio.core.roles import ROLE_BY_KEY, ROLES
 
 
@@ -122,7 +123,7 @@ def record_evaluation(folder, result) -> bool:
     from pathlib import Path
 
     folder = Path(folder)
-    if not (folder / "configi_policy.json").exists():
+    if not (folder / OWN_POLICY_FILE).exists():
         return False
     (folder / "evaluation.json").write_text(json.dumps(result.to_dict(), indent=1) + "\n")
     card = folder / "README.md"

@@ -16,9 +16,10 @@ from collections import Counter
 from pathlib import Path
 
 from studio.core.plan import Plan
+from studio.core.policy import OWN_POLICY_FILE
 
 # Files that are weights or describe them; everything else non-weight is copied.
-_SKIP = {"config.json", "model.safetensors.index.json", "README.md", "configi_policy.json"}
+_SKIP = {"config.json", "model.safetensors.index.json", "README.md", OWN_POLICY_FILE}
 _COPY_SUFFIXES = (".json", ".jinja", ".txt", ".model", ".tiktoken", ".py")
 
 

@@ -19,6 +19,8 @@ from studio.core.roles import expand_roles
 from studio.core.bundled import resource
 
 FORMAT = "configi-studio.policy"
+# Written beside every conversion, so the output says how it was made and can be remade.
+OWN_POLICY_FILE = "configi_policy.json"
 VERSION = 1
 
 # Each mode's valid bit widths and group sizes (MLX's own limits).

@@ -7,11 +7,13 @@ milliseconds even for MiniMax-M3.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from studio.core.estimate import Estimate, SourceSizes, estimate
 from studio.core.inventory import Inventory, open_model
 from studio.core.memory import Fit, memory_fit
 from studio.core.plan import Plan, make_plan
-from studio.core.policy import Policy, resolve_policy
+from studio.core.policy import OWN_POLICY_FILE, Policy, resolve_policy
 from studio.core.units import build_units
 
 
@@ -24,6 +26,10 @@ class Project:
 
     @classmethod
     def open(cls, path, policy: str | Policy | None = None) -> "Project":
+        """Open `path` under `policy`; with none given, a studio output starts from the
+        policy it was made with (its `configi_policy.json`), anything else from Config-I."""
+        if policy is None and (Path(path) / OWN_POLICY_FILE).exists():
+            policy = str(Path(path) / OWN_POLICY_FILE)
         policy = policy if isinstance(policy, Policy) else resolve_policy(policy)
         return cls(open_model(path), policy)
 

@@ -6,11 +6,20 @@ from pathlib import Path
 
 from PySide6.QtCore import QEvent, Qt, QTimer
 from PySide6.QtGui import QAction, QKeySequence
-from PySide6.QtWidgets import (QApplication, QDockWidget, QFileDialog, QLabel, QMainWindow, QMessageBox,
-                               QStackedWidget, QTabWidget)
+from PySide6.QtWidgets import (
+    QApplication,
+    QDockWidget,
+    QFileDialog,
+    QLabel,
+    QMainWindow,
+    QMessageBox,
+    QStackedWidget,
+    QTabWidget,
+)
 
 from studio import settings
 from studio.core.errors import StudioError
+from studio.core.policy import OWN_POLICY_FILE
 from studio.core.project import Project
 from studio.core.quant_errors import FILE_NAME as QUANT_ERRORS
 from studio.policy_editor import PolicyEditor
@@ -21,7 +30,6 @@ from studio.views.optional import LazyPanel
 from studio.views.size_panel import SizePanel
 from studio.views.start_page import StartPage
 from studio.views.tensor_tree import TensorTreePanel
-
 
 TREE_FOLLOW_MS = 100
 
@@ -180,7 +188,8 @@ class MainWindow(QMainWindow):
         if self.convert.busy:
             QMessageBox.information(self, "Open model", "Wait for the conversion to finish or cancel it first.")
             return False
-        spec = policy if policy is not None else (settings.get(settings.LAST_POLICY) or None)
+        own = Path(path) / OWN_POLICY_FILE  # a studio output opens under the policy that made it
+        spec = policy if policy is not None else (str(own) if own.exists() else settings.get(settings.LAST_POLICY) or None)
         QApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)
         try:
             try:
