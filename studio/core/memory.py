@@ -49,10 +49,6 @@ class Fit:
     def fits(self) -> bool:
         return self.needed_bytes <= self.limit_bytes
 
-    @property
-    def headroom_bytes(self) -> int:
-        return self.limit_bytes - self.needed_bytes
-
     def sentence(self) -> str:
         need, limit = self.needed_bytes / 2**30, self.limit_bytes / 2**30
         verdict = "fits" if self.fits else "does not fit"

@@ -18,10 +18,6 @@ from studio.core.roles import ROLE_BY_KEY
 Cell = tuple[str, "int | None"]
 
 
-def cell_action(policy: Policy, role: str, layer: int | None, num_layers: int) -> tuple[Action, int | None]:
-    return policy.decide(role, layer, num_layers)
-
-
 def _domain(num_layers: int) -> list[Cell]:
     layers: list[int | None] = [None, *range(num_layers)]
     return [(role, layer) for role in ROLE_BY_KEY for layer in layers]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from PySide6.QtGui import QColor, QIcon, QPalette, QPixmap
+from PySide6.QtGui import QColor, QIcon, QPixmap
 
 from studio.core.policy import Drop, Keep, Quantize
 from studio.core.roles import ROLE_BY_KEY
@@ -67,10 +67,6 @@ def action_short(action) -> str:
     return ""
 
 
-def is_dark(palette: QPalette) -> bool:
-    return palette.color(QPalette.ColorRole.Window).lightnessF() < 0.5
-
-
 _ICONS: dict[str, QIcon] = {}
 
 
@@ -107,8 +103,6 @@ def swatch_icon(colour: QColor, size: int = 12) -> QIcon:
 # (orange), 2-bit 30-50% (dark red, alarming). Between stops the colour follows log(error).
 ERROR_STOPS = ((0.002, "#FFFFCC"), (0.01, "#FFEDA0"), (0.03, "#FED976"), (0.07, "#FEB24C"),
                (0.12, "#FD8D3C"), (0.20, "#FC4E2A"), (0.30, "#E31A1C"), (0.45, "#800026"))
-ERROR_RAMP = tuple(colour for _, colour in ERROR_STOPS)
-ERROR_RANGE = (ERROR_STOPS[0][0], ERROR_STOPS[-1][0])  # relative errors at the two ends of the ramp
 NO_ERROR_COLOUR = "#D9D9D9"
 # What the legend shows: a few errors and the bit widths that typically give them.
 ERROR_LEGEND = ((0.005, "8-bit"), (0.02, "6-bit"), (0.07, "4-bit"), (0.15, "3-bit"), (0.40, "2-bit"))

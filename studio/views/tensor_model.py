@@ -82,7 +82,6 @@ class TensorTreeModel(QAbstractItemModel):
         self.errors = None  # ErrorMap
         self.generation = 0  # bumped by every policy change; see Node.seen
         self._unit_source: list[int] = []
-        self._icons: dict[str, QIcon] = {}
         self._base = QColor("#FFFFFF")
         self._alt = QColor("#F3F3F3")
         self._shades: dict[tuple, QColor] = {}  # row backgrounds by (role, is unit, odd layer)
