@@ -23,10 +23,10 @@ from PySide6.QtWidgets import (QButtonGroup, QComboBox, QFileDialog, QHBoxLayout
 from studio import settings
 from studio.core.errors import StudioError
 from studio.core.policy import MODES, PRESET_NAMES, Drop, Keep, Quantize, load_policy_file, load_preset
-from studio.core.policy_edit import apply_stroke, set_column, set_row
-from studio.core.quant_errors import ErrorMap
+from studio.core.grid_paint import apply_stroke, set_column, set_row
+from studio.core.quant_error.error_map import ErrorMap
 from studio.core.roles import ROLE_BY_KEY
-from studio.core.quant_errors import load as load_quant_errors
+from studio.core.quant_error.error_map import load as load_quant_errors
 from studio.views import item_roles
 from studio.views.fit_dialog import FitDialog
 from studio.views.icons import icon

@@ -2,7 +2,7 @@
 
 import pytest
 
-from studio.core.budget import propose, quantized_cells
+from studio.core.budget.propose import propose, quantized_cells
 from studio.core.errors import StudioError
 from studio.core.project import Project
 from test_estimate import _tiny_moe

@@ -12,7 +12,7 @@ from studio.core.estimate import output_tensors
 from studio.core.plan import decide
 from studio.core.policy import PRESET_NAMES, Drop, Layers, Quantize, Rule, load_preset
 from studio.core.project import Project
-from studio.core.units import Unit
+from studio.core.unit import Unit
 from studio.main import main
 
 MX_DTYPES = {"BF16": mx.bfloat16, "F16": mx.float16, "F32": mx.float32}
@@ -141,7 +141,7 @@ def test_estimate_cli_json(tmp_path, capsys):
 
 def test_memory_fit(tmp_path):
     project = Project.open(_tiny_moe(tmp_path))
-    fit = project.fit(64, 4096)
+    fit = project.memory_fit(64, 4096)
     # K and V, 6 layers, 2 KV heads of 128/4 = 32, bf16.
     assert fit.fits and fit.kv_bytes == 2 * 6 * 2 * 32 * 4096 * 2
     assert fit.limit_bytes == int(64 * 2**30 * 0.75)

@@ -454,7 +454,7 @@ def test_panel_fields_per_layer_plot_and_model_card_line(qtbot, folders, tmp_pat
 
     from studio.core.convert import convert
     from studio.core.project import Project
-    from studio.core.quant_errors import layer_profile, load
+    from studio.core.quant_error.error_map import layer_profile, load
     from studio.core.roles import FAMILY_COLOURS
     from studio.views.eval_panel import EvalPanel
 

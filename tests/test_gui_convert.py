@@ -127,7 +127,7 @@ def test_conversion_cancel(qtbot, window, tmp_path, monkeypatch):
 
 @pytest.mark.skipif(not HAVE_CONVERT, reason="studio.core.convert is not there yet (issue: converter)")
 def test_a_finished_conversion_shows_its_errors_and_is_one_click_from_evaluating(qtbot, window, tmp_path, tiny_m3):
-    from studio.core.quant_errors import FILE_NAME
+    from studio.core.quant_error.error_map import FILE_NAME
     from studio.views import item_roles
     from studio.views.tensor_model import ERROR
 

@@ -10,7 +10,7 @@ from PySide6.QtCore import Qt
 
 from studio.core.convert import convert
 from studio.core.project import Project
-from studio.core.quant_errors import FILE_NAME
+from studio.core.quant_error.error_map import FILE_NAME
 from studio.views import item_roles
 from studio.views.tensor_model import ERROR
 from test_gui_fixtures import QT_MARKS, open_window, studio_settings, tiny_m3  # noqa: F401

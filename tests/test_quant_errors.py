@@ -8,15 +8,15 @@ import math
 import mlx.core as mx
 import pytest
 
-from studio.core import quant_errors
-from studio.core.budget import quantized_cells
+from studio.core.quant_error import error_map as quant_errors
+from studio.core.budget.propose import quantized_cells
 from studio.core.convert import ERROR_ROW_STRIDE, CancelToken, ConversionCancelled, convert
 from studio.core.dequantize import SourceReader
-from studio.core.error_survey import SurveyCancelled, sample_spans, survey
-from studio.core.fit_report import layers_text, target_bytes
+from studio.core.quant_error.survey import SurveyCancelled, sample_spans, survey
+from studio.core.budget.report import layers_text, target_bytes
 from studio.core.memory import weights_budget_bytes
 from studio.core.project import Project
-from studio.core.tensor_error import relative_error
+from studio.core.quant_error.round_trip import relative_error
 from studio.core.unit_source import read_unit_rows, unit_values, whole_only
 from studio.main import main
 
@@ -99,7 +99,7 @@ def test_survey_covers_every_quantized_cell_and_error_falls_with_bits(tiny_model
         values = [errors[b] for b in (2, 3, 4, 5, 6, 8)]
         assert all(a > b for a, b in zip(values, values[1:])), cell
         assert 0.05 < math.sqrt(errors[2]) < 0.6 and 1e-4 < math.sqrt(errors[8]) < 0.02
-    # A whole-tensor survey of a unit agrees with tensor_error on the same weights.
+    # A whole-tensor survey of a unit agrees with round_trip.relative_error on the same weights.
     index = next(i for i, u in enumerate(project.units) if u.transform == "stack")
     unit, decision = project.units[index], project.plan.decisions[index]
     assert result.units[unit.path].sampled == unit.elements
@@ -169,8 +169,8 @@ def test_fit_for_a_mac_budgets_kv_cache_and_runtime(tiny_model, capsys):
     project = Project.open(tiny_model("qwen3_moe"), "config-i")
     budget = target_bytes(project, mac_gb=64, context=8192)
     assert budget == weights_budget_bytes(project.inventory.text_config, 64, 8192)
-    assert project.fit(64, 8192).limit_bytes - budget == project.fit(64, 8192).kv_bytes + \
-        project.fit(64, 8192).overhead_bytes
+    assert project.memory_fit(64, 8192).limit_bytes - budget == project.memory_fit(64, 8192).kv_bytes + \
+        project.memory_fit(64, 8192).overhead_bytes
     assert main(["fit", str(tiny_model("qwen3_moe")), "--mac", "64", "--context", "8192", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["target_bytes"] == budget
     assert main(["fit", str(tiny_model("qwen3_moe")), "--target-gb", "0.000001"]) == 2

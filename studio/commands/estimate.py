@@ -22,7 +22,7 @@ def configure_parser(parser):
 def run(args) -> int:
     project = Project.open(args.model, args.policy)
     est = project.estimate
-    fit = project.fit(args.mac, args.context)
+    fit = project.memory_fit(args.mac, args.context)
     if args.json:
         out = {"policy": project.policy.name, **est.to_dict(), "fit": fit.to_dict(), "warnings": project.warnings}
         print(json.dumps(out, indent=2))

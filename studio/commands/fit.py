@@ -34,8 +34,8 @@ def _percent(error: float) -> str:
 
 
 def run(args) -> int:
-    from studio.core.error_survey import DEFAULT_MAX_ELEMENTS, survey
-    from studio.core.fit_report import fit, target_bytes
+    from studio.core.quant_error.survey import DEFAULT_MAX_ELEMENTS, survey
+    from studio.core.budget.report import fit_to_budget, target_bytes
     from studio.core.project import Project
 
     project = Project.open(args.model, args.policy)
@@ -50,7 +50,7 @@ def run(args) -> int:
     cells = survey(project, progress=progress, max_elements_per_unit=args.sample or DEFAULT_MAX_ELEMENTS)
     if interactive:
         sys.stderr.write("\n")
-    result = fit(project, budget, cells)
+    result = fit_to_budget(project, budget, cells)
     proposal = result.proposal
     if args.out:
         proposal.policy.save(args.out)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from studio.core.inventory import Inventory, Tensor
+from studio.core.unit import Unit, is_module
 
 _W123 = {"w1": "gate_proj", "w2": "down_proj", "w3": "up_proj"}
 
@@ -30,10 +31,8 @@ class Architecture:
             name = name.replace(old, new)
         return name
 
-    def units_for(self, tensor: Tensor, role_layer, inventory: Inventory) -> list:
+    def units_for(self, tensor: Tensor, role_layer, inventory: Inventory) -> list[Unit]:
         """The unit(s) one non-expert source tensor becomes."""
-        from studio.core.units import Unit, _is_module
-
         role, layer = role_layer
         name = self.rename(tensor.name)
         base, _, leaf = name.rpartition(".")
@@ -49,15 +48,13 @@ class Architecture:
                              "transpose")]
             return [Unit(f"{base}.down_proj.bias", role, layer, "tensor", tensor.shape, (tensor.name,),
                          tensor.dtype)]
-        if _is_module(role, tensor.shape, leaf) and not base.endswith(self.unquantizable or ("\0",)):
+        if is_module(role, tensor.shape, leaf) and not base.endswith(self.unquantizable or ("\0",)):
             return [Unit(base, role, layer, "module", tensor.shape, (tensor.name,), tensor.dtype)]
         return [Unit(name, role, layer, "tensor", tensor.shape, (tensor.name,), tensor.dtype)]
 
 
 def _split_kv_b(tensor, base, role, layer, inventory):
     """DeepSeek-V3's sanitize turns kv_b_proj into per-head embed_q and unembed_out."""
-    from studio.core.units import Unit
-
     cfg = inventory.text_config
     heads, nope, v_dim = cfg["num_attention_heads"], cfg["qk_nope_head_dim"], cfg["v_head_dim"]
     rank = tensor.shape[1]
@@ -77,8 +74,6 @@ def _split_gate_up(tensor, base, leaf, role, layer):
     [..., ::2], up = [..., 1::2]), and the bias [E, 2*inter]; each output is
     [E, inter, hidden] (the de-interleaved half, transposed) and [E, inter].
     """
-    from studio.core.units import Unit
-
     is_bias = leaf.endswith("bias")
     experts = tensor.shape[0]
     if is_bias:

@@ -44,7 +44,7 @@ from typing import Callable
 import numpy as np
 
 from studio import __version__
-from studio.core import quant_errors
+from studio.core.quant_error import error_map as quant_errors
 from studio.core.cancel import CancelToken  # noqa: F401  (re-exported for callers)
 from studio.core.dequantize import FP8_BLOCK, SourceReader, SourceRows
 from studio.core.errors import StudioError
@@ -54,10 +54,10 @@ from studio.core.model_card import model_card
 from studio.core.output_config import copy_extra_files, output_config
 from studio.core.plan import Decision, Plan
 from studio.core.policy import OWN_POLICY_FILE
-from studio.core.safetensors_writer import INDEX_NAME, Layout, ShardSpec, plan_layout
-from studio.core.tensor_error import round_trip_sums
+from studio.core.shard_layout import INDEX_NAME, Layout, ShardSpec, plan_layout
+from studio.core.quant_error.round_trip import round_trip_sums
 from studio.core.unit_source import read_unit_rows, unit_values, whole_only
-from studio.core.units import Unit
+from studio.core.unit import Unit
 
 # Values per chunk: about 64 MB as float32. Small enough that every chunk is a
 # short piece of GPU work on Metal and memory stays flat; big enough that the

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from studio.core.dtypes import nbytes
 from studio.core.plan import Decision, Plan
-from studio.core.units import Unit
+from studio.core.unit import Unit
 
 
 def output_tensors(unit: Unit, decision: Decision) -> list[tuple[str, tuple[int, ...], str]]:

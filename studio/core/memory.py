@@ -1,4 +1,6 @@
-"""Does a quantized model fit a Mac? Weights plus KV cache against the GPU memory limit.
+"""Memory fit: does a quantized model fit a Mac? Weights plus KV cache against the GPU memory limit.
+
+(Fitting a policy to a size budget is `studio.core.budget`.)
 
 macOS lets the GPU wire only part of unified memory by default
 (`recommendedMaxWorkingSetSize`, raised with `sysctl iogpu.wired_limit_mb`):
@@ -33,7 +35,7 @@ def kv_bytes_per_token(text_config: dict, bytes_per_value: int = 2) -> int:
 
 
 @dataclass(frozen=True)
-class Fit:
+class MemoryFit:
     mac_gb: int
     context: int
     weights_bytes: int
@@ -61,11 +63,11 @@ class Fit:
                 "limit_bytes": self.limit_bytes, "fits": self.fits}
 
 
-def memory_fit(weights_bytes: int, text_config: dict, mac_gb: int = 256, context: int = 32768) -> Fit:
-    return Fit(mac_gb, context, weights_bytes, kv_bytes_per_token(text_config) * context,
-               RUNTIME_OVERHEAD_BYTES, gpu_limit_bytes(mac_gb))
+def memory_fit(weights_bytes: int, text_config: dict, mac_gb: int = 256, context: int = 32768) -> MemoryFit:
+    return MemoryFit(mac_gb, context, weights_bytes, kv_bytes_per_token(text_config) * context,
+                     RUNTIME_OVERHEAD_BYTES, gpu_limit_bytes(mac_gb))
 
 
 def weights_budget_bytes(text_config: dict, mac_gb: int, context: int) -> int:
-    """Bytes left for the weights on a Mac: the GPU limit less KV cache and runtime (what `Fit.fits` checks)."""
+    """Bytes left for the weights on a Mac: the GPU limit less KV cache and runtime (what `MemoryFit.fits` checks)."""
     return gpu_limit_bytes(mac_gb) - kv_bytes_per_token(text_config) * context - RUNTIME_OVERHEAD_BYTES

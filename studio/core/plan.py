@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from studio.core.dtypes import DTYPE_NAMES, FLOAT_DTYPES, KEEP_DTYPES
 from studio.core.inventory import Inventory
 from studio.core.policy import Drop, Keep, Policy, Quantize
-from studio.core.units import Unit, build_units
+from studio.core.unit import Unit
+from studio.core.units import build_units
 
 
 @dataclass(frozen=True, slots=True)

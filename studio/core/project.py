@@ -11,7 +11,7 @@ from pathlib import Path
 
 from studio.core.estimate import Estimate, SourceSizes, estimate
 from studio.core.inventory import Inventory, open_model
-from studio.core.memory import Fit, memory_fit
+from studio.core.memory import MemoryFit, memory_fit
 from studio.core.plan import Plan, make_plan
 from studio.core.policy import OWN_POLICY_FILE, Policy, resolve_policy
 from studio.core.units import build_units
@@ -52,7 +52,7 @@ class Project:
             warnings.append(self.policy.warning)
         return warnings
 
-    def fit(self, mac_gb: int = 256, context: int = 32768) -> Fit:
+    def memory_fit(self, mac_gb: int = 256, context: int = 32768) -> MemoryFit:
         return memory_fit(self.estimate.total_bytes, self.inventory.text_config, mac_gb, context)
 
     def roles_present(self) -> list[str]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from studio.core.dequantize import SourceReader, SourceRows, dequantize, read_rows
 from studio.core.inventory import Inventory
-from studio.core.units import Unit
+from studio.core.unit import Unit
 
 
 def whole_only(unit: Unit) -> bool:

@@ -2,7 +2,7 @@
 the UI thread and show its figures, verdict and plots.
 
 All numbers come from the core: ``studio.core.evaluate`` for the evaluation,
-``studio.core.quant_errors.layer_profile`` for the per-layer error a conversion
+``studio.core.quant_error.error_map.layer_profile`` for the per-layer error a conversion
 measured (its ``quant_errors.json``), ``studio.core.model_card.record_evaluation``
 for the model card. This module only runs them on a QThread and draws the result.
 """
@@ -38,9 +38,9 @@ from PySide6.QtWidgets import (
 
 from studio.core.errors import StudioError
 from studio.core.formatting import nats
-from studio.core.quant_errors import FILE_NAME as QUANT_ERRORS
-from studio.core.quant_errors import layer_profile
-from studio.core.quant_errors import load as load_quant_errors
+from studio.core.quant_error.error_map import FILE_NAME as QUANT_ERRORS
+from studio.core.quant_error.error_map import layer_profile
+from studio.core.quant_error.error_map import load as load_quant_errors
 from studio.core.roles import FAMILY_COLOURS, FAMILY_LABELS
 from studio.views.icons import icon
 from studio.views.size_panel import layer_ticks

@@ -18,7 +18,7 @@ HEADERS = ("Role", "Layers", "Bits", "Size before", "Size after", "Error before"
 
 
 class ChangesModel(QAbstractTableModel):
-    """The proposal's grouped changes (fit_report.ChangeRow), read-only."""
+    """The proposal's grouped changes (budget.report.ChangeRow), read-only."""
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -150,14 +150,14 @@ class FitDialog(QDialog):
         self.summary.setText(f"No proposal: {reason}")
 
     def _compute(self, survey) -> None:
-        from studio.core.fit_report import fit, target_bytes
+        from studio.core.budget.report import fit_to_budget, target_bytes
 
         self._busy(False)
         project = self.controller.project
         self.controller.flush()
         try:
             budget = target_bytes(project, **self.target())
-            self.result = fit(project, budget, survey)
+            self.result = fit_to_budget(project, budget, survey)
         except StudioError as exc:
             self.result = None
             self.changes.set_rows([])

@@ -21,7 +21,7 @@ from studio import settings
 from studio.core.errors import StudioError
 from studio.core.policy import OWN_POLICY_FILE
 from studio.core.project import Project
-from studio.core.quant_errors import FILE_NAME as QUANT_ERRORS
+from studio.core.quant_error.error_map import FILE_NAME as QUANT_ERRORS
 from studio.policy_editor import PolicyEditor
 from studio.views.controller import ProjectController
 from studio.views.convert_panel import ConvertPanel

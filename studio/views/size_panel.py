@@ -219,7 +219,7 @@ class SizePanel(QWidget):
     def _update_fit(self) -> None:
         if self.project is None:
             return
-        fit = self.project.fit(self.mac.currentData(), self.context.currentData())
+        fit = self.project.memory_fit(self.mac.currentData(), self.context.currentData())
         self.gauge.set_fit(fit)
         colour = "#009E73" if fit.fits else "#D55E00"
         self.fit_text.setText(f"<b style='color:{colour}'>{'Fits' if fit.fits else 'Does not fit'}</b>: "

@@ -42,7 +42,7 @@ class SurveyRunner(QObject):
             self._then.append(then)
         if self.worker is not None:
             return True
-        from studio.core.error_survey import DEFAULT_MAX_ELEMENTS, SurveyCancelled, survey
+        from studio.core.quant_error.survey import DEFAULT_MAX_ELEMENTS, SurveyCancelled, survey
 
         self._project = project
         self.controller.flush()  # survey the plan of the policy on screen, not a throttled older one

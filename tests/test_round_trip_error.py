@@ -6,7 +6,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from studio.core.tensor_error import relative_error, relative_error_per_expert
+from studio.core.quant_error.round_trip import relative_error, relative_error_per_expert
 
 
 def _normal(shape, seed=0):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from studio.core.budget import BudgetProposal, affine_cells, propose
+from studio.core.budget.propose import BudgetProposal, affine_cells, propose
 from studio.core.errors import StudioError
 from studio.core.memory import weights_budget_bytes
 from studio.core.project import Project
@@ -112,7 +112,7 @@ def overall_error(project: Project, cell_errors: dict, policy=None) -> float:
 
 
 @dataclass
-class FitResult:
+class BudgetFit:
     proposal: BudgetProposal
     rows: list[ChangeRow]
     bytes_before: int
@@ -127,8 +127,8 @@ class FitResult:
                 "changes": [r.to_dict() for r in self.rows]}
 
 
-def fit(project: Project, budget: int, cell_errors: dict) -> FitResult:
+def fit_to_budget(project: Project, budget: int, cell_errors: dict) -> BudgetFit:
     """Propose a policy within `budget` bytes from surveyed `cell_errors` and describe the change."""
     proposal = propose(project, budget, cell_errors)
-    return FitResult(proposal, change_rows(project, proposal), project.estimate.total_bytes,
+    return BudgetFit(proposal, change_rows(project, proposal), project.estimate.total_bytes,
                      overall_error(project, cell_errors), overall_error(project, cell_errors, proposal.policy))

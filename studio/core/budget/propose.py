@@ -9,8 +9,8 @@ stays within the budget: the classic greedy for this knapsack, exact enough
 when the error falls steeply with bits, as it does.
 
 The error of a cell at b bits is the element-weighted mean squared relative
-error of its units, measured by `studio.core.tensor_error` on samples of the
-real weights (see `studio.core.error_survey.survey`).
+error of its units, measured by `studio.core.quant_error.round_trip` on samples of the
+real weights (see `studio.core.quant_error.survey.survey`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from studio.core.errors import StudioError
 from studio.core.estimate import unit_bytes
 from studio.core.plan import decide
 from studio.core.policy import Policy, Quantize
-from studio.core.policy_edit import apply_stroke
+from studio.core.grid_paint import apply_stroke
 from studio.core.project import Project
 
 BIT_OPTIONS = (2, 3, 4, 5, 6, 8)

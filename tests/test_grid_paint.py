@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from studio.core.policy import Drop, Keep, Layers, Policy, Quantize, Rule, load_preset, policy_from_dict
-from studio.core.policy_edit import apply_stroke, compact, deciding_rules, same_decisions, set_column, set_row
+from studio.core.grid_paint import apply_stroke, compact, deciding_rules, same_decisions, set_column, set_row
 
 N = 60
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from studio.core.errors import StudioError
 from studio.core.plan import Decision, Plan
-from studio.core.units import Unit
+from studio.core.unit import Unit
 
 FILE_NAME = "quant_errors.json"
 Setting = tuple[int, int, str]  # bits, group size, mode

@@ -29,10 +29,10 @@ from studio.core.dequantize import FP8_BLOCK, SourceReader
 from studio.core.errors import StudioError
 from studio.core.plan import Plan
 from studio.core.policy import MODES
-from studio.core.quant_errors import ErrorMap, relative
-from studio.core.tensor_error import round_trip_sums
+from studio.core.quant_error.error_map import ErrorMap, relative
+from studio.core.quant_error.round_trip import round_trip_sums
 from studio.core.unit_source import read_unit_rows, unit_values, whole_only
-from studio.core.units import Unit
+from studio.core.unit import Unit
 
 BIT_OPTIONS = (2, 3, 4, 5, 6, 8)
 DEFAULT_MAX_ELEMENTS = 2**22  # 16 MB of float32 per unit: seconds on a Mac for all of M3
