@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from factory import ARCHS, reference_weights
 
-from studio.core import convert as convert_module
+from studio.core.convert import chunks, finish, pipeline
 from studio.core.convert import CancelToken, ConversionCancelled, Progress, convert
 from studio.core.errors import StudioError
 from studio.core.inventory import read_header
@@ -283,7 +283,7 @@ def test_output_inside_the_source_is_refused(tiny_model):
 
 def test_too_little_disk_space_fails_before_writing(tiny_model, tmp_path, monkeypatch):
     real = shutil.disk_usage
-    monkeypatch.setattr(convert_module.shutil, "disk_usage",
+    monkeypatch.setattr(finish.shutil, "disk_usage",
                         lambda p: real(p)._replace(free=1000))
     out = tmp_path / "o"
     with pytest.raises(StudioError, match="not enough free disk space"):
@@ -293,7 +293,7 @@ def test_too_little_disk_space_fails_before_writing(tiny_model, tmp_path, monkey
 
 
 def test_a_full_disk_mid_write_fails_clearly_and_stays_partial(tiny_model, tmp_path, monkeypatch):
-    real = convert_module._write_all
+    real = pipeline.write_all
     calls = {"n": 0}
 
     def flaky(f, offset, data):
@@ -302,14 +302,14 @@ def test_a_full_disk_mid_write_fails_clearly_and_stays_partial(tiny_model, tmp_p
             raise OSError(errno.ENOSPC, "No space left on device")
         real(f, offset, data)
 
-    monkeypatch.setattr(convert_module, "_write_all", flaky)
+    monkeypatch.setattr(pipeline, "write_all", flaky)
     out = tmp_path / "o"
     project = Project.open(tiny_model("qwen3_moe"), "config-i")
     with pytest.raises(StudioError, match="full"):
         convert(project, out, max_shard_bytes=SMALL_SHARDS)
     assert not out.exists()
     assert not (tmp_path / ".o.partial" / "config.json").exists()
-    monkeypatch.setattr(convert_module, "_write_all", real)
+    monkeypatch.setattr(pipeline, "write_all", real)
     assert convert(project, out, max_shard_bytes=SMALL_SHARDS).resumed_shards > 0
 
 
@@ -332,7 +332,7 @@ def test_a_truncated_source_shard_fails_clearly(tiny_model, tmp_path):
 def test_chunked_conversion_writes_the_same_bytes(converted, tiny_model, tmp_path, monkeypatch, arch, source_format):
     """Small chunks (rows of 2-D units, experts of stacked ones) give exactly the unchunked bytes."""
     _, whole = converted(arch, "uniform-4bit", source_format)
-    monkeypatch.setattr(convert_module, "CHUNK_ELEMENTS", 3000)
+    monkeypatch.setattr(chunks, "CHUNK_ELEMENTS", 3000)
     out = tmp_path / "chunked"
     convert(Project.open(tiny_model(arch, source_format), "uniform-4bit"), out, max_shard_bytes=SMALL_SHARDS)
     assert _shard_bytes(out) == _shard_bytes(whole)

@@ -63,12 +63,12 @@ def test_quant_errors_json_equals_tensor_error_of_the_float_weights(tiny_model, 
 
 
 def test_chunked_and_resumed_conversions_write_the_same_errors(tiny_model, tmp_path, monkeypatch):
-    from studio.core import convert as convert_module
+    from studio.core.convert import chunks
 
     project = Project.open(tiny_model("minimax_m3_vl"), "config-i")
     convert(project, tmp_path / "whole", max_shard_bytes=SMALL_SHARDS)
     whole = json.loads((tmp_path / "whole" / quant_errors.FILE_NAME).read_text())
-    monkeypatch.setattr(convert_module, "CHUNK_ELEMENTS", 3000)
+    monkeypatch.setattr(chunks, "CHUNK_ELEMENTS", 3000)
     token = CancelToken()
 
     def cancel_midway(p):

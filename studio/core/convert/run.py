@@ -1,0 +1,178 @@
+"""One conversion from start to end: checks, resume, the three-thread pipeline, finishing."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from studio.core.cancel import CancelToken
+from studio.core.convert.chunks import rows, work_list
+from studio.core.convert.compute import clear_cache, compute_chunk
+from studio.core.convert.finish import (check_destination, check_disk, disk_error, finish_folder, move_into_place,
+                                        verify)
+from studio.core.convert.pipeline import END, Pipe, Reader, Writer
+from studio.core.convert.resume import fingerprint, prepare_partial
+from studio.core.dequantize import SourceReader
+from studio.core.errors import StudioError
+from studio.core.plan import Plan
+from studio.core.shard_layout import plan_layout
+
+PROGRESS_INTERVAL_S = 0.1
+
+
+class ConversionCancelled(StudioError):
+    """The user cancelled; the partial folder stays for a later resume."""
+
+
+@dataclass
+class Progress:
+    unit: str
+    units_done: int
+    units_total: int
+    bytes_done: int
+    bytes_total: int
+    bytes_per_s: float
+    eta_s: float | None
+    phase: str  # "checking" | "writing" | "finishing"
+
+    @property
+    def fraction(self) -> float:
+        return self.bytes_done / self.bytes_total if self.bytes_total else 1.0
+
+
+@dataclass
+class ConvertResult:
+    path: Path
+    bytes_written: int
+    seconds: float
+    resumed_shards: int
+
+
+class _Reporter:
+    """Calls the progress callback at most every PROGRESS_INTERVAL_S (unless forced)."""
+
+    def __init__(self, callback, units_total: int, bytes_total: int, bytes_resumed: int):
+        self.callback = callback
+        self.units_total, self.bytes_total, self.bytes_resumed = units_total, bytes_total, bytes_resumed
+        self.start = time.monotonic()
+        self.last = 0.0
+
+    def __call__(self, unit: str, units_done: int, bytes_done: int, phase: str, force: bool = False) -> None:
+        if self.callback is None:
+            return
+        now = time.monotonic()
+        if not force and now - self.last < PROGRESS_INTERVAL_S:
+            return
+        self.last = now
+        elapsed = max(now - self.start, 1e-9)
+        rate = (bytes_done - self.bytes_resumed) / elapsed
+        eta = (self.bytes_total - bytes_done) / rate if rate > 0 else None
+        self.callback(Progress(unit, units_done, self.units_total, bytes_done, self.bytes_total, rate, eta, phase))
+
+
+def convert(project, out: str | Path, *, force: bool = False,
+            progress: Callable[[Progress], None] | None = None, cancel: CancelToken | None = None,
+            max_shard_bytes: int = 5 * 10**9, measure_errors: bool = True) -> ConvertResult:
+    """Write `project`'s plan as an MLX folder at `out`; see the package docstring.
+
+    `measure_errors=False` skips the per-unit error sums (no quant_errors.json)."""
+    started = time.monotonic()
+    plan: Plan = project.plan
+    estimate = project.estimate
+    out = Path(out).expanduser().absolute()
+    check_destination(plan, out, force)
+    layout = plan_layout(plan, max_shard_bytes)
+    if not layout.shards:
+        raise StudioError("the policy drops every tensor; there is nothing to write.")
+    partial = out.parent / f".{out.name}.partial"
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        record, done = prepare_partial(partial, fingerprint(plan, layout), layout, plan)
+    except OSError as exc:
+        raise disk_error(exc, out.parent) from None
+
+    units_total = len(plan.units)
+    resumed_bytes = sum(layout.shards[i].data_bytes for i in done)
+    report = _Reporter(progress, units_total, estimate.total_bytes, resumed_bytes)
+    units_done = units_total - sum(len(layout.shards[i].units) for i in range(len(layout.shards)) if i not in done)
+    report("", units_done, resumed_bytes, "checking", force=True)
+    remaining = sum(s.file_bytes for i, s in enumerate(layout.shards) if i not in done)
+    check_disk(partial, remaining + 16 * 2**20)
+
+    stop = threading.Event()
+    inbox, outbox = Pipe(stop), Pipe(stop)
+    reader = Reader(SourceReader(plan.inventory.root), plan, work_list(plan, layout, done), inbox, stop)
+    writer = Writer(partial, layout, record, outbox, stop)
+    reader.start()
+    writer.start()
+
+    # Per unit path: [sum of squared errors, sum of squares], resumed shards' from the record.
+    errors: dict[str, list[float]] = {k: list(v) for k, v in record.errors.items()}
+
+    def send(item) -> None:
+        if not outbox.put(item):
+            _raise_writer_error(writer, partial)
+            raise RuntimeError("the writer stopped")
+
+    try:
+        while True:
+            if cancel is not None and cancel.cancelled:
+                raise ConversionCancelled("conversion cancelled; run it again to resume from the finished shards.")
+            item = inbox.get()
+            if item is END:
+                break
+            if isinstance(item, BaseException):
+                raise item
+            chunk, parts = item
+            slots = layout.slots_by_unit[chunk.unit_index]
+            pieces, error = compute_chunk(plan, chunk, parts, slots, measure_errors)
+            del parts
+            if error is not None:
+                sums = errors.setdefault(plan.units[chunk.unit_index].path, [0.0, 0.0])
+                sums[0] += error[0]
+                sums[1] += error[1]
+            shard_index = layout.shard_of_unit[chunk.unit_index]
+            for slot, arrays in zip(slots, pieces):
+                offset = slot.offset + slot.nbytes * chunk.first // rows(slot.shape)
+                for array in arrays:
+                    send(("write", shard_index, offset, array))
+                    offset += array.nbytes
+            del pieces
+            clear_cache()
+            unit = plan.units[chunk.unit_index]
+            if chunk.last:
+                units_done += 1
+            if chunk.closes_shard is not None:
+                paths = (plan.units[u].path for u in layout.shards[chunk.closes_shard].units)
+                send(("seal", chunk.closes_shard, {p: errors[p] for p in paths if p in errors}))
+            report(unit.path, units_done, resumed_bytes + writer.bytes_written, "writing", force=chunk.last)
+        send(END)
+        writer.join()
+        _raise_writer_error(writer, partial)
+    finally:
+        stop.set()
+        reader.join()
+        writer.join()
+    _raise_writer_error(writer, partial)
+    units_done = units_total  # dropped units are done too
+    report("", units_done, estimate.total_bytes, "finishing", force=True)
+
+    try:
+        verify(partial, layout, estimate.total_bytes)
+        finish_folder(project, partial, layout, errors if measure_errors else None)
+        move_into_place(partial, out, force)
+    except OSError as exc:
+        raise disk_error(exc, partial) from None
+    return ConvertResult(out, layout.data_bytes, time.monotonic() - started, len(done))
+
+
+def _raise_writer_error(writer: Writer, folder: Path) -> None:
+    error = writer.error
+    if error is None:
+        return
+    if isinstance(error, OSError):
+        raise disk_error(error, folder) from None
+    raise error
