@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from PySide6.QtCore import Signal, Qt
-from PySide6.QtGui import QGuiApplication, QKeySequence, QShortcut
+from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import (
     QCheckBox,
     QFileDialog,
@@ -25,7 +25,6 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
-    QPlainTextEdit,
     QPushButton,
     QSizePolicy,
     QVBoxLayout,
@@ -35,6 +34,7 @@ from PySide6.QtWidgets import (
 from studio.chat_host import ModelHost, Reply
 from studio.core.generation import GenerationStats
 from studio.views.conversation import CompareView, Conversation, ConversationView, SamplingControls, Turn
+from studio.views.widgets import MessageEdit
 
 __all__ = ["ChatPane", "CompareView", "Conversation", "ConversationView", "ModelHost", "SamplingControls", "Turn"]
 
@@ -94,7 +94,8 @@ class ChatPane(QWidget):
 
         self.system_prompt = QLineEdit(placeholderText="System prompt (optional)")
         self.sampling = SamplingControls()
-        self.input = QPlainTextEdit(placeholderText="Message (Ctrl+Enter to send)")
+        self.input = MessageEdit(placeholderText="Message (Ctrl+Enter to send)")
+        self.input.send_requested.connect(lambda: self.send())
         self.input.setFixedHeight(64)
         self.send_button = QPushButton("Send")
         self.send_button.setDefault(True)
@@ -102,9 +103,6 @@ class ChatPane(QWidget):
         self.stop_button = QPushButton("Stop")
         self.stop_button.setEnabled(False)
         self.stop_button.clicked.connect(self.stop)
-        for keys in ("Ctrl+Return", "Ctrl+Enter"):
-            shortcut = QShortcut(QKeySequence(keys), self.input, activated=lambda: self.send())
-            shortcut.setContext(Qt.WidgetShortcut)
 
         self.stats_label = QLabel("")
         self.stats_label.setTextInteractionFlags(Qt.TextSelectableByMouse)

@@ -27,7 +27,7 @@ from studio.core.grid_paint import apply_stroke, set_column, set_row
 from studio.core.quant_error.error_map import ErrorMap
 from studio.core.roles import ROLE_BY_KEY
 from studio.core.quant_error.error_map import load as load_quant_errors
-from studio.views import item_roles
+from studio.views import item_roles, shortcuts
 from studio.views.fit_dialog import FitDialog
 from studio.views.icons import icon
 from studio.views.palette import ERROR_SCALE_TIP, action_colour, error_legend_html, swatch_icon, text_on
@@ -62,10 +62,10 @@ class PolicyEditor(QWidget):
         save = QPushButton(icon("save"), "Save…", toolTip="Save this policy to a file (Ctrl+S)")
         save.clicked.connect(self.save_dialog)
         self.undo_action = controller.undo_stack.createUndoAction(self, "Undo")
-        self.undo_action.setShortcut(QKeySequence.StandardKey.Undo)
+        self.undo_action.setShortcuts(shortcuts.undo())
         self.undo_action.setIcon(icon("undo"))
         self.redo_action = controller.undo_stack.createRedoAction(self, "Redo")
-        self.redo_action.setShortcuts([QKeySequence("Ctrl+Shift+Z"), QKeySequence.StandardKey.Redo])
+        self.redo_action.setShortcuts(shortcuts.redo())
         self.redo_action.setIcon(icon("redo"))
         undo_button, redo_button = QToolButton(), QToolButton()
         undo_button.setDefaultAction(self.undo_action)

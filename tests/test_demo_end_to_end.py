@@ -11,10 +11,10 @@ from studio.core.convert import convert
 from studio.core.generation import SamplingParams
 from studio.core.project import Project
 from studio.main import main
-from test_gui_fixtures import QT_MARKS, studio_settings  # noqa: F401
+from test_gui_fixtures import studio_settings  # noqa: F401
 
 DEMO = demo_model_path()
-pytestmark = [pytest.mark.skipif(DEMO is None, reason="the demo model is not installed"), *QT_MARKS]
+pytestmark = [pytest.mark.skipif(DEMO is None, reason="the demo model is not installed")]
 
 
 def _known_word_share(text: str) -> float:

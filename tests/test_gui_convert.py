@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import time
 
@@ -10,10 +9,8 @@ import pytest
 
 from studio.core.errors import StudioError
 from studio.worker import CancelToken, Worker
-from test_gui_fixtures import QT_MARKS, studio_settings, tiny_m3  # noqa: F401
+from test_gui_fixtures import studio_settings, tiny_m3  # noqa: F401
 
-pytestmark = QT_MARKS
-HAVE_CONVERT = importlib.util.find_spec("studio.core.convert") is not None
 WAIT_MS = 120_000
 
 
@@ -80,7 +77,6 @@ def window(qtbot, tiny_m3):
     w.shutdown()
 
 
-@pytest.mark.skipif(not HAVE_CONVERT, reason="studio.core.convert is not there yet (issue: converter)")
 def test_conversion_runs_to_the_end_through_the_worker(qtbot, window, tmp_path):
     out = tmp_path / "out"
     panel = window.convert
@@ -97,7 +93,6 @@ def test_conversion_runs_to_the_end_through_the_worker(qtbot, window, tmp_path):
     assert not panel.busy
 
 
-@pytest.mark.skipif(not HAVE_CONVERT, reason="studio.core.convert is not there yet (issue: converter)")
 def test_conversion_cancel(qtbot, window, tmp_path, monkeypatch):
     from studio.core import convert as convert_module
 
@@ -125,7 +120,6 @@ def test_conversion_cancel(qtbot, window, tmp_path, monkeypatch):
     assert panel.convert_button.isEnabled()
 
 
-@pytest.mark.skipif(not HAVE_CONVERT, reason="studio.core.convert is not there yet (issue: converter)")
 def test_a_finished_conversion_shows_its_errors_and_is_one_click_from_evaluating(qtbot, window, tmp_path, tiny_m3):
     from studio.core.quant_error.error_map import FILE_NAME
     from studio.views import item_roles
@@ -150,7 +144,7 @@ def test_a_finished_conversion_shows_its_errors_and_is_one_click_from_evaluating
     assert panel.evaluate_button.isVisibleTo(panel)
     panel.evaluate_button.click()
     assert window.tabs.currentWidget() is window.evaluate
-    evaluation = window.evaluate.widget()
+    evaluation = window.evaluate
     assert evaluation.output_edit.text() == str(out)
     assert evaluation.reference_edit.text() == str(tiny_m3)
     assert evaluation.evaluate_button.isEnabled() and evaluation.profile

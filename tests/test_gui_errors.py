@@ -13,9 +13,8 @@ from studio.core.project import Project
 from studio.core.quant_error.error_map import FILE_NAME
 from studio.views import item_roles
 from studio.views.tensor_model import ERROR
-from test_gui_fixtures import QT_MARKS, open_window, studio_settings, tiny_m3  # noqa: F401
+from test_gui_fixtures import open_window, studio_settings, tiny_m3  # noqa: F401
 
-pytestmark = QT_MARKS
 
 
 @pytest.fixture

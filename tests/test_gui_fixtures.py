@@ -13,9 +13,6 @@ from studio import settings
 
 _MODELS: dict = {}
 
-# Qt warnings fail a test; the offscreen plugin's note about size hints is not ours.
-QT_MARKS = [pytest.mark.qt_log_level_fail("WARNING"), pytest.mark.qt_log_ignore("propagateSizeHints")]
-
 
 @pytest.fixture(autouse=True)
 def studio_settings(qapp, tmp_path):
@@ -85,3 +82,14 @@ def open_window(qtbot, path, policy=None, size=(1400, 900)):
     window.show()
     qtbot.waitExposed(window)
     return window
+
+
+def activate(qtbot, window, focus=None):
+    """Make `window` the active window (shortcuts only reach an active window) and focus `focus`."""
+    from PySide6.QtWidgets import QApplication
+
+    window.activateWindow()
+    qtbot.waitUntil(lambda: QApplication.activeWindow() is window)
+    if focus is not None:
+        focus.setFocus()
+        qtbot.waitUntil(focus.hasFocus)

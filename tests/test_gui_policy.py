@@ -9,9 +9,8 @@ from PySide6.QtWidgets import QApplication
 from PySide6.QtTest import QTest
 
 from studio.core.policy import Quantize
-from test_gui_fixtures import QT_MARKS, open_window, studio_settings, tiny_m3  # noqa: F401
+from test_gui_fixtures import open_window, studio_settings, tiny_m3  # noqa: F401
 
-pytestmark = QT_MARKS
 
 
 @pytest.fixture

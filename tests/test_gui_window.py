@@ -11,9 +11,8 @@ from PySide6.QtGui import QImage
 from studio.main import main
 from studio.views import app as app_module
 from studio.views.main_window import MainWindow
-from test_gui_fixtures import QT_MARKS, m3_replica, studio_settings, tiny_m3  # noqa: F401
+from test_gui_fixtures import m3_replica, studio_settings, tiny_m3  # noqa: F401
 
-pytestmark = QT_MARKS
 
 
 def _not_blank(path) -> None:
@@ -151,7 +150,7 @@ def test_dark_theme_reaches_the_tree_rows_and_the_plots(qtbot, tiny_m3):
             assert background.lightnessF() < 0.3, row  # rows on the dark base, not white
         assert window.size.role_plot.backgroundBrush().color().lightnessF() < 0.3
         window.tabs.setCurrentWidget(window.evaluate)
-        panel = window.evaluate.widget()
+        panel = window.evaluate
         assert panel.plots.backgroundBrush().color().lightnessF() < 0.3
         assert panel.kl_plot.getAxis("left").textPen().color().lightnessF() > 0.7
         shot = window.grab()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import importlib
 from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
@@ -17,13 +16,6 @@ from studio.core.formatting import human_bytes
 from studio.views.icons import icon
 from studio.views.widgets import ElidedLabel
 from studio.worker import Worker
-
-
-def _convert_module():
-    try:
-        return importlib.import_module("studio.core.convert")
-    except ImportError:
-        return None
 
 
 def _duration(seconds) -> str:
@@ -131,21 +123,17 @@ class ConvertPanel(QWidget):
     def start(self) -> bool:
         if self.busy or self.controller.project is None:
             return False
-        module = _convert_module()
-        if module is None or not hasattr(module, "convert"):
-            self._message("Convert", "The converter is not available in this build.")
-            return False
+        from studio.core.convert import ConversionCancelled, convert  # loads MLX: only when converting
+
         out = self.output.text().strip()
         if not out:
             self._message("Convert", "Choose an output folder first.")
             return False
         self.controller.flush()
         snapshot = copy.copy(self.controller.project)  # later policy edits must not reach the running plan
-        fn = functools.partial(module.convert, snapshot, out, force=self.force.isChecked(),
+        fn = functools.partial(convert, snapshot, out, force=self.force.isChecked(),
                                measure_errors=self.measure.isChecked())
-        token = module.CancelToken() if hasattr(module, "CancelToken") else None
-        cancelled = (module.ConversionCancelled,) if hasattr(module, "ConversionCancelled") else ()
-        self.worker = Worker(fn, token=token, cancelled_errors=cancelled, interval_s=0.1, parent=self)
+        self.worker = Worker(fn, cancelled_errors=(ConversionCancelled,), interval_s=0.1, parent=self)
         self.worker.progress.connect(self._progress)
         self.worker.succeeded.connect(self._succeeded)
         self.worker.failed.connect(self._failed)
@@ -168,16 +156,11 @@ class ConvertPanel(QWidget):
             self.status.setText("Cancelling after the current tensor …")
 
     def _progress(self, p) -> None:
-        total = getattr(p, "bytes_total", 0) or 0
-        done = getattr(p, "bytes_done", 0) or 0
-        if total:
-            self.bar.setValue(int(1000 * done / total))
-        units = f"{getattr(p, 'units_done', 0)}/{getattr(p, 'units_total', 0)} units"
-        speed = getattr(p, "bytes_per_s", 0) or 0
-        phase = getattr(p, "phase", "") or ""
-        unit = getattr(p, "unit", "") or ""
-        self.status.setText(f"{phase.capitalize()} {unit}\n{units}, {human_bytes(done)} of {human_bytes(total)}\n"
-                            f"{human_bytes(speed)}/s, about {_duration(getattr(p, 'eta_s', None))} left")
+        """`p` is a studio.core.convert.Progress."""
+        self.bar.setValue(int(1000 * p.fraction))
+        self.status.setText(f"{p.phase.capitalize()} {p.unit}\n{p.units_done}/{p.units_total} units, "
+                            f"{human_bytes(p.bytes_done)} of {human_bytes(p.bytes_total)}\n"
+                            f"{human_bytes(p.bytes_per_s)}/s, about {_duration(p.eta_s)} left")
 
     def _finish(self) -> None:
         self.convert_button.setEnabled(True)
@@ -189,7 +172,7 @@ class ConvertPanel(QWidget):
         self._finish()
         self.result = result
         self.bar.setValue(1000)
-        resumed = getattr(result, "resumed_shards", 0)
+        resumed = result.resumed_shards
         extra = f", {resumed} shard(s) resumed" if resumed else ""
         self.status.setText(f"Done: {result.path}\n"
                             f"{human_bytes(result.bytes_written)} written in {_duration(result.seconds)}{extra}.")

@@ -18,6 +18,7 @@ from PySide6.QtWidgets import (
 )
 
 from studio import settings
+from studio.chat import ChatPane
 from studio.core.errors import StudioError
 from studio.core.policy import OWN_POLICY_FILE
 from studio.core.project import Project
@@ -25,8 +26,9 @@ from studio.core.quant_error.error_map import FILE_NAME as QUANT_ERRORS
 from studio.policy_editor import PolicyEditor
 from studio.views.controller import ProjectController
 from studio.views.convert_panel import ConvertPanel
+from studio.views import shortcuts
+from studio.views.eval_panel import EvalPanel
 from studio.views.icons import icon
-from studio.views.optional import LazyPanel
 from studio.views.size_panel import SizePanel
 from studio.views.start_page import StartPage
 from studio.views.tensor_tree import TensorTreePanel
@@ -46,15 +48,14 @@ class MainWindow(QMainWindow):
         self.tree = TensorTreePanel()
         self.size = SizePanel()
         self.convert = ConvertPanel(c)
-        self.chat = LazyPanel("studio.chat", "ChatPane", "Chat")
-        self.evaluate = LazyPanel("studio.views.eval_panel", "EvalPanel", "Evaluation")
+        self.chat = ChatPane()
+        self.evaluate = EvalPanel()
         self.start = StartPage()
 
         self.tabs = QTabWidget(documentMode=True)
         self.tabs.addTab(self.editor, icon("reset"), "Policy")
         self.tabs.addTab(self.chat, icon("chat"), "Chat")
         self.tabs.addTab(self.evaluate, icon("evaluate"), "Evaluate")
-        self.tabs.currentChanged.connect(self._tab_changed)
         self.stack = QStackedWidget()
         self.stack.addWidget(self.start)
         self.stack.addWidget(self.tabs)
@@ -103,20 +104,20 @@ class MainWindow(QMainWindow):
         def action(text, slot, shortcut=None, icon_name=None, tip=None):
             a = QAction(text, self)
             if shortcut:
-                a.setShortcuts(shortcut if isinstance(shortcut, list) else [QKeySequence(shortcut)])
+                a.setShortcuts(shortcut)
             if icon_name:
                 a.setIcon(icon(icon_name))
             a.setToolTip(tip or text)
             a.triggered.connect(slot)
             return a
 
-        self.open_action = action("&Open model…", self.open_dialog, QKeySequence.StandardKey.Open, "open",
-                                  "Open a model folder (Ctrl+O)")
-        self.save_action = action("&Save policy…", self.editor.save_dialog, QKeySequence.StandardKey.Save, "save",
+        self.open_action = action("&Open model…", self.open_dialog, shortcuts.keys(QKeySequence.StandardKey.Open),
+                                  "open", "Open a model folder (Ctrl+O)")
+        self.save_action = action("&Save policy…", self.editor.save_dialog,
+                                  shortcuts.keys(QKeySequence.StandardKey.Save), "save",
                                   "Save the policy to a file (Ctrl+S)")
         self.load_action = action("&Load policy…", self.editor.load_dialog, None, "open")
-        self.convert_action = action("&Convert", self.start_conversion,
-                                     [QKeySequence("Ctrl+Return"), QKeySequence("Ctrl+Enter")], "convert",
+        self.convert_action = action("&Convert", self.start_conversion, shortcuts.convert(), "convert",
                                      "Convert with this policy (Ctrl+Enter)")
         self.fit_action = action("&Fit to budget…", self.editor.open_fit_dialog, None, None,
                                  "Propose the bits that fit a size or a Mac with the least measured error")
@@ -124,7 +125,9 @@ class MainWindow(QMainWindow):
                                     "Measure every quantized tensor's error at 2-8 bits on samples of its weights")
         self.load_errors_action = action("&Load quant errors…", self.editor.load_errors_dialog, None, None,
                                          "Show the errors a conversion measured (quant_errors.json)")
-        quit_action = action("&Quit", self.close, QKeySequence.StandardKey.Quit)
+        quit_action = action("&Quit", self.close, shortcuts.quit_app())
+        self.next_tab_action = action("&Next tab", lambda: self._step_tab(1), shortcuts.next_tab())
+        self.previous_tab_action = action("&Previous tab", lambda: self._step_tab(-1), shortcuts.previous_tab())
         # What needs an open model: greyed out on the start page.
         self._model_actions = (self.save_action, self.load_action, self.convert_action, self.fit_action,
                                self.survey_action, self.load_errors_action)
@@ -152,6 +155,9 @@ class MainWindow(QMainWindow):
         model_menu.addAction(self.survey_action)
         model_menu.addAction(self.load_errors_action)
         view_menu = self.menuBar().addMenu("&View")
+        view_menu.addAction(self.next_tab_action)
+        view_menu.addAction(self.previous_tab_action)
+        view_menu.addSeparator()
         for dock in self.docks.values():
             view_menu.addAction(dock.toggleViewAction())
 
@@ -273,24 +279,22 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(f"Converted to {result.path}", 10000)
         if (Path(result.path) / QUANT_ERRORS).exists():
             self.editor.load_errors(str(result.path), quiet=True)
-        panel = self.evaluate.widget()
         project = self.controller.project
-        if panel is not None and hasattr(panel, "set_paths") and project is not None:
-            panel.set_paths(str(result.path), str(project.inventory.root))
+        if project is not None:
+            self.evaluate.set_paths(str(result.path), str(project.inventory.root))
+
+    def _step_tab(self, step: int) -> None:
+        """Ctrl+Tab / Ctrl+PgDn and back: Policy, Chat, Evaluate, wherever the focus is."""
+        if self.stack.currentWidget() is self.tabs:
+            self.tabs.setCurrentIndex((self.tabs.currentIndex() + step) % self.tabs.count())
+            self.tabs.currentWidget().setFocus(Qt.FocusReason.TabFocusReason)
 
     def open_evaluation(self) -> None:
         self.tabs.setCurrentWidget(self.evaluate)
 
     def open_chat(self, path: str) -> None:
         self.tabs.setCurrentWidget(self.chat)
-        pane = self.chat.widget()
-        if pane is not None and hasattr(pane, "open_model"):
-            pane.open_model(path)
-
-    def _tab_changed(self, index: int) -> None:
-        widget = self.tabs.widget(index)
-        if isinstance(widget, LazyPanel):
-            widget.widget()
+        self.chat.open_model(path)
 
     # ----- theme and closing -----
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from PySide6.QtCore import QSize, Qt
+from PySide6.QtCore import QEvent, QSize, Qt, Signal
 from PySide6.QtGui import QPainter
-from PySide6.QtWidgets import QSizePolicy, QWidget
+from PySide6.QtWidgets import QPlainTextEdit, QSizePolicy, QWidget
+
+SEND_KEYS = (Qt.Key.Key_Return, Qt.Key.Key_Enter)
 
 
 class ElidedLabel(QWidget):
@@ -52,3 +54,27 @@ class ElidedLabel(QWidget):
             painter.drawText(0, y, self.width(), metrics.lineSpacing(),
                              int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter), shown)
             y += metrics.lineSpacing()
+
+
+class MessageEdit(QPlainTextEdit):
+    """A message box that sends on Ctrl+Enter. It claims the key before the window's
+    shortcuts see it (ShortcutOverride), so the window-wide Convert shortcut on the same
+    key neither fires nor turns into an "Ambiguous shortcut overload"."""
+
+    send_requested = Signal()
+
+    @staticmethod
+    def _is_send(event) -> bool:
+        return event.key() in SEND_KEYS and event.modifiers() & Qt.KeyboardModifier.ControlModifier
+
+    def event(self, event):
+        if event.type() == QEvent.Type.ShortcutOverride and self._is_send(event):
+            event.accept()
+            return True
+        return super().event(event)
+
+    def keyPressEvent(self, event):
+        if self._is_send(event):
+            self.send_requested.emit()
+            return
+        super().keyPressEvent(event)
