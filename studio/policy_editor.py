@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (QButtonGroup, QComboBox, QFileDialog, QHBoxLayout
 from studio import settings
 from studio.core.errors import StudioError
 from studio.core.policy import MODES, PRESET_NAMES, Drop, Keep, Quantize, load_policy_file, load_preset
+from studio.core.grid import cell_of
 from studio.core.grid_paint import apply_stroke, set_column, set_row
 from studio.core.quant_error.error_map import ErrorMap
 from studio.core.roles import ROLE_BY_KEY
@@ -309,12 +310,12 @@ class PolicyEditor(QWidget):
     def _stroke_moved(self, stroke: dict) -> None:
         if self._base is None:
             self._base = self.controller.policy
-        self.controller.preview(apply_stroke(self._base, stroke, self.controller.num_layers))
+        self.controller.preview(apply_stroke(self._base, stroke, self.controller.project.grid))
 
     def _stroke_finished(self, stroke: dict, rect: tuple) -> None:
         base = self._base if self._base is not None else self.controller.policy
         self._base = None
-        after = apply_stroke(base, stroke, self.controller.num_layers)
+        after = apply_stroke(base, stroke, self.controller.project.grid)
         self.controller.policy = base
         if after is base:
             self.controller.set_policy(base, rect)
@@ -327,7 +328,7 @@ class PolicyEditor(QWidget):
         if kind == "column":
             what = f"every layer of {ROLE_BY_KEY[target].label}" if target in ROLE_BY_KEY else str(target)
         else:
-            what = "every role outside the layers" if target is None else f"every role of layer {target}"
+            what = f"every role {'of ' if target is not None else ''}{self.controller.project.grid.row_name(target)}"
         title = menu.addAction(f"Set {what} to")  # a plain title: Fusion draws sections flush with the edge
         title.setEnabled(False)
         font = title.font()
@@ -344,14 +345,14 @@ class PolicyEditor(QWidget):
         self._menu = menu
 
     def set_all(self, kind: str, target, action) -> None:
-        model, n = self.grid_model, self.controller.num_layers
+        model, grid = self.grid_model, self.controller.project.grid
         if kind == "row":
             row = model.layers.index(target)
             roles = [r for c, r in enumerate(model.roles) if model.has_units(row, c)]
-            policy = set_row(self.controller.policy, target, roles, action, n)
+            policy = set_row(self.controller.policy, target, roles, action, grid)
             rect = (row, 0, row, len(model.roles) - 1)
         else:
-            policy = set_column(self.controller.policy, target, action, n)
+            policy = set_column(self.controller.policy, target, action, grid)
             col = model.roles.index(target)
             rect = (0, col, len(model.layers) - 1, col)
         self.controller.replace_policy(policy, f"set {kind} to {action.label()}", rect=rect)
@@ -423,9 +424,7 @@ class PolicyEditor(QWidget):
         project = self.controller.project
         if project is None:
             return
-        u = project.units[unit]
-        layer = u.layer if u.layer is not None and u.layer < project.num_layers else None
-        index = self.grid_model.index_of(u.role, layer)
+        index = self.grid_model.index_of(*cell_of(project.units[unit]))
         if index.isValid():
             self.grid.setCurrentIndex(index)
             self.grid.scrollTo(index)

@@ -9,6 +9,7 @@ from PySide6.QtWidgets import QApplication
 from PySide6.QtTest import QTest
 
 from studio.core.policy import Quantize
+from studio.views.palette import action_short
 from test_gui_fixtures import open_window, studio_settings, tiny_m3  # noqa: F401
 
 
@@ -133,3 +134,60 @@ def test_header_menu_names_the_role_and_shows_each_choice_in_its_colour(qtbot, w
     editor._header_menu("row", None)
     assert editor._menu.actions()[0].text() == "Set every role outside the layers to"
     editor._menu.close()
+
+
+@pytest.fixture
+def deepseek_window(qtbot, request):
+    from test_gui_fixtures import tiny_model_path
+
+    w = open_window(qtbot, tiny_model_path(request, "deepseek_v3"), "uniform-4bit")
+    yield w
+    w.shutdown()
+
+
+def test_painting_the_mtp_cell_changes_the_plan_and_the_tree_finds_it(qtbot, deepseek_window):
+    # DeepSeek-V3 carries a multi-token-prediction layer after its decoder stack
+    # (layer == num_hidden_layers). Its grid cell must decide its units.
+    window = deepseek_window
+    editor, c = window.editor, window.controller
+    mtp = [i for i, u in enumerate(c.project.units) if u.role == "mtp"]
+    assert mtp and all(c.project.units[i].layer >= c.num_layers for i in mtp)
+    model = editor.grid_model
+    (cell,) = [key for key, members in model.cells.items() if set(members) & set(mtp)]
+    assert set(model.cells[cell]) == set(mtp)
+    assert {c.project.plan.decisions[i].action for i in mtp} == {"drop"}  # the preset drops them, as mlx-lm does
+    before = c.project.estimate.total_bytes
+    editor.set_brush("8")
+    vp, point = editor.grid.viewport(), _centre(editor.grid, *cell)
+    QTest.mouseClick(vp, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, point)
+    c.flush()
+    modules = [i for i in mtp if c.project.units[i].quantizable(64)]
+    assert modules and all(c.project.plan.decisions[i].bits == 8 for i in modules)
+    assert c.project.estimate.total_bytes == before + sum(c.project.estimate.unit_bytes[i] for i in mtp)
+    assert model.index_of(*cell).data() == action_short(Quantize(8, 64))
+    # Selecting the cell filters the tree to exactly the MTP units; selecting a unit finds the cell.
+    editor.set_brush("S")
+    # A second click on the same cell (the layout may have moved), late enough not to be a double-click.
+    QTest.mouseClick(vp, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, _centre(editor.grid, *cell),
+                     QApplication.doubleClickInterval() + 50)
+    shown = _visible_units(window.tree)
+    assert shown == set(mtp)
+    window.tree.select_unit(mtp[0])
+    assert model.cell(editor.grid.currentIndex()) == cell
+
+
+def _visible_units(tree) -> set[int]:
+    from studio.views import item_roles
+
+    proxy, found = tree.proxy, set()
+
+    def walk(parent):
+        for row in range(proxy.rowCount(parent)):
+            index = proxy.index(row, 0, parent)
+            unit = index.data(item_roles.UNIT_INDEX)
+            if unit is not None and unit >= 0:
+                found.add(unit)
+            walk(index)
+
+    walk(proxy.index(-1, -1).parent())
+    return found

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from studio.core.dtypes import DTYPE_NAMES, FLOAT_DTYPES, KEEP_DTYPES
+from studio.core.grid import cell_of
 from studio.core.inventory import Inventory
 from studio.core.policy import Drop, Keep, Policy, Quantize
 from studio.core.unit import Unit
@@ -81,12 +82,12 @@ def make_plan(inventory: Inventory, policy: Policy, units: list[Unit] | None = N
     num_layers = int(inventory.text_config.get("num_hidden_layers") or 0)
     float_dtype = float_dtype_for(inventory)
     decisions = []
-    chosen: dict[tuple, tuple] = {}  # (role, layer) -> (action, rule): many units share one
+    chosen: dict[tuple, tuple] = {}  # grid cell -> (action, rule): many units share one
     for unit in units:
-        key = (unit.role, unit.layer)
-        if key not in chosen:
-            chosen[key] = policy.decide(unit.role, unit.layer, num_layers)
-        action, rule = chosen[key]
+        cell = cell_of(unit)
+        if cell not in chosen:
+            chosen[cell] = policy.decide(*cell, num_layers)
+        action, rule = chosen[cell]
         decisions.append(decide(unit, action, rule, float_dtype))
     return Plan(inventory, units, policy, decisions, float_dtype, num_layers)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from studio.core.estimate import Estimate, SourceSizes, estimate
+from studio.core.grid import Grid, grid_of
 from studio.core.inventory import Inventory, open_model
 from studio.core.memory import MemoryFit, memory_fit
 from studio.core.plan import Plan, make_plan
@@ -23,6 +24,7 @@ class Project:
         self.units, self.architecture = build_units(inventory)
         self._sources: SourceSizes | None = None
         self.set_policy(policy)
+        self.grid: Grid = grid_of(self.units, self.plan.num_layers)
 
     @classmethod
     def open(cls, path, policy: str | Policy | None = None) -> "Project":
@@ -56,7 +58,4 @@ class Project:
         return memory_fit(self.estimate.total_bytes, self.inventory.text_config, mac_gb, context)
 
     def roles_present(self) -> list[str]:
-        from studio.core.roles import ROLES
-
-        present = {u.role for u in self.units}
-        return [r.key for r in ROLES if r.key in present]
+        return list(self.grid.roles)

@@ -1,4 +1,6 @@
-"""The policy grid: layers (rows, plus one row outside the layers) by roles (columns).
+"""The policy grid: layers (rows: outside the layers, the stack, then any MTP layers) by roles (columns).
+
+Which cell each unit is in is the core's (`studio.core.grid`); this model only shows it.
 
 `PolicyGridModel` is a thin table over the controller's policy: a cell shows
 what the policy decides for that role in that layer, coloured by bits, or with
@@ -40,7 +42,7 @@ class PolicyGridModel(QAbstractTableModel):
         self.controller = controller
         self.roles: list[str] = []
         self.layers: list[int | None] = []
-        self.cells: dict[tuple[str, int | None], list[int]] = {}
+        self.cells: dict[tuple[str, int | None], tuple[int, ...]] = {}
         self.preview: dict[tuple[str, int | None], object] = {}
         self.show_error = False
         self._bold = QFont()
@@ -53,11 +55,8 @@ class PolicyGridModel(QAbstractTableModel):
         if project is None:
             self.roles, self.layers = [], []
         else:
-            self.roles = project.roles_present()
-            self.layers = [None, *range(project.num_layers)]
-            for i, unit in enumerate(project.units):
-                layer = unit.layer if unit.layer is not None and unit.layer < project.num_layers else None
-                self.cells.setdefault((unit.role, layer), []).append(i)
+            grid = project.grid  # the core owns which cell each unit is in
+            self.roles, self.layers, self.cells = list(grid.roles), list(grid.layers), grid.cells
         self.endResetModel()
 
     # ----- lookup -----
@@ -126,8 +125,9 @@ class PolicyGridModel(QAbstractTableModel):
         if role == Qt.ItemDataRole.DisplayRole:
             return "out" if layer is None else str(layer)
         if role == Qt.ItemDataRole.ToolTipRole:
+            grid = self.controller.project.grid
             where = "Units outside the layers (embeddings, lm_head, final norm, vision)" if layer is None \
-                else f"Layer {layer}"
+                else grid.row_name(layer).capitalize()
             return f"{where}\nRight-click to set the whole row"
         if role == item_roles.LAYER:
             return layer
@@ -186,8 +186,7 @@ class PolicyGridModel(QAbstractTableModel):
         role, layer = key
         project = self.controller.project
         units = self.cells[key]
-        where = "outside the layers" if layer is None else f"layer {layer}"
-        lines = [f"{ROLE_BY_KEY[role].label}, {where}: {action.label()}"]
+        lines = [f"{ROLE_BY_KEY[role].label}, {project.grid.row_name(layer)}: {action.label()}"]
         if rule is not None:
             lines.append(f"decided by rule {rule + 1}: {self.controller.policy.rules[rule].label()}")
         if isinstance(action, Quantize) and not any(project.units[i].kind == "module" for i in units):

@@ -82,9 +82,8 @@ class TensorTreePanel(QWidget):
             roles = project.roles_present()
             for key in roles:
                 self.role_box.addItem(ROLE_BY_KEY[key].label, key)
-            self.layer_box.addItem("Outside layers", None)
-            for layer in range(project.num_layers):
-                self.layer_box.addItem(f"Layer {layer}", layer)
+            for layer in project.grid.layers:
+                self.layer_box.addItem(project.grid.row_name(layer).capitalize(), layer)
             self.legend.setText(legend_html(roles))
         self.role_box.blockSignals(False)
         self.layer_box.blockSignals(False)

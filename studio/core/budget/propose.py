@@ -21,13 +21,13 @@ from dataclasses import dataclass
 
 from studio.core.errors import StudioError
 from studio.core.estimate import unit_bytes
+from studio.core.grid import Cell, cell_of
 from studio.core.plan import decide
 from studio.core.policy import Policy, Quantize
 from studio.core.grid_paint import apply_stroke
 from studio.core.project import Project
 
 BIT_OPTIONS = (2, 3, 4, 5, 6, 8)
-Cell = tuple[str, "int | None"]
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ def quantized_cells(project: Project) -> dict[Cell, list[int]]:
     cells: dict[Cell, list[int]] = defaultdict(list)
     for index, (unit, decision) in enumerate(project.plan.rows()):
         if decision.action == "quantize":
-            cells[(unit.role, unit.layer)].append(index)
+            cells[cell_of(unit)].append(index)
     return dict(cells)
 
 
@@ -128,7 +128,7 @@ def propose(project: Project, target_bytes: int, cell_errors: dict[Cell, dict[in
     changes = [change(cell, choice[cell]) for cell in order if choice[cell] != current_bits[cell]]
     group = {cell: project.plan.decisions[members[0]].group_size for cell, members in cells.items()}
     stroke = {(c.role, c.layer): Quantize(c.new_bits, group[(c.role, c.layer)], "affine") for c in changes}
-    policy = apply_stroke(project.policy, stroke, project.num_layers, note="fit to budget")
+    policy = apply_stroke(project.policy, stroke, project.grid, note="fit to budget")
     before = sum(error(c, current_bits[c]) for c in cells)
     after = sum(error(c, choice[c]) for c in cells)
     policy = policy.with_rules(policy.rules, name=f"{project.policy.name} (fit to {target_bytes / 1e9:.1f} GB)")
