@@ -8,19 +8,25 @@ belong to that weight's row instead of being rows of their own.
 from __future__ import annotations
 
 import math
-
-import json
 import os
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-from studio.core.dtypes import DTYPE_BITS, FLOAT_DTYPES, FP8_DTYPES
+from studio.core.dtypes import FLOAT_DTYPES, FP8_DTYPES
 from studio.core.errors import StudioError
+from studio.core.validation.config import check_config
+from studio.core.validation.fields import shown
+from studio.core.validation.files import check_regular, inside, open_regular
+from studio.core.validation.header import MAX_ENTRIES, check_entry
+from studio.core.validation.json_input import CONFIG_BYTES, INDEX_BYTES, parse_json, read_json
+from studio.core.validation.tensors import (FP8_BLOCK, check_embedding, check_fp8_scales, check_index_matches,
+                                            check_layers, mlx_quant)
 
 # A real header is a few MB at most; anything far larger is a corrupt length field.
 MAX_HEADER_BYTES = 256 * 1024 * 1024
+INDEX_NAME = "model.safetensors.index.json"
 
 SOURCE_FORMATS = {
     "float": "float (bf16 / f16 / f32)",
@@ -94,7 +100,7 @@ class Inventory:
     @property
     def text_config(self) -> dict:
         """The language model's settings; multimodal configs nest them."""
-        return {**self.config, **self.config.get("text_config", {})}
+        return {**self.config, **(self.config.get("text_config") or {})}
 
     @property
     def model_type(self) -> str:
@@ -111,8 +117,8 @@ class Inventory:
 
 def read_header(path: Path) -> list[RawTensor]:
     """Parse one shard's header and check it against the file's real size."""
-    size = path.stat().st_size
-    with open(path, "rb") as f:
+    with open_regular(path, "safetensors shard") as f:
+        size = os.fstat(f.fileno()).st_size
         prefix = f.read(8)
         if len(prefix) < 8:
             raise StudioError(f"{path.name} is too short to be a safetensors file ({size} bytes).")
@@ -123,39 +129,25 @@ def read_header(path: Path) -> list[RawTensor]:
                 "the shard is truncated or not a safetensors file."
             )
         raw = f.read(header_len)
-    try:
-        header = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise StudioError(f"{path.name}: the safetensors header is not valid JSON ({exc}).") from None
-    if not isinstance(header, dict):
-        raise StudioError(f"{path.name}: the safetensors header is not a JSON object.")
-    header.pop("__metadata__", None)
+    return parse_header(raw, size, path.name)
 
-    data_start = 8 + header_len
+
+def parse_header(raw: bytes, size: int, shard: str) -> list[RawTensor]:
+    """The entries of a header's JSON bytes, for a shard file of `size` bytes."""
+    header = parse_json(raw, f"{shard}: the safetensors header")
+    if not isinstance(header, dict):
+        raise StudioError(f"{shard}: the safetensors header is not a JSON object.")
+    header.pop("__metadata__", None)
+    if len(header) > MAX_ENTRIES:
+        raise StudioError(f"{shard}: the header lists {len(header):,} tensors; no real shard has that many.")
+    data_start = 8 + len(raw)
     data_len = size - data_start
     entries = []
-    shard = path.name
     for name, entry in header.items():
-        try:
-            dtype, shape, (begin, end) = entry["dtype"], tuple(entry["shape"]), entry["data_offsets"]
-        except (KeyError, TypeError, ValueError):
-            raise StudioError(f"{path.name}: tensor {name!r} has a malformed header entry.") from None
-        bits = DTYPE_BITS.get(dtype)
-        if bits is None:
-            raise StudioError(f"{path.name}: tensor {name!r} has unknown dtype {dtype!r}.")
-        count = 1
-        for d in shape:
-            if type(d) is not int or d < 0:
-                raise StudioError(f"{path.name}: tensor {name!r} has an invalid shape {list(shape)}.")
-            count *= d
-        if type(begin) is not int or type(end) is not int or end - begin != count * bits // 8 or begin < 0:
-            raise StudioError(
-                f"{path.name}: tensor {name!r} spans {end - begin} bytes but its shape and dtype need "
-                f"{count * DTYPE_BITS[dtype] // 8}."
-            )
+        dtype, shape, begin, end, _ = check_entry(name, entry, shard)
         if end > data_len:
             raise StudioError(
-                f"{path.name}: tensor {name!r} ends at byte {data_start + end} but the file holds "
+                f"{shard}: tensor {name!r} ends at byte {data_start + end} but the file holds "
                 f"{size} bytes; the shard is truncated."
             )
         entries.append(RawTensor(name, shape, dtype, shard, data_start + begin, data_start + end))
@@ -163,40 +155,56 @@ def read_header(path: Path) -> list[RawTensor]:
     ordered = sorted(entries, key=lambda t: t.start)
     for before, after in zip(ordered, ordered[1:]):
         if after.start < before.end:
-            raise StudioError(f"{path.name}: tensors {before.name!r} and {after.name!r} overlap.")
+            raise StudioError(f"{shard}: tensors {before.name!r} and {after.name!r} overlap.")
     return entries
 
 
-def find_shards(root: Path) -> list[Path]:
-    index = root / "model.safetensors.index.json"
-    if index.exists():
-        try:
-            weight_map = json.loads(index.read_text())["weight_map"]
-        except (json.JSONDecodeError, KeyError, TypeError):
-            raise StudioError(f"{index.name} in {root} is not a valid safetensors index.") from None
+def _index_weight_map(index: Path, root: Path) -> dict[str, str]:
+    data = read_json(index, "safetensors index", INDEX_BYTES)
+    weight_map = data.get("weight_map") if isinstance(data, dict) else None
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise StudioError(f"{index.name} in {root} is not a valid safetensors index (no weight_map object).")
+    if len(weight_map) > MAX_ENTRIES:
+        raise StudioError(f"{index.name} in {root} lists {len(weight_map):,} tensors; no real index has that many.")
+    for name, shard in weight_map.items():
+        if not isinstance(shard, str):
+            raise StudioError(f"{index.name} in {root} maps tensor {name!r} to {shown(shard)}, not a shard file name.")
+        inside(root, shard, index.name)
+    return weight_map
+
+
+def find_shards(root: Path) -> tuple[list[Path], dict[str, str] | None]:
+    """The shard files, and the index's weight map when there is an index."""
+    index = root / INDEX_NAME
+    if os.path.lexists(index):
+        weight_map = _index_weight_map(index, root)
         names = sorted(set(weight_map.values()))
-        missing = [n for n in names if not (root / n).exists()]
-        if missing:
-            raise StudioError(f"{root} is missing shard {missing[0]} named in its index.")
-        return [root / n for n in names]
+        for name in names:
+            if not os.path.lexists(root / name):
+                raise StudioError(f"{root} is missing shard {name} named in its index.")
+            check_regular(root / name, "shard")
+        listed = set(names)
+        # mlx-lm loads every model*.safetensors, so one the index leaves out would load unchecked.
+        extra = sorted(p.name for p in root.glob("model*.safetensors") if p.name not in listed)
+        if extra:
+            raise StudioError(f"{root} holds {extra[0]}, which its index does not list; remove it or fix the index.")
+        return [root / n for n in names], weight_map
     shards = sorted(root.glob("*.safetensors"))
     if not shards:
         raise StudioError(f"{root} holds no .safetensors files.")
-    return shards
+    for shard in shards:
+        check_regular(shard, "shard")
+    return shards, None
 
 
 def load_config(root: Path) -> dict:
     path = root / "config.json"
     if not root.is_dir():
         raise StudioError(f"{root} is not a folder.")
-    if not path.exists():
+    if not os.path.lexists(path):
         raise StudioError(f"{root} has no config.json; a model folder needs one.")
-    try:
-        config = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise StudioError(f"{path} is not valid JSON ({exc}).") from None
-    if not isinstance(config, dict):
-        raise StudioError(f"{path} is not a JSON object.")
+    config = read_json(path, "config file", CONFIG_BYTES)
+    check_config(config, "config.json")
     return config
 
 
@@ -204,37 +212,35 @@ def _group(raw: dict[str, RawTensor], config: dict) -> list[Tensor]:
     """Attach each scale companion to its weight; the rest stand alone."""
     quantization = config.get("quantization") or {}
     default_quant = {k: quantization[k] for k in ("bits", "group_size", "mode") if k in quantization}
-    default_quant.setdefault("mode", "affine")
+    block = ((config.get("quantization_config") or {}).get("weight_block_size") or [FP8_BLOCK])[-1]
     tensors = []
     for name, data in raw.items():
         base, _, leaf = name.rpartition(".")
         if leaf in ("weight_scale_inv", "scales", "biases") and f"{base}.weight" in raw:
             continue  # a companion, handled with its weight
-        if name.endswith(".weight_scale_inv"):
-            continue
+        if leaf == "weight_scale_inv":
+            raise StudioError(f"{name} is a scale with no weight {base}.weight beside it.")
         companions = {}
         encoding, shape, quant = "float", data.shape, None
         scale_inv = raw.get(f"{base}.weight_scale_inv") if leaf == "weight" else None
         scales = raw.get(f"{base}.scales") if leaf == "weight" else None
-        if scale_inv is not None and data.dtype in FP8_DTYPES:
+        if scale_inv is not None:
             companions["weight_scale_inv"] = scale_inv
-            mx_like = scale_inv.dtype in ("U8", "F8_E8M0") and scale_inv.shape[-1] * 32 == data.shape[-1]
-            encoding = "mxfp8" if mx_like else "fp8"
+            encoding = check_fp8_scales(name, data, scale_inv, block)
         elif scales is not None and data.dtype == "U32":
             companions["scales"] = scales
-            if f"{base}.biases" in raw:
-                companions["biases"] = raw[f"{base}.biases"]
-            quant = dict(default_quant)
+            biases = raw.get(f"{base}.biases")
+            if biases is not None:
+                companions["biases"] = biases
+            settings = dict(default_quant)
             override = quantization.get(base)
             if isinstance(override, dict):
-                quant.update(override)
-            mode = quant.get("mode", "affine")
-            group = quant.get("group_size") or (64 if mode == "affine" else 32 if mode != "nvfp4" else 16)
-            inputs = scales.shape[-1] * group
-            quant = {"bits": data.shape[-1] * 32 // inputs, "group_size": group, "mode": mode}
-            shape = (*data.shape[:-1], inputs)
+                settings.update(override)
+            quant, shape = mlx_quant(name, data, scales, biases, settings)
             encoding = "mlx"
         elif data.dtype in FP8_DTYPES:
+            if data.dtype != "F8_E4M3":
+                raise StudioError(f"{name}: {data.dtype} weights are not supported; FP8 sources must be e4m3.")
             encoding = "fp8"  # per-tensor FP8 with no scale: read as is
         tensors.append(Tensor(name, tuple(shape), data.dtype, encoding, data, companions, quant))
     return tensors
@@ -258,7 +264,7 @@ def open_model(path: str | os.PathLike) -> Inventory:
         raise StudioError(f"{root} does not exist.")
     config = load_config(root)
     raw: dict[str, RawTensor] = {}
-    shards = find_shards(root)
+    shards, weight_map = find_shards(root)
     for shard in shards:
         for entry in read_header(shard):
             if entry.name in raw:
@@ -266,7 +272,12 @@ def open_model(path: str | os.PathLike) -> Inventory:
             raw[entry.name] = entry
     if not raw:
         raise StudioError(f"{root} has safetensors files but no tensors in them.")
+    if weight_map is not None:
+        check_index_matches(weight_map, raw, INDEX_NAME)
     tensors = _group(raw, config)
+    text_config = {**config, **(config.get("text_config") or {})}
+    check_layers(tensors, text_config)
+    check_embedding(tensors, text_config)
     inventory = Inventory(root, config, tensors, _detect_format(tensors, config), [s.name for s in shards])
     odd = [t.name for t in tensors if t.dtype not in FLOAT_DTYPES and t.encoding == "float"]
     if odd:

@@ -17,6 +17,9 @@ from pathlib import Path
 from studio.core.errors import StudioError
 from studio.core.roles import expand_roles
 from studio.core.bundled import resource
+from studio.core.validation.fields import is_whole, shown
+from studio.core.validation.files import read_capped
+from studio.core.validation.json_input import POLICY_BYTES, parse_json
 
 FORMAT = "configi-studio.policy"
 # Written beside every conversion, so the output says how it was made and can be remade.
@@ -31,6 +34,12 @@ MODES = {
     "mxfp8": {"bits": (8,), "group_sizes": (32,)},
 }
 KEEP_CHOICES = ("source", "bfloat16", "float16", "float32")
+# Far above any real policy (a rule per role and layer of a 60-layer model is ~2,000),
+# low enough that a hostile file is refused at once instead of taking minutes to apply.
+MAX_RULES = 10_000
+MAX_NOTE = 1_000
+MAX_TEXT = 10_000
+MAX_LAYER_NUMBER = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,49 +199,57 @@ class _Where:
         raise StudioError(f"{self.source}: {where}: {problem}")
 
 
+def _layer_number(a) -> bool:
+    return is_whole(a) and 0 <= a <= MAX_LAYER_NUMBER
+
+
 def parse_layers(value, where: str, ctx: _Where) -> Layers:
-    if value in ("all", "none", "mlx_more_bits"):
+    if isinstance(value, str) and value in ("all", "none", "mlx_more_bits"):
         return Layers(value)
     if isinstance(value, dict) and len(value) == 1:
         (kind, arg), = value.items()
-        if kind in ("first", "last") and isinstance(arg, int) and arg >= 0:
+        if kind in ("first", "last") and _layer_number(arg):
             return Layers(kind, n=arg)
-        if kind == "range" and isinstance(arg, list) and len(arg) == 2 and all(isinstance(a, int) for a in arg):
+        if kind == "range" and isinstance(arg, list) and len(arg) == 2 and all(_layer_number(a) for a in arg):
             if arg[0] > arg[1]:
                 ctx.fail(where, f"range {arg} starts after it stops")
             return Layers("range", start=arg[0], stop=arg[1])
-        if kind == "list" and isinstance(arg, list) and all(isinstance(a, int) and a >= 0 for a in arg):
+        if kind == "list" and isinstance(arg, list) and len(arg) <= MAX_LAYER_NUMBER and \
+                all(_layer_number(a) for a in arg):
             return Layers("list", items=tuple(sorted(set(arg))))
     ctx.fail(where, f"layers must be \"all\", \"none\", {{\"first\": N}}, {{\"last\": N}}, "
-                    f"{{\"range\": [A, B]}} or {{\"list\": [...]}}, not {json.dumps(value)}")
+                    f"{{\"range\": [A, B]}} or {{\"list\": [...]}} with layer numbers up to {MAX_LAYER_NUMBER:,}, "
+                    f"not {shown(value)}")
 
 
 def parse_action(value, where: str, ctx: _Where) -> Action:
-    if value == "drop":
+    if isinstance(value, str) and value == "drop":
         return Drop()
     if isinstance(value, dict) and len(value) == 1:
         (kind, arg), = value.items()
         if kind == "keep":
-            if arg not in KEEP_CHOICES:
-                ctx.fail(where, f"keep must be one of {', '.join(KEEP_CHOICES)}, not {json.dumps(arg)}")
+            if not isinstance(arg, str) or arg not in KEEP_CHOICES:
+                ctx.fail(where, f"keep must be one of {', '.join(KEEP_CHOICES)}, not {shown(arg)}")
             return Keep(arg)
         if kind == "quantize" and isinstance(arg, dict):
             unknown = set(arg) - {"bits", "group_size", "mode"}
             if unknown:
                 ctx.fail(where, f"unknown quantize setting {sorted(unknown)[0]!r}")
             mode = arg.get("mode", "affine")
-            if mode not in MODES:
-                ctx.fail(where, f"mode must be one of {', '.join(MODES)}, not {json.dumps(mode)}")
+            if not isinstance(mode, str) or mode not in MODES:
+                ctx.fail(where, f"mode must be one of {', '.join(MODES)}, not {shown(mode)}")
             limits = MODES[mode]
             bits = arg.get("bits", limits["bits"][-1] if mode != "affine" else None)
             group = arg.get("group_size", 64 if mode == "affine" else limits["group_sizes"][0])
-            if bits not in limits["bits"]:
-                ctx.fail(where, f"{mode} takes bits {', '.join(map(str, limits['bits']))}, not {json.dumps(bits)}")
-            if group not in limits["group_sizes"]:
+            # Whole JSON numbers only: 4.0 == 4 in Python, but mx.quantize refuses a float.
+            if not is_whole(bits) or bits not in limits["bits"]:
+                ctx.fail(where, f"{mode} takes bits {', '.join(map(str, limits['bits']))}, "
+                                f"not {shown(bits)}")
+            if not is_whole(group) or group not in limits["group_sizes"]:
                 ctx.fail(where, f"{mode} takes group size {', '.join(map(str, limits['group_sizes']))}, "
-                                f"not {json.dumps(group)}")
+                                f"not {shown(group)}")
             return Quantize(bits, group, mode)
-    ctx.fail(where, f"action must be {{\"quantize\": {{...}}}}, {{\"keep\": DTYPE}} or \"drop\", not {json.dumps(value)}")
+    ctx.fail(where, f"action must be {{\"quantize\": {{...}}}}, {{\"keep\": DTYPE}} or \"drop\", not {shown(value)}")
 
 
 def policy_from_dict(data, source: str = "policy") -> Policy:
@@ -240,13 +257,19 @@ def policy_from_dict(data, source: str = "policy") -> Policy:
     if not isinstance(data, dict):
         ctx.fail("top level", "a policy must be a JSON object")
     if data.get("format", FORMAT) != FORMAT:
-        ctx.fail("format", f"expected {FORMAT!r}, found {data.get('format')!r}")
+        ctx.fail("format", f"expected {FORMAT!r}, found {shown(data.get('format'))}")
     version = data.get("version", VERSION)
-    if version != VERSION:
-        ctx.fail("version", f"this studio reads policy version {VERSION}, the file is version {version}")
+    if not is_whole(version) or version != VERSION:
+        ctx.fail("version", f"this studio reads policy version {VERSION}, the file is version {shown(version)}")
+    for key, limit in (("name", 200), ("description", MAX_TEXT), ("warning", MAX_TEXT)):
+        value = data.get(key)
+        if value is not None and (not isinstance(value, str) or len(value) > limit):
+            ctx.fail(key, f"must be a text of at most {limit:,} characters")
     rules_data = data.get("rules")
     if not isinstance(rules_data, list) or not rules_data:
         ctx.fail("rules", "a policy needs a non-empty list of rules")
+    if len(rules_data) > MAX_RULES:
+        ctx.fail("rules", f"{len(rules_data):,} rules; a policy may have at most {MAX_RULES:,}")
     rules = []
     for i, item in enumerate(rules_data, start=1):
         where = f"rule {i}"
@@ -258,7 +281,7 @@ def policy_from_dict(data, source: str = "policy") -> Policy:
         roles = item.get("roles")
         if isinstance(roles, str):
             roles = [roles]
-        if not isinstance(roles, list) or not roles or not all(isinstance(r, str) for r in roles):
+        if not isinstance(roles, list) or not roles or len(roles) > 100 or not all(isinstance(r, str) for r in roles):
             ctx.fail(where, "roles must be a non-empty list of role or group names")
         try:
             expand_roles(roles)
@@ -268,21 +291,17 @@ def policy_from_dict(data, source: str = "policy") -> Policy:
         if "action" not in item:
             ctx.fail(where, "missing action")
         action = parse_action(item["action"], where, ctx)
-        rules.append(Rule(tuple(roles), layers, action, str(item.get("note", ""))))
+        note = item.get("note", "")
+        if not isinstance(note, str) or len(note) > MAX_NOTE:
+            ctx.fail(where, f"note must be a text of at most {MAX_NOTE:,} characters")
+        rules.append(Rule(tuple(roles), layers, action, note))
     return Policy(str(data.get("name", "Custom")), tuple(rules), str(data.get("description", "")),
                   str(data.get("warning", "") or ""))
 
 
 def load_policy_file(path: str | Path) -> Policy:
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise StudioError(f"cannot read policy file {path}: {exc.strerror}.") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise StudioError(f"{path.name}: line {exc.lineno}, column {exc.colno}: not valid JSON ({exc.msg}).") from None
+    data = parse_json(read_capped(path, "policy file", POLICY_BYTES), f"policy file {path.name}")
     return policy_from_dict(data, path.name)
 
 

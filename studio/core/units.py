@@ -16,6 +16,7 @@ from studio.core.architectures import Architecture, architecture_for
 from studio.core.inventory import Inventory
 from studio.core.roles import classify
 from studio.core.unit import Unit, is_module
+from studio.core.validation.tensors import check_expert_stack, expected_experts
 
 _EXPERT = re.compile(r"^(?P<owner>.*)\.experts\.(?P<index>\d+)\.(?P<proj>[A-Za-z0-9_]+)\.(?P<leaf>weight|bias)$")
 
@@ -42,12 +43,14 @@ def build_units(inventory: Inventory) -> tuple[list[Unit], Architecture]:
             continue
         units.extend(arch.units_for(tensor, classify(arch.rename(tensor.name), num_layers), inventory))
 
+    expected = expected_experts(inventory.text_config)
     for (owner, proj, leaf), members in experts.items():
         members.sort()
         first = inventory.by_name[members[0][1]]
         role, layer = classify(members[0][1], num_layers)
         out_owner = arch.rename(owner)
         path = f"{out_owner}.{arch.expert_module}.{arch.expert_proj.get(proj, proj)}"
+        check_expert_stack(path, members, inventory.by_name, expected)
         shape = (len(members), *first.shape)
         kind = "module" if is_module(role, first.shape, leaf) else "tensor"
         name = path if kind == "module" else f"{path}.{leaf}"
