@@ -48,3 +48,35 @@ def tiny_model(tmp_path_factory):
         return cache[key]
 
     return build
+
+
+# --------------------------------------------------------------------------- a local Hub
+
+
+HUB_TOKEN = "hf_studioTestToken0123456789"
+
+
+@pytest.fixture
+def hub(monkeypatch, tmp_path):
+    """A Hugging Face Hub on 127.0.0.1 (tests/hub_server.py) that the real huggingface_hub client
+    talks to, with its own cache and token; uploads take the plain LFS path (no xet CAS here)."""
+    from huggingface_hub import constants
+
+    from hub_server import HubServer
+
+    server = HubServer(tokens=(HUB_TOKEN,), lifetime_s=300).start()
+    monkeypatch.setattr(constants, "ENDPOINT", server.endpoint)  # as HF_ENDPOINT does at import
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", server.endpoint + "/{repo_id}/resolve/{revision}/{filename}")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "hf-token"))
+    monkeypatch.setenv("HF_TOKEN", HUB_TOKEN)
+    # The same for subprocesses, which read these at import.
+    monkeypatch.setenv("HF_ENDPOINT", server.endpoint)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    monkeypatch.setenv("HF_TOKEN_PATH", str(tmp_path / "hf-token"))
+    yield server
+    server.stop()

@@ -88,6 +88,7 @@ class HubServer:
         self.auth_seen: set[str] = set()
         self.in_flight = self.max_in_flight = 0
         self.bytes_served = 0
+        self.latency_s = 0.0  # added before each ranged body, as a far server would
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self.httpd.daemon_threads = True
         self.endpoint = f"http://127.0.0.1:{self.httpd.server_address[1]}"
@@ -224,6 +225,7 @@ def _handler(hub: HubServer):
 
         def _route(self):
             path = urlsplit(self.path).path
+            self._token()  # notes which tokens arrive
             try:
                 if self.command in ("GET", "HEAD") and (m := _API_INFO.match(path)):
                     return self._info(m.group(1), m.group(2) or "main")
@@ -318,6 +320,8 @@ def _handler(hub: HubServer):
                 hub.in_flight += 1
                 hub.max_in_flight = max(hub.max_in_flight, hub.in_flight)
             try:
+                if ranged and hub.latency_s:
+                    time.sleep(hub.latency_s)
                 self._stream(path, start, end, drop=fault == "drop")
             finally:
                 with hub.lock:

@@ -10,11 +10,14 @@ from studio.core.formatting import human_bytes
 
 
 def configure_parser(parser):
-    parser.add_argument("model", help="source model folder (Hugging Face style or MLX)")
+    parser.add_argument("model", help="source model: a folder (Hugging Face style or MLX) or a Hub repo org/name[@revision]")
     parser.add_argument("out", help="output folder; it must not exist unless --force is given")
     parser.add_argument("--policy", default=None, help="preset name (default config-i) or policy JSON file")
     parser.add_argument("--force", action="store_true", help="replace an existing output folder once the new one is complete")
     parser.add_argument("--shard-gb", type=float, default=5.0, help="largest output shard in GB (default 5)")
+    parser.add_argument("--keep-source", action="store_true",
+                        help="for a Hub repo: first download its weights into the huggingface_hub cache, so this "
+                             "and later conversions of the same revision read from disk")
     parser.add_argument("--no-errors", action="store_true",
                         help="skip measuring each tensor's quantization error (quant_errors.json); "
                              "measuring dequantizes every chunk again, which costs time, most on CPU")
@@ -52,17 +55,35 @@ class ProgressLine:
             self.width = 0
 
 
+def _keep_source(project) -> None:
+    from studio.core.hub.source import HubSource, keep_local_copy
+
+    source = project.inventory.source
+    if not isinstance(source, HubSource):
+        print("note: --keep-source applies to Hub repos; this source is already on disk.", file=sys.stderr)
+        return
+
+    def show(name: str, done: int, total: int) -> None:
+        print(f"\rkeeping a local copy: {human_bytes(done)} of {human_bytes(total)} {name}".ljust(100)[:100],
+              end="", file=sys.stderr, flush=True)
+
+    fetched = keep_local_copy(source, show)
+    print(f"\nkept {human_bytes(fetched)} of weights in the huggingface_hub cache ({source.root})", file=sys.stderr)
+
+
 def run(args) -> int:
     from studio.core.convert import CancelToken, ConversionCancelled, convert
     from studio.core.project import Project
 
     project = Project.open(args.model, args.policy)
     est = project.estimate
-    print(f"{project.inventory.root} -> {args.out}  (policy {project.policy.name}, "
+    print(f"{project.inventory.source.label} -> {args.out}  (policy {project.policy.name}, "
           f"{human_bytes(est.total_bytes)}, {est.bpw_quantized:.3f} bpw over quantized weights)", file=sys.stderr)
     for warning in project.warnings:
         print(f"warning: {warning}", file=sys.stderr)
 
+    if args.keep_source:
+        _keep_source(project)
     cancel = CancelToken()
     line = ProgressLine()
 

@@ -11,7 +11,7 @@ from studio.core.roles import ROLE_BY_KEY
 
 
 def configure_parser(parser):
-    parser.add_argument("model", help="model folder (Hugging Face style or MLX)")
+    parser.add_argument("model", help="a model folder (Hugging Face style or MLX) or a Hub repo org/name[@revision]")
     parser.add_argument("--policy", default=None, help="preset name (default config-i) or policy JSON file")
     parser.add_argument("--mac", type=int, default=256, choices=MAC_MEMORY_GB, help="Mac unified memory in GB")
     parser.add_argument("--context", type=int, default=32768, help=f"context length for the KV cache "
@@ -27,7 +27,7 @@ def run(args) -> int:
         out = {"policy": project.policy.name, **est.to_dict(), "fit": fit.to_dict(), "warnings": project.warnings}
         print(json.dumps(out, indent=2))
         return 0
-    print(f"{project.inventory.root}  ({project.inventory.model_type}, policy {project.policy.name})\n")
+    print(f"{project.inventory.source.label}  ({project.inventory.model_type}, policy {project.policy.name})\n")
     rows = []
     for role, size in sorted(est.by_role.items(), key=lambda kv: -kv[1]):
         src = est.by_role_source.get(role, 0)

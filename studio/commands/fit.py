@@ -15,7 +15,7 @@ from studio.core.memory import CONTEXT_CHOICES, MAC_MEMORY_GB
 
 
 def configure_parser(parser):
-    parser.add_argument("model", help="model folder (Hugging Face style or MLX)")
+    parser.add_argument("model", help="a model folder (Hugging Face style or MLX) or a Hub repo org/name[@revision]")
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument("--target-gb", type=float, help="largest output size in GB (1e9 bytes)")
     target.add_argument("--mac", type=int, choices=MAC_MEMORY_GB,
@@ -55,12 +55,12 @@ def run(args) -> int:
     if args.out:
         proposal.policy.save(args.out)
     if args.json:
-        out = {"model": str(project.inventory.root), "from_policy": project.policy.name,
+        out = {"model": project.inventory.source.label, "from_policy": project.policy.name,
                "survey_seconds": round(cells.seconds, 3), **result.to_dict(), "written": args.out}
         print(json.dumps(out, indent=2))
         return 0
     where = f"a {args.mac} GB Mac at {args.context:,} tokens" if args.mac else f"{args.target_gb:g} GB"
-    print(f"{project.inventory.root}  (policy {project.policy.name}; budget {human_bytes(budget)} for {where})\n")
+    print(f"{project.inventory.source.label}  (policy {project.policy.name}; budget {human_bytes(budget)} for {where})\n")
     if result.rows:
         rows = [[r.role_label, r.layers_text, f"{r.old_bits} -> {r.new_bits}", human_bytes(r.bytes_before),
                  human_bytes(r.bytes_after), _percent(r.error_before), _percent(r.error_after)]

@@ -12,7 +12,7 @@ from studio.core.roles import ROLE_BY_KEY, classify
 
 
 def configure_parser(parser):
-    parser.add_argument("model", help="model folder (Hugging Face style or MLX)")
+    parser.add_argument("model", help="a model folder (Hugging Face style or MLX) or a Hub repo org/name[@revision]")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     parser.add_argument("--tensors", action="store_true", help="list every tensor too")
 
@@ -30,7 +30,7 @@ def summary(project: Project) -> dict:
         entry["elements"] += tensor.elements
         by_layer["none" if layer is None else str(layer)] += tensor.nbytes
     return {
-        "path": str(inv.root),
+        "path": inv.source.label,
         "model_type": inv.model_type,
         "architecture_known": project.architecture.known,
         "source_format": inv.source_format,

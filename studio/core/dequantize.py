@@ -59,11 +59,18 @@ class SourceReader:
         stop = rows if stop is None else stop
         row_bytes = raw.nbytes // rows if rows else 0
         begin, count = raw.start + first * row_bytes, (stop - first) * row_bytes
-        f = self._file(raw.shard)
         buffer = np.empty(count, dtype=np.uint8)
+        self.read_into(raw, begin, memoryview(buffer))
+        shape = ((stop - first), *raw.shape[1:]) if raw.shape else ()
+        return buffer.view(_NUMPY[raw.dtype]).reshape(shape)
+
+    def read_into(self, raw: RawTensor, begin: int, buffer: memoryview) -> None:
+        """Bytes [begin, begin + len(buffer)) of `raw`'s shard (a Hub source reads them over HTTP)."""
+        count = len(buffer)
+        f = self._file(raw.shard)
         try:
             f.seek(begin)
-            got = f.readinto(memoryview(buffer))
+            got = f.readinto(buffer)
         except OSError as exc:
             raise StudioError(f"cannot read {raw.name} from {raw.shard}: {exc.strerror}.") from None
         if got != count:
@@ -71,8 +78,6 @@ class SourceReader:
                 f"{raw.shard} ends before the data of {raw.name} (needed bytes {begin}-{begin + count}); "
                 "the shard is truncated."
             )
-        shape = ((stop - first), *raw.shape[1:]) if raw.shape else ()
-        return buffer.view(_NUMPY[raw.dtype]).reshape(shape)
 
     def close(self) -> None:
         for f in getattr(self._local, "files", {}).values():

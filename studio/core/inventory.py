@@ -93,9 +93,19 @@ class Inventory:
     source_format: str
     shards: list[str]
     warnings: list[str] = field(default_factory=list)
+    source: object = None  # a model_source.FolderSource or hub.source.HubSource; a folder's by default
 
     def __post_init__(self):
         self.by_name = {t.name: t for t in self.tensors}
+        if self.source is None:
+            from studio.core.model_source import FolderSource
+
+            self.source = FolderSource(self.root)
+
+    @property
+    def name(self) -> str:
+        """The model's short name: its folder's, or its Hub repo's."""
+        return self.source.name
 
     @property
     def text_config(self) -> dict:
@@ -263,22 +273,30 @@ def open_model(path: str | os.PathLike) -> Inventory:
     if not root.exists():
         raise StudioError(f"{root} does not exist.")
     config = load_config(root)
-    raw: dict[str, RawTensor] = {}
     shards, weight_map = find_shards(root)
-    for shard in shards:
-        for entry in read_header(shard):
+    return build_inventory(root, config, {shard.name: read_header(shard) for shard in shards}, weight_map)
+
+
+def build_inventory(root: Path, config: dict, headers: dict[str, list[RawTensor]],
+                    weight_map: dict[str, str] | None, source=None) -> Inventory:
+    """The inventory from a checked config and each shard's header entries (in shard order),
+    whichever source they were read from."""
+    raw: dict[str, RawTensor] = {}
+    for entries in headers.values():
+        for entry in entries:
             if entry.name in raw:
-                raise StudioError(f"tensor {entry.name!r} appears in both {raw[entry.name].shard} and {shard.name}.")
+                raise StudioError(f"tensor {entry.name!r} appears in both {raw[entry.name].shard} and {entry.shard}.")
             raw[entry.name] = entry
     if not raw:
-        raise StudioError(f"{root} has safetensors files but no tensors in them.")
+        where = source.label if source is not None else root
+        raise StudioError(f"{where} has safetensors files but no tensors in them.")
     if weight_map is not None:
         check_index_matches(weight_map, raw, INDEX_NAME)
     tensors = _group(raw, config)
     text_config = {**config, **(config.get("text_config") or {})}
     check_layers(tensors, text_config)
     check_embedding(tensors, text_config)
-    inventory = Inventory(root, config, tensors, _detect_format(tensors, config), [s.name for s in shards])
+    inventory = Inventory(root, config, tensors, _detect_format(tensors, config), list(headers), source=source)
     odd = [t.name for t in tensors if t.dtype not in FLOAT_DTYPES and t.encoding == "float"]
     if odd:
         inventory.warnings.append(

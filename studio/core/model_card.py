@@ -52,8 +52,11 @@ def policy_table(plan: Plan) -> str:
 def model_card(plan: Plan, estimate: Estimate, source: str) -> str:
     inventory = plan.inventory
     policy = plan.policy
-    lines = [
-        f"# {inventory.root.name}, MLX, {policy.name}",
+    base_model = inventory.source.base_model
+    front = ["---", f"base_model: {base_model}", "library_name: mlx", "tags: [mlx, config-i]", "---", ""] \
+        if base_model else []
+    lines = front + [
+        f"# {inventory.name}, MLX, {policy.name}",
         "",
         f"Converted to MLX by Config-I Studio {__version__} from `{source}` "
         f"({inventory.model_type or 'unknown architecture'}, source format {inventory.source_format}).",

@@ -7,11 +7,10 @@ milliseconds even for MiniMax-M3.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from studio.core.estimate import Estimate, SourceSizes, estimate
 from studio.core.grid import Grid, grid_of
-from studio.core.inventory import Inventory, open_model
+from studio.core.inventory import Inventory
+from studio.core.model_source import open_inventory
 from studio.core.memory import MemoryFit, memory_fit
 from studio.core.plan import Plan, make_plan
 from studio.core.policy import OWN_POLICY_FILE, Policy, resolve_policy
@@ -30,10 +29,13 @@ class Project:
     def open(cls, path, policy: str | Policy | None = None) -> "Project":
         """Open `path` under `policy`; with none given, a studio output starts from the
         policy it was made with (its `configi_policy.json`), anything else from Config-I."""
-        if policy is None and (Path(path) / OWN_POLICY_FILE).exists():
-            policy = str(Path(path) / OWN_POLICY_FILE)
+        if not isinstance(policy, Policy):
+            resolve_policy(policy)  # a bad policy fails before a Hub repo is fetched
+        inventory = open_inventory(path)
+        if policy is None and (inventory.root / OWN_POLICY_FILE).exists():
+            policy = str(inventory.root / OWN_POLICY_FILE)
         policy = policy if isinstance(policy, Policy) else resolve_policy(policy)
-        return cls(open_model(path), policy)
+        return cls(inventory, policy)
 
     def set_policy(self, policy: Policy) -> Estimate:
         self.policy = policy

@@ -75,7 +75,7 @@ def finish_folder(project, folder: Path, layout: Layout, errors: dict[str, list[
         (folder / INDEX_NAME).write_text(json.dumps(layout.index(), indent=2) + "\n")
     copy_extra_files(plan.inventory.root, folder)
     (folder / OWN_POLICY_FILE).write_text(plan.policy.to_json())
-    (folder / "README.md").write_text(model_card(plan, project.estimate, str(plan.inventory.root)))
+    (folder / "README.md").write_text(model_card(plan, project.estimate, plan.inventory.source.card_source))
     (folder / RECORD_NAME).unlink(missing_ok=True)
     (folder / MARKER_NAME).unlink(missing_ok=True)
     tmp = folder / "config.json.tmp"

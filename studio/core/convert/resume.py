@@ -68,9 +68,7 @@ def fingerprint(plan: Plan, layout: Layout) -> str:
     h = hashlib.sha256()
     h.update(json.dumps(plan.policy.to_dict(), sort_keys=True).encode())
     h.update(json.dumps(inventory.config, sort_keys=True).encode())
-    for name in inventory.shards:
-        stat = (inventory.root / name).stat()
-        h.update(f"{name}:{stat.st_size}:{stat.st_mtime_ns};".encode())
+    h.update(inventory.source.identity(inventory.shards).encode())
     h.update(f"{__version__}:{plan.float_dtype}:{chunks.CHUNK_ELEMENTS}".encode())
     h.update(layout.digest().encode())
     return h.hexdigest()

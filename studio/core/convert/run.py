@@ -15,7 +15,6 @@ from studio.core.convert.finish import (check_destination, check_disk, disk_erro
                                         verify)
 from studio.core.convert.pipeline import END, Pipe, Reader, Writer
 from studio.core.convert.resume import fingerprint, prepare_partial
-from studio.core.dequantize import SourceReader
 from studio.core.errors import StudioError
 from studio.core.plan import Plan
 from studio.core.shard_layout import plan_layout
@@ -104,7 +103,7 @@ def convert(project, out: str | Path, *, force: bool = False,
 
     stop = threading.Event()
     inbox, outbox = Pipe(stop), Pipe(stop)
-    reader = Reader(SourceReader(plan.inventory.root), plan, work_list(plan, layout, done), inbox, stop)
+    reader = Reader(plan.inventory.source.reader(), plan, work_list(plan, layout, done), inbox, stop)
     writer = Writer(partial, layout, record, outbox, stop)
     reader.start()
     writer.start()

@@ -50,17 +50,17 @@ class RangeFetcher:
     """Reads byte ranges of one repo revision's files; safe to share between threads."""
 
     def __init__(self, urls: dict[str, str], headers: dict[str, str], *, what: str,
-                 in_flight: int = IN_FLIGHT, piece_bytes: int = PIECE_BYTES, attempts: int = ATTEMPTS,
-                 backoff_s: float = BACKOFF_S):
+                 in_flight: int | None = None, piece_bytes: int | None = None):
         from huggingface_hub import get_session
 
         self.urls = urls  # file name -> resolve URL (pinned to a commit)
         self.headers = dict(headers)
         self.anonymous = {k: v for k, v in headers.items() if k.lower() != "authorization"}
         self.what = what  # "org/name@commit", for messages
-        self.piece_bytes, self.attempts, self.backoff_s = piece_bytes, attempts, backoff_s
+        # Module settings read here, not at import, so a test can shrink them.
+        self.piece_bytes, self.attempts, self.backoff_s = piece_bytes or PIECE_BYTES, ATTEMPTS, BACKOFF_S
         self.session = get_session()
-        self.pool = ThreadPoolExecutor(max_workers=in_flight, thread_name_prefix="configi-hub-range")
+        self.pool = ThreadPoolExecutor(max_workers=in_flight or IN_FLIGHT, thread_name_prefix="configi-hub-range")
         self.direct: dict[str, str] = {}  # file name -> URL after redirects
         self.closed = False
         self.retries = 0

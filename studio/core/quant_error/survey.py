@@ -25,7 +25,7 @@ from typing import Callable
 
 import numpy as np
 
-from studio.core.dequantize import FP8_BLOCK, SourceReader
+from studio.core.dequantize import FP8_BLOCK
 from studio.core.errors import StudioError
 from studio.core.plan import Plan
 from studio.core.policy import MODES
@@ -127,7 +127,7 @@ def survey(project, bits_options: tuple[int, ...] = BIT_OPTIONS,
     plan: Plan = project.plan  # one snapshot: the window may change the policy meanwhile
     todo = [i for i, d in enumerate(plan.decisions) if d.action == "quantize"]
     dtypes = {"BF16": mx.bfloat16, "F16": mx.float16, "F32": mx.float32}
-    reader = SourceReader(plan.inventory.root)
+    reader = plan.inventory.source.reader()
     started = time.monotonic()
     units: dict[str, UnitSurvey] = {}
     try:

@@ -1,0 +1,67 @@
+"""Where a model's bytes come from: a folder on this disk, or a repo on the Hugging Face Hub.
+
+    open_inventory("path/to/folder" | "org/name[@revision]") -> Inventory
+
+A source gives the inventory its config and shard headers, the converter a
+reader of byte ranges, the resume record an identity (what makes two runs
+"the same source"), and the model card the words that name it. The Hub
+source lives in `studio.core.hub.source`; it downloads config.json and the
+tokenizer files into the standard huggingface_hub cache, whose snapshot
+folder is the inventory's `root`, and reads everything else by range.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from studio.core.dequantize import SourceReader
+
+
+class FolderSource:
+    """A Hugging Face style model folder (or an MLX one) on this disk."""
+
+    base_model: str | None = None  # a Hub repo id, for the card's metadata
+
+    def __init__(self, root: Path):
+        self.root = root
+
+    @property
+    def name(self) -> str:
+        return self.root.name
+
+    @property
+    def label(self) -> str:
+        """How the window and the command line name it."""
+        return str(self.root)
+
+    @property
+    def card_source(self) -> str:
+        """How the output's model card names it (and the argument that reproduces the conversion)."""
+        return str(self.root)
+
+    def reader(self) -> SourceReader:
+        return SourceReader(self.root)
+
+    def identity(self, shards: list[str]) -> str:
+        """Changes whenever a shard file changes: a resume only reuses shards made from the same bytes."""
+        parts = []
+        for name in shards:
+            stat = (self.root / name).stat()
+            parts.append(f"{name}:{stat.st_size}:{stat.st_mtime_ns}")
+        return ";".join(parts)
+
+
+def open_inventory(text: str | os.PathLike):
+    """The inventory of a local folder, or of a Hub repo when `text` is `org/name[@revision]`
+    and no such local path exists."""
+    from studio.core.hub.refs import hub_ref
+    from studio.core.inventory import open_model
+
+    ref = hub_ref(str(text))
+    if ref is None:
+        return open_model(text)
+    from studio.core.hub.source import open_hub_inventory
+
+    return open_hub_inventory(ref)
+
