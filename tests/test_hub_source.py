@@ -74,7 +74,7 @@ def test_hub_conversion_is_byte_identical_through_faults(tiny_repo, hub, fast_re
     source, commit = tiny_repo
     for kind in ("drop", "503", "429", "truncate", "drop"):
         hub.fail(kind)
-    hub.latency_s = 0.005
+    hub.latency_s = 0.02
     out_hub, out_local = tmp_path / "hub", tmp_path / "local"
     convert(Project.open("org/tiny", POLICY), out_hub)
     convert(Project.open(source, POLICY), out_local)
