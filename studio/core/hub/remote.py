@@ -11,7 +11,6 @@ longer), as `huggingface_hub.get_safetensors_metadata` does.
 
 from __future__ import annotations
 
-import json
 import struct
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -86,19 +85,19 @@ def small_files(remote: RemoteRepo) -> Path:
     return paths[names.index("config.json")].parent
 
 
-def shard_names(remote: RemoteRepo, snapshot: Path) -> list[str]:
-    """The shards named by the index, or every top-level .safetensors file."""
+def shard_names(remote: RemoteRepo, snapshot: Path) -> tuple[list[str], dict[str, str] | None]:
+    """The shards named by the index (checked as a local folder's is) and its weight map,
+    or every top-level .safetensors file and None."""
+    from studio.core.inventory import _index_weight_map
+
     if INDEX_NAME in remote.sizes:
-        try:
-            weight_map = json.loads((snapshot / INDEX_NAME).read_text())["weight_map"]
-            names = sorted(set(weight_map.values()))
-        except (OSError, ValueError, KeyError, TypeError):
-            raise StudioError(f"{INDEX_NAME} in {remote.ref} is not a valid safetensors index.") from None
+        weight_map = _index_weight_map(snapshot / INDEX_NAME, snapshot)
+        names = sorted(set(weight_map.values()))
         missing = [n for n in names if n not in remote.sizes]
         if missing:
             raise StudioError(f"{remote.ref} is missing shard {missing[0]} named in its index.")
-        return names
-    return sorted(n for n in remote.sizes if "/" not in n and n.endswith(".safetensors"))
+        return names, weight_map
+    return sorted(n for n in remote.sizes if "/" not in n and n.endswith(".safetensors")), None
 
 
 def shard_headers(remote: RemoteRepo, names: list[str]) -> dict[str, bytes]:

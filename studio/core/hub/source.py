@@ -94,13 +94,14 @@ def open_hub_inventory(ref: RepoRef) -> Inventory:
     remote = resolve(ref)
     root = small_files(remote)
     config = load_config(root)
-    names = shard_names(remote, root)
+    names, weight_map = shard_names(remote, root)
     source = HubSource(remote, root, names)
     if not source.missing_locally():  # kept by --keep-source
-        return build_inventory(root, config, {n: read_header(root / n) for n in names}, source)
-    blobs = shard_headers(remote, names)
-    headers = {n: parse_header(n, blobs[n][8:], remote.sizes[n]) for n in names}
-    return build_inventory(root, config, headers, source)
+        headers = {n: read_header(root / n) for n in names}
+    else:
+        blobs = shard_headers(remote, names)
+        headers = {n: parse_header(blobs[n][8:], remote.sizes[n], n) for n in names}
+    return build_inventory(root, config, headers, weight_map, source)
 
 
 def keep_local_copy(source: HubSource, progress: Callable[[str, int, int], None] | None = None) -> int:
