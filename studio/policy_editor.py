@@ -21,8 +21,9 @@ from PySide6.QtWidgets import (QButtonGroup, QComboBox, QFileDialog, QHBoxLayout
                                QProgressBar, QPushButton, QSplitter, QToolButton, QVBoxLayout, QWidget)
 
 from studio import settings
+from studio.core.defaults import AFFINE_BITS, DEFAULT_GROUP_SIZE, MODES
 from studio.core.errors import StudioError
-from studio.core.policy import MODES, PRESET_NAMES, Drop, Keep, Quantize, load_policy_file, load_preset
+from studio.core.policy import PRESET_NAMES, Drop, Keep, Quantize, load_policy_file, load_preset
 from studio.core.grid import cell_of
 from studio.core.grid_paint import apply_stroke, set_column, set_row
 from studio.core.quant_error.error_map import ErrorMap
@@ -38,8 +39,8 @@ from studio.views.survey_runner import SurveyRunner
 from studio.views.widgets import ElidedLabel
 
 # (label, key, tool): tool is bits for a quantize brush, a Keep/Drop action, or None for select.
-TOOLS = (("select", "S", None), ("2", "2", 2), ("3", "3", 3), ("4", "4", 4), ("5", "5", 5), ("6", "6", 6),
-         ("8", "8", 8), ("keep", "K", Keep()), ("f16", "F", Keep("float16")), ("drop", "D", Drop()))
+TOOLS = (("select", "S", None), *((str(b), str(b), b) for b in AFFINE_BITS),
+         ("keep", "K", Keep()), ("f16", "F", Keep("float16")), ("drop", "D", Drop()))
 
 
 class PolicyEditor(QWidget):
@@ -93,7 +94,7 @@ class PolicyEditor(QWidget):
             button.setMinimumWidth(40 if len(label) > 2 else 30)
             button.setToolTip(self._tool_tip(label, key, tool))
             if tool is not None:
-                colour = action_colour(self._action(tool, 64, "affine"))
+                colour = action_colour(self._action(tool, DEFAULT_GROUP_SIZE, "affine"))
                 button.setStyleSheet(f"QToolButton {{ background: {colour.name()}; color: {text_on(colour).name()};"
                                      f" border: 1px solid #777; border-radius: 3px; padding: 2px 6px; }}"
                                      f" QToolButton:checked {{ border: 3px solid palette(highlight); }}")
@@ -281,7 +282,7 @@ class PolicyEditor(QWidget):
         self.group_size.clear()
         for size in MODES[mode]["group_sizes"]:
             self.group_size.addItem(str(size), size)
-        self.group_size.setCurrentIndex(max(0, self.group_size.findData(current if current else 64)))
+        self.group_size.setCurrentIndex(max(0, self.group_size.findData(current if current else DEFAULT_GROUP_SIZE)))
         self.group_size.blockSignals(False)
         self._update_brush()
 
@@ -291,7 +292,7 @@ class PolicyEditor(QWidget):
     def _update_brush(self) -> None:
         tool_id = self.tools.checkedId()
         tool = TOOLS[tool_id][2] if tool_id >= 0 else None
-        mode, size = self.mode.currentData(), self.group_size.currentData() or 64
+        mode, size = self.mode.currentData(), self.group_size.currentData() or DEFAULT_GROUP_SIZE
         self.grid.brush = None if tool is None else self._action(tool, size, mode)
         self.grid.setCursor(Qt.CursorShape.ArrowCursor if tool is None else Qt.CursorShape.CrossCursor)
         settings.put(settings.PAINT_MODE, mode)
@@ -335,7 +336,7 @@ class PolicyEditor(QWidget):
         font.setBold(True)
         title.setFont(font)
         menu.addSeparator()
-        mode, size = self.mode.currentData(), self.group_size.currentData() or 64
+        mode, size = self.mode.currentData(), self.group_size.currentData() or DEFAULT_GROUP_SIZE
         for _label, _key, tool in TOOLS[1:]:
             action = self._action(tool, size, mode)
             menu.addAction(swatch_icon(action_colour(action)), action.label(),

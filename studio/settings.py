@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 from PySide6.QtCore import QByteArray, QSettings
 
+from studio.core.defaults import DEFAULT_GROUP_SIZE
+
 ORGANIZATION = "ConfigI"
 APPLICATION = "Config-I Studio"
 MAX_RECENT = 8
@@ -32,7 +34,7 @@ LAST_POLICY_DIR = Key("policy/dir", str, "", "folder of the last saved or loaded
 MAC_GB = Key("fit/mac_gb", int, 256, "Mac memory for the fit gauge, GB")
 CONTEXT = Key("fit/context", int, 32768, "context length for the fit gauge, tokens")
 OUTPUT_DIR = Key("convert/output_dir", str, "", "last output folder")
-PAINT_GROUP_SIZE = Key("paint/group_size", int, 64, "group size of painted quantize values")
+PAINT_GROUP_SIZE = Key("paint/group_size", int, DEFAULT_GROUP_SIZE, "group size of painted quantize values")
 PAINT_MODE = Key("paint/mode", str, "affine", "mode of painted quantize values")
 MEASURE_ERRORS = Key("convert/measure_errors", bool, True, "write quant_errors.json while converting")
 

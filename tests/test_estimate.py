@@ -145,3 +145,23 @@ def test_memory_fit(tmp_path):
     # K and V, 6 layers, 2 KV heads of 128/4 = 32, bf16.
     assert fit.fits and fit.kv_bytes == 2 * 6 * 2 * 32 * 4096 * 2
     assert fit.limit_bytes == int(64 * 2**30 * 0.75)
+    # The parts, as the size panel shows them, add up to the sentence the command line prints.
+    assert fit.sentence() == f"fits a 64 GB Mac at 4,096 tokens of context: {fit.needs}"
+    assert fit.needs == (f"needs {(fit.weights_bytes + fit.kv_bytes + fit.overhead_bytes) / 2**30:.1f} GiB "
+                         f"of the {64 * 0.75:.1f} GiB the GPU may use by default")
+    tight = project.memory_fit(64, 10**9)
+    assert not tight.fits and tight.verdict == "does not fit"
+
+
+def test_source_bytes_count_every_source_tensor_once(tiny_model):
+    # DeepSeek's kv_b_proj is read by two units (embed_q, unembed_out): its bytes are shared, not doubled.
+    project = Project.open(tiny_model("deepseek_v3"), "uniform-4bit")
+    checkpoint = sum(t.nbytes for t in project.inventory.tensors)
+    unit_source = project.source_sizes.unit_source
+    assert sum(unit_source) == project.estimate.source_bytes == checkpoint
+    kv_b = [i for i, u in enumerate(project.units) if u.transform.startswith("kv_b")]
+    assert kv_b
+    for i in kv_b:
+        whole = project.inventory.by_name[project.units[i].sources[0]].nbytes
+        assert unit_source[i] == whole // 2
+    assert sum(project.estimate.by_role_source.values()) == checkpoint

@@ -176,6 +176,19 @@ def test_painting_the_mtp_cell_changes_the_plan_and_the_tree_finds_it(qtbot, dee
     assert model.cell(editor.grid.currentIndex()) == cell
 
 
+
+def test_tree_size_before_counts_each_source_tensor_once(qtbot, deepseek_window):
+    # DeepSeek's kv_b_proj feeds two units; the tree's "Size before" adds up to the checkpoint.
+    from studio.views import item_roles
+    from studio.views.tensor_model import BEFORE
+
+    c, tree = deepseek_window.controller, deepseek_window.tree.model
+    rows = [tree.index(r, BEFORE) for r in range(tree.rowCount())]
+    total = sum(index.data(item_roles.SORT_VALUE) for index in rows)
+    assert total == sum(t.nbytes for t in c.project.inventory.tensors) == c.project.estimate.source_bytes
+    assert rows[-1].siblingAtColumn(0).data().startswith("Layer 3 (multi-token prediction)")
+
+
 def _visible_units(tree) -> set[int]:
     from studio.views import item_roles
 

@@ -15,6 +15,7 @@ from studio.core.dequantize import SourceReader
 from studio.core.quant_error.survey import SurveyCancelled, sample_spans, survey
 from studio.core.budget.report import layers_text, target_bytes
 from studio.core.memory import weights_budget_bytes
+from studio.core.policy import Layers, Quantize, Rule
 from studio.core.project import Project
 from studio.core.quant_error.round_trip import relative_error
 from studio.core.unit_source import read_unit_rows, unit_values, whole_only
@@ -105,6 +106,10 @@ def test_survey_covers_every_quantized_cell_and_error_falls_with_bits(tiny_model
     assert result.units[unit.path].sampled == unit.elements
     expected = relative_error(_float_weights(project, index), 3, decision.group_size, dtype=mx.bfloat16)
     assert result.units[unit.path].errors[3] == pytest.approx(expected, rel=1e-4)
+    # It covers the plan it surveyed, and no longer one that changes a group size.
+    assert result.covers(project.plan)
+    regrouped = project.policy.with_rules([*project.policy.rules, Rule(("attention",), Layers("all"), Quantize(4, 32))])
+    assert not result.covers(Project(project.inventory, regrouped).plan)
 
 
 def test_survey_samples_are_bounded_and_still_close(tiny_model):

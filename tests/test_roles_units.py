@@ -52,3 +52,12 @@ def test_quantizable_modules_match_mlx_lm(tiny_model):
     quantizable = {path for path, m in model.named_modules() if hasattr(m, "to_quantized")}
     ours = {u.path for u in project.units if u.kind == "module" and u.role != "vision"}
     assert ours == quantizable
+
+
+def test_every_role_sits_in_a_block_of_the_tree():
+    from studio.core.roles import BLOCK_ORDER, ROLES, block_of
+
+    assert all(block_of(role.key) in BLOCK_ORDER for role in ROLES)
+    assert {block_of(r) for r in ("expert_gate", "expert_down", "shared_up", "router", "router_bias")} == {"MoE"}
+    assert block_of("attn_kv_b") == "Attention" and block_of("mlp_down") == "MLP"
+    assert block_of("no such role") == "Other"

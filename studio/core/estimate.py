@@ -87,17 +87,25 @@ class Estimate:
 
 
 class SourceSizes:
-    """Per-unit source bytes, computed once per inventory (they never change with the policy)."""
+    """Per-unit source bytes, computed once per inventory (they never change with the policy).
+
+    A source tensor read by several units (DeepSeek's kv_b_proj becomes embed_q and
+    unembed_out; gpt-oss's fused gate_up becomes gate and up) is shared out evenly
+    among them, so every source byte is counted once and the units' bytes sum to
+    the checkpoint's.
+    """
 
     def __init__(self, plan: Plan):
         by_name = plan.inventory.by_name
-        self.unit_source = []
-        seen: set[str] = set()
-        for unit in plan.units:
-            # A source split into two units (DeepSeek's kv_b) is counted once.
-            fresh = [n for n in unit.sources if n not in seen]
-            seen.update(fresh)
-            self.unit_source.append(sum(by_name[n].nbytes for n in fresh))
+        readers: dict[str, list[int]] = defaultdict(list)
+        for index, unit in enumerate(plan.units):
+            for name in unit.sources:
+                readers[name].append(index)
+        self.unit_source = [0] * len(plan.units)
+        for name, indices in readers.items():
+            share, rest = divmod(by_name[name].nbytes, len(indices))
+            for k, index in enumerate(indices):
+                self.unit_source[index] += share + (1 if k < rest else 0)
 
 
 def estimate(plan: Plan, sources: SourceSizes | None = None) -> Estimate:

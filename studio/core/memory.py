@@ -51,11 +51,21 @@ class MemoryFit:
     def fits(self) -> bool:
         return self.needed_bytes <= self.limit_bytes
 
-    def sentence(self) -> str:
+    @property
+    def verdict(self) -> str:
+        return "fits" if self.fits else "does not fit"
+
+    @property
+    def where(self) -> str:
+        return f"a {self.mac_gb} GB Mac at {self.context:,} tokens of context"
+
+    @property
+    def needs(self) -> str:
         need, limit = self.needed_bytes / 2**30, self.limit_bytes / 2**30
-        verdict = "fits" if self.fits else "does not fit"
-        return (f"{verdict} a {self.mac_gb} GB Mac at {self.context:,} tokens of context: "
-                f"needs {need:.1f} GiB of the {limit:.1f} GiB the GPU may use by default")
+        return f"needs {need:.1f} GiB of the {limit:.1f} GiB the GPU may use by default"
+
+    def sentence(self) -> str:
+        return f"{self.verdict} {self.where}: {self.needs}"
 
     def to_dict(self) -> dict:
         return {"mac_gb": self.mac_gb, "context": self.context, "weights_bytes": self.weights_bytes,

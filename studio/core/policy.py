@@ -14,6 +14,7 @@ import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from studio.core.defaults import DEFAULT_GROUP_SIZE, MODES, default_group_size
 from studio.core.errors import StudioError
 from studio.core.roles import expand_roles
 from studio.core.bundled import resource
@@ -26,13 +27,6 @@ FORMAT = "configi-studio.policy"
 OWN_POLICY_FILE = "configi_policy.json"
 VERSION = 1
 
-# Each mode's valid bit widths and group sizes (MLX's own limits).
-MODES = {
-    "affine": {"bits": (2, 3, 4, 5, 6, 8), "group_sizes": (32, 64, 128)},
-    "mxfp4": {"bits": (4,), "group_sizes": (32,)},
-    "nvfp4": {"bits": (4,), "group_sizes": (16,)},
-    "mxfp8": {"bits": (8,), "group_sizes": (32,)},
-}
 KEEP_CHOICES = ("source", "bfloat16", "float16", "float32")
 # Far above any real policy (a rule per role and layer of a 60-layer model is ~2,000),
 # low enough that a hostile file is refused at once instead of taking minutes to apply.
@@ -45,7 +39,7 @@ MAX_LAYER_NUMBER = 100_000
 @dataclass(frozen=True, slots=True)
 class Quantize:
     bits: int
-    group_size: int = 64
+    group_size: int = DEFAULT_GROUP_SIZE
     mode: str = "affine"
 
     def label(self) -> str:
@@ -240,7 +234,7 @@ def parse_action(value, where: str, ctx: _Where) -> Action:
                 ctx.fail(where, f"mode must be one of {', '.join(MODES)}, not {shown(mode)}")
             limits = MODES[mode]
             bits = arg.get("bits", limits["bits"][-1] if mode != "affine" else None)
-            group = arg.get("group_size", 64 if mode == "affine" else limits["group_sizes"][0])
+            group = arg.get("group_size", default_group_size(mode))
             # Whole JSON numbers only: 4.0 == 4 in Python, but mx.quantize refuses a float.
             if not is_whole(bits) or bits not in limits["bits"]:
                 ctx.fail(where, f"{mode} takes bits {', '.join(map(str, limits['bits']))}, "

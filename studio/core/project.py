@@ -21,7 +21,7 @@ class Project:
     def __init__(self, inventory: Inventory, policy: Policy):
         self.inventory = inventory
         self.units, self.architecture = build_units(inventory)
-        self._sources: SourceSizes | None = None
+        self.source_sizes: SourceSizes | None = None
         self.set_policy(policy)
         self.grid: Grid = grid_of(self.units, self.plan.num_layers)
 
@@ -40,9 +40,9 @@ class Project:
     def set_policy(self, policy: Policy) -> Estimate:
         self.policy = policy
         self.plan: Plan = make_plan(self.inventory, policy, self.units)
-        if self._sources is None:
-            self._sources = SourceSizes(self.plan)
-        self.estimate: Estimate = estimate(self.plan, self._sources)
+        if self.source_sizes is None:
+            self.source_sizes = SourceSizes(self.plan)
+        self.estimate: Estimate = estimate(self.plan, self.source_sizes)
         return self.estimate
 
     @property

@@ -65,6 +65,21 @@ for _role in ROLES:
     FAMILY_COLOURS.setdefault(_role.family, _role.colour)
 FAMILIES = tuple(FAMILY_COLOURS)
 
+# The block of a layer each family belongs to, as the tensor tree groups units, in tree order.
+BLOCK_OF_FAMILY = {
+    "attention": "Attention", "indexer": "Sparse-attention indexer", "expert_gate_up": "MoE",
+    "expert_down": "MoE", "shared_expert": "MoE", "router": "MoE", "dense_mlp": "MLP", "norm": "Norms",
+    "embedding": "Embeddings", "vision": "Vision tower", "mtp": "Multi-token prediction", "other": "Other",
+}
+BLOCK_ORDER = ("Embeddings", "Attention", "Sparse-attention indexer", "MoE", "MLP", "Norms",
+               "Multi-token prediction", "Vision tower", "Other")
+
+
+def block_of(role: str) -> str:
+    """The block a role's units sit in ("MoE" for experts and the router); "Other" for unknown roles."""
+    return BLOCK_OF_FAMILY.get(ROLE_BY_KEY[role].family, "Other") if role in ROLE_BY_KEY else "Other"
+
+
 # Named groups a policy may use instead of listing roles one by one.
 ROLE_GROUPS: dict[str, tuple[str, ...]] = {
     "attention": ("attn_q", "attn_k", "attn_v", "attn_o", "attn_qkv",

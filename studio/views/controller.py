@@ -96,18 +96,6 @@ class ProjectController(QObject):
             self.survey = survey
         self.errors_changed.emit(errors)
 
-    def survey_covers_policy(self) -> bool:
-        """Whether the latest survey measured every quantized unit at its current group size and mode."""
-        if self.survey is None or self.project is None:
-            return False
-        units = self.survey.units
-        for unit, decision in self.project.plan.rows():
-            if decision.action == "quantize":
-                u = units.get(unit.path)
-                if u is None or (u.group_size, u.mode) != (decision.group_size, decision.mode):
-                    return False
-        return True
-
     def set_source(self, source: str) -> None:
         self.policy_source = source
         self.policy_named.emit(source)

@@ -129,7 +129,8 @@ class FitDialog(QDialog):
         """Use the latest survey if it covers the policy; else run one, then propose."""
         self.controller.flush()
         self.accept_button.setEnabled(False)
-        if self.controller.survey_covers_policy():
+        survey, project = self.controller.survey, self.controller.project
+        if survey is not None and project is not None and survey.covers(project.plan):
             self._compute(self.controller.survey)
             return
         self.summary.setText("Measuring the quantization error of every quantized tensor (samples)…")

@@ -10,6 +10,7 @@ from functools import lru_cache
 
 from PySide6.QtGui import QColor, QIcon, QPixmap
 
+from studio.core.defaults import default_group_size
 from studio.core.policy import Drop, Keep, Quantize
 from studio.core.roles import ROLE_BY_KEY
 
@@ -57,7 +58,7 @@ def action_short(action) -> str:
         text = str(action.bits)
         if action.mode != "affine":
             text = {"mxfp4": "mx4", "nvfp4": "nv4", "mxfp8": "mx8"}.get(action.mode, action.mode)
-        if action.group_size != {"affine": 64}.get(action.mode, action.group_size):
+        if action.group_size != default_group_size(action.mode):
             text += f"/{action.group_size}"
         return text
     if isinstance(action, Keep):

@@ -222,8 +222,7 @@ class SizePanel(QWidget):
         fit = self.project.memory_fit(self.mac.currentData(), self.context.currentData())
         self.gauge.set_fit(fit)
         colour = "#009E73" if fit.fits else "#D55E00"
-        self.fit_text.setText(f"<b style='color:{colour}'>{'Fits' if fit.fits else 'Does not fit'}</b>: "
-                              f"{fit.sentence().split(': ', 1)[1]} "
+        self.fit_text.setText(f"<b style='color:{colour}'>{fit.verdict.capitalize()}</b>: {fit.needs} "
                               f"(weights <span style='color:#0072B2'>&#9632;</span>, KV cache "
                               f"<span style='color:#E69F00'>&#9632;</span>, runtime "
                               f"<span style='color:#999999'>&#9632;</span>; line: GPU limit)")

@@ -21,7 +21,7 @@ from PySide6.QtGui import QColor, QFont, QIcon, QPalette
 
 from studio.core.formatting import human_bytes
 from studio.core.project import Project
-from studio.core.roles import ROLE_BY_KEY
+from studio.core.roles import BLOCK_ORDER, ROLE_BY_KEY, block_of
 from studio.views import item_roles
 from studio.views.palette import role_colour, role_icon, tint
 
@@ -30,13 +30,6 @@ NAME, ROLE, SHAPE, DTYPE, DECISION, BEFORE, AFTER, ERROR = range(len(COLUMNS))
 LIVE_COLUMNS = (DECISION, AFTER, ERROR)
 LIVE_ROLES = [Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.ToolTipRole, item_roles.ERROR, item_roles.SORT_VALUE]
 
-BLOCK_OF_FAMILY = {
-    "attention": "Attention", "indexer": "Sparse-attention indexer", "expert_gate_up": "MoE",
-    "expert_down": "MoE", "shared_expert": "MoE", "router": "MoE", "dense_mlp": "MLP", "norm": "Norms",
-    "embedding": "Embeddings", "vision": "Vision tower", "mtp": "Multi-token prediction", "other": "Other",
-}
-BLOCK_ORDER = ("Embeddings", "Attention", "Sparse-attention indexer", "MoE", "MLP", "Norms",
-               "Multi-token prediction", "Vision tower", "Other")
 _LAYER_PREFIX = re.compile(r"^.*?\blayers\.\d+\.")
 
 
@@ -99,20 +92,20 @@ class TensorTreeModel(QAbstractItemModel):
         self.endResetModel()
 
     def _build(self, project: Project) -> None:
-        by_name = project.inventory.by_name
-        self._unit_source = [sum(by_name[n].nbytes for n in u.sources) for u in project.units]
+        self._unit_source = project.source_sizes.unit_source  # the core's, each source counted once
         groups: dict[object, Node] = {}
         blocks: dict[tuple, Node] = {}
-        layers = sorted({u.layer for u in project.units}, key=lambda l: -1 if l is None else l)
-        for layer in layers:
-            name = "Outside layers" if layer is None else f"Layer {layer}"
-            groups[layer] = self.root.add(Node(self.root, "layer", name, layer=layer))
+        grid = project.grid
+        for layer in grid.layers:
+            if any((role, layer) in grid.cells for role in grid.roles):
+                name = grid.row_name(layer).capitalize()
+                groups[layer] = self.root.add(Node(self.root, "layer", name, layer=layer))
         order = sorted(range(len(project.units)),
-                       key=lambda i: (BLOCK_ORDER.index(self._block(project.units[i].role)), i))
+                       key=lambda i: (BLOCK_ORDER.index(block_of(project.units[i].role)), i))
         for i in order:
             unit = project.units[i]
             group = groups[unit.layer]
-            block_name = self._block(unit.role)
+            block_name = block_of(unit.role)
             key = (unit.layer, block_name)
             if key not in blocks:
                 blocks[key] = group.add(Node(group, "block", block_name, layer=unit.layer))
@@ -122,10 +115,6 @@ class TensorTreeModel(QAbstractItemModel):
             node.units.append(i)
             block.units.append(i)
             group.units.append(i)
-
-    @staticmethod
-    def _block(role: str) -> str:
-        return BLOCK_OF_FAMILY.get(ROLE_BY_KEY[role].family, "Other") if role in ROLE_BY_KEY else "Other"
 
     def set_errors(self, errors, shown=None) -> None:
         self.errors = errors

@@ -19,6 +19,7 @@ import heapq
 from collections import defaultdict
 from dataclasses import dataclass
 
+from studio.core.defaults import AFFINE_BITS
 from studio.core.errors import StudioError
 from studio.core.estimate import unit_bytes
 from studio.core.grid import Cell, cell_of
@@ -27,7 +28,6 @@ from studio.core.policy import Policy, Quantize
 from studio.core.grid_paint import apply_stroke
 from studio.core.project import Project
 
-BIT_OPTIONS = (2, 3, 4, 5, 6, 8)
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,7 @@ def _cell_bytes(project: Project, members: list[int], bits: int) -> int:
 
 
 def propose(project: Project, target_bytes: int, cell_errors: dict[Cell, dict[int, float]],
-            options: tuple[int, ...] = BIT_OPTIONS) -> BudgetProposal:
+            options: tuple[int, ...] = AFFINE_BITS) -> BudgetProposal:
     """A policy within `target_bytes` that minimises the summed cell error."""
     cells = affine_cells(project)
     est = project.estimate

@@ -1,6 +1,6 @@
 """Measure quantization error on samples of the real weights, without converting.
 
-    survey(project, bits_options=(2, 3, 4, 5, 6, 8), progress=None, cancel=None,
+    survey(project, bits_options=AFFINE_BITS, progress=None, cancel=None,
            max_elements_per_unit=2**22) -> Survey
 
 For every unit the current plan quantizes, read a bounded sample of its
@@ -28,13 +28,12 @@ import numpy as np
 from studio.core.dequantize import FP8_BLOCK
 from studio.core.errors import StudioError
 from studio.core.plan import Plan
-from studio.core.policy import MODES
+from studio.core.defaults import AFFINE_BITS, MODES
 from studio.core.quant_error.error_map import ErrorMap, relative
 from studio.core.quant_error.round_trip import round_trip_sums
 from studio.core.unit_source import read_unit_rows, unit_values, whole_only
 from studio.core.unit import Unit
 
-BIT_OPTIONS = (2, 3, 4, 5, 6, 8)
 DEFAULT_MAX_ELEMENTS = 2**22  # 16 MB of float32 per unit: seconds on a Mac for all of M3
 SAMPLE_EXPERTS = 4
 ROW_BLOCKS = 4
@@ -83,6 +82,16 @@ class Survey(dict):
             for bits in cell:
                 cell[bits] /= weights[key]
 
+    def covers(self, plan: Plan) -> bool:
+        """Whether this survey measured every unit `plan` quantizes, at its group size and mode
+        (what fitting to a budget needs before it can trust the errors)."""
+        for unit, decision in plan.rows():
+            if decision.action == "quantize":
+                measured = self.units.get(unit.path)
+                if measured is None or (measured.group_size, measured.mode) != (decision.group_size, decision.mode):
+                    return False
+        return True
+
     def error_map(self) -> ErrorMap:
         errors = ErrorMap("survey")
         for path, u in self.units.items():
@@ -118,7 +127,7 @@ def sample_spans(plan: Plan, index: int, max_elements: int) -> list[tuple[int, i
     return spans
 
 
-def survey(project, bits_options: tuple[int, ...] = BIT_OPTIONS,
+def survey(project, bits_options: tuple[int, ...] = AFFINE_BITS,
            progress: Callable[[SurveyProgress], None] | None = None, cancel=None,
            max_elements_per_unit: int = DEFAULT_MAX_ELEMENTS) -> Survey:
     """Relative errors of every quantized unit at each of `bits_options`; see the module docstring."""
