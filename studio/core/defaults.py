@@ -22,5 +22,6 @@ MODES = {
 
 
 def default_group_size(mode: str) -> int:
-    """The group size a mode gets when none is given: 64 for affine, the only one otherwise."""
-    return DEFAULT_GROUP_SIZE if mode == "affine" else MODES[mode]["group_sizes"][0]
+    """The group size a mode gets when none is given: 64 for affine (and modes MLX does not
+    know), the only one it allows otherwise."""
+    return MODES[mode]["group_sizes"][0] if mode in MODES and mode != "affine" else DEFAULT_GROUP_SIZE

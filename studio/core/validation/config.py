@@ -45,7 +45,6 @@ REQUIRED_FIELDS = {
     "deepseek_v2": ("num_attention_heads", "qk_nope_head_dim", "v_head_dim", "kv_lora_rank"),
 }
 
-_MODE_DEFAULT_GROUP = {"affine": 64, "mxfp4": 32, "nvfp4": 16, "mxfp8": 32}
 
 
 def _quant_settings(value, where: str, modes: dict, *, need_bits: bool) -> None:
@@ -136,7 +135,3 @@ def check_config(config, where: str = "config.json") -> None:
     if "model_file" in config:
         raise StudioError(f"{where} asks to run the model's own code ({shown(config['model_file'])}); "
                           "the studio does not run code from a model folder.")
-
-
-def default_group_size(mode: str) -> int:
-    return _MODE_DEFAULT_GROUP.get(mode, 64)

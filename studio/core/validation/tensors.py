@@ -15,7 +15,7 @@ import re
 from collections import defaultdict
 
 from studio.core.errors import StudioError
-from studio.core.validation.config import default_group_size
+from studio.core.defaults import default_group_size
 
 FP8_BLOCK = 128
 _LAYER = re.compile(r"(?:^|\.)(?:layers|h|blocks|layer)\.(\d+)\.")
