@@ -3,7 +3,7 @@
 One long-lived `ModelHost` thread owns the loaded models (one per side) and
 takes requests from a queue, like mlx-lm's server. It sends text back in
 batches (at most one signal per ~50 ms per reply), never one signal a token,
-and it never touches a widget. Stop sets the request's cancel flag, which the
+and it never touches a widget. Stop cancels the request's token, which the
 generation loop checks on every token. The window stays responsive while a
 model loads or generates because all MLX work happens on that thread.
 """
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import random
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from PySide6.QtWidgets import (
 )
 
 from studio.chat_host import ModelHost, Reply
+from studio.core.cancel import CancelToken
 from studio.core.generation import GenerationStats
 from studio.views.conversation import CompareView, Conversation, ConversationView, SamplingControls, Turn
 from studio.views.widgets import MessageEdit
@@ -50,7 +50,7 @@ class _Side:
     loaded: bool = False
     path: str = ""
     pending: int | None = None  # request id in flight
-    cancel: threading.Event | None = None
+    cancel: CancelToken | None = None
 
 
 class ChatPane(QWidget):
@@ -145,7 +145,7 @@ class ChatPane(QWidget):
             return
         s = self._sides[side]
         if s.cancel is not None:
-            s.cancel.set()  # its late result is ignored: pending no longer matches
+            s.cancel.cancel()  # its late result is ignored: pending no longer matches
         s.pending, s.cancel = None, None
         s.loaded = False
         s.path = str(path)
@@ -187,7 +187,7 @@ class ChatPane(QWidget):
             conv.turns.append(Turn("user", text))
             conv.streaming = ""
             self._next_id += 1
-            s.pending, s.cancel = self._next_id, threading.Event()
+            s.pending, s.cancel = self._next_id, CancelToken()
             self._host.request_reply(Reply(index, s.pending, conv.history(), params, system, s.cancel))
             s.view.render()
         self._last_stats.clear()
@@ -201,7 +201,7 @@ class ChatPane(QWidget):
         """End the replies in flight at the next token; what came so far stays."""
         for s in self._sides:
             if s.cancel is not None:
-                s.cancel.set()
+                s.cancel.cancel()
 
     @property
     def busy(self) -> bool:

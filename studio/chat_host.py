@@ -8,13 +8,13 @@ never one signal a token, and the thread never touches a widget.
 from __future__ import annotations
 
 import queue
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from PySide6.QtCore import QThread, Signal
 
+from studio.core.cancel import CancelToken
 from studio.core.errors import StudioError
 from studio.core.generation import SamplingParams
 from studio.core.mlx_thread import release_thread_streams
@@ -33,7 +33,7 @@ class Reply:
     history: list
     params: SamplingParams
     system: str
-    cancel: threading.Event
+    cancel: CancelToken
 
 
 class ModelHost(QThread):

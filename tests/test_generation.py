@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 
+from studio.core.cancel import CancelToken
+from studio.core.compute_path import has_unquantized_experts
 from studio.core.errors import StudioError
 from studio.core.generation import (
     SamplingParams,
     build_prompt,
-    has_unquantized_experts,
     load_model,
     prompt_opens_think,
     reply,
@@ -146,22 +145,22 @@ def test_a_template_that_opens_a_think_block_is_detected(request, llama, tmp_pat
 
 
 def test_cancel_ends_generation_mid_reply(llama):
-    cancel = threading.Event()
+    cancel = CancelToken()
     params = SamplingParams(temperature=0.0, max_tokens=400)
     seen = 0
     stats = None
     for chunk in stream_reply(llama, USER, params, cancel=cancel):
         seen += bool(chunk.text)
         if seen == 3:
-            cancel.set()
+            cancel.cancel()
         stats = chunk.stats or stats
     assert stats.finish_reason == "cancelled"
     assert 3 <= stats.generated_tokens < 10 < params.max_tokens
 
 
 def test_cancel_before_start_generates_nothing(llama):
-    cancel = threading.Event()
-    cancel.set()
+    cancel = CancelToken()
+    cancel.cancel()
     text, stats = reply(llama, USER, GREEDY, cancel=cancel)
     assert stats.finish_reason == "cancelled" and stats.generated_tokens <= 1
 
@@ -176,7 +175,7 @@ def test_unquantized_moe_generates_on_cpu_thanks_to_the_cast(request, moe):
     import mlx.core as mx
     from mlx_lm import generate, load
 
-    assert moe.cast_to_float32 and not has_unquantized_experts(moe.model)
+    assert moe.compute_path == "float32" and not has_unquantized_experts(moe.model)
     text, stats = reply(moe, USER, SamplingParams(max_tokens=12, seed=1))
     assert text and stats.generated_tokens > 0
 

@@ -148,7 +148,7 @@ def test_a_finished_conversion_shows_its_errors_and_is_one_click_from_evaluating
     assert evaluation.output_edit.text() == str(out)
     assert evaluation.reference_edit.text() == str(tiny_m3)
     assert evaluation.evaluate_button.isEnabled() and evaluation.profile
-    assert len(evaluation.layer_plot.listDataItems()) == len(evaluation.profile)
+    assert len(evaluation.plots.layer_plot.listDataItems()) == len(evaluation.profile)
     # Opening the output folder itself (a studio output) loads the same file.
     assert window.open_model(str(out))
     assert window.controller.errors is not None and len(window.controller.errors) == len(data)

@@ -152,7 +152,7 @@ def test_dark_theme_reaches_the_tree_rows_and_the_plots(qtbot, tiny_m3):
         window.tabs.setCurrentWidget(window.evaluate)
         panel = window.evaluate
         assert panel.plots.backgroundBrush().color().lightnessF() < 0.3
-        assert panel.kl_plot.getAxis("left").textPen().color().lightnessF() > 0.7
+        assert panel.plots.kl_plot.getAxis("left").textPen().color().lightnessF() > 0.7
         shot = window.grab()
         assert not shot.isNull()
         window.shutdown()

@@ -24,8 +24,10 @@ def test_card_says_not_evaluated_then_records_evaluation(tiny_model, tmp_path, c
     figures = json.loads(capsys.readouterr().out)
     card = (out / "README.md").read_text()
     assert "Not evaluated." not in card
-    assert f"| perplexity, this model | {figures['ppl']:.4f} |" in card
-    assert f"| top-1 agreement with the reference | {figures['top1_agreement']:.2%} |" in card
+    assert f"| perplexity, this model | {figures['ppl']:.4f} ± {figures['ppl_stderr']:.4f} |" in card
+    assert f"| same top token as the reference (top-1 agreement) | {figures['top1_agreement']:.2%} ±" in card
+    for name in ("KL divergence, 90 / 95 / 99 / 99.9th percentile", "RMS Δp", "computed on"):
+        assert f"| {name}" in card
     assert card.count("## Quality") == 1 and "## Size" in card and "## Policy" in card
     assert json.loads((out / "evaluation.json").read_text())["kld_mean"] == figures["kld_mean"]
 

@@ -1,13 +1,21 @@
-"""`configi-studio eval OUT --reference MODEL`: how far a quant drifts from its reference."""
+"""`configi-studio eval OUT --reference MODEL`: how far a quant drifts from its reference.
+
+Progress goes to stderr in every mode (``--json`` included: the JSON alone is
+on stdout), rewritten in place on a terminal and as plain lines, at most one
+every few seconds, when stderr is a file or a pipe.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+import time
 
+from studio.core.eval_defaults import COMPUTE_CHOICES, DEFAULT_COMPUTE, DEFAULT_CONTEXT, DEFAULT_MAX_TOKENS
 from studio.core.errors import StudioError
-from studio.core.formatting import nats
+
+STAGE_WORDS = {"reference": "reference pass", "output": "output pass", "together": "both models"}
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -15,69 +23,78 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reference", "-r", metavar="MODEL", required=True,
                         help="the model folder it was made from (or any trusted higher-precision copy)")
     parser.add_argument("--text", metavar="FILE", help="UTF-8 text to score on (default: the bundled sample)")
-    parser.add_argument("--max-tokens", type=int, default=4096, metavar="N",
-                        help="score at most N tokens of the text (default 4096)")
-    parser.add_argument("--context", type=int, default=512, metavar="N",
-                        help="tokens per window; each window is scored independently (default 512)")
+    parser.add_argument("--max-tokens", type=int, default=DEFAULT_MAX_TOKENS, metavar="N",
+                        help=f"score at most N tokens of the text (default {DEFAULT_MAX_TOKENS})")
+    parser.add_argument("--context", type=int, default=DEFAULT_CONTEXT, metavar="N",
+                        help=f"tokens per window; each window is scored independently (default {DEFAULT_CONTEXT})")
     parser.add_argument("--mode", choices=("auto", "together", "cached"), default="auto",
                         help="together: both models in memory; cached: the reference first, its "
                              "distributions to disk, then the output alone (default: auto)")
+    parser.add_argument("--compute", choices=COMPUTE_CHOICES, default=DEFAULT_COMPUTE,
+                        help="dequantized: quantized weights dequantized once, float32 compute; quantized: "
+                             "MLX's quantized kernels (default auto: dequantized on a CPU, quantized on Metal)")
     parser.add_argument("--cache-dir", metavar="DIR",
                         help="where the reference's distributions are cached (default: the user cache folder)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
 
 
-def _progress(stage: str, done: int, total: int) -> None:
-    print(f"\r{stage}: window {done}/{total}", end="" if done < total else "\n", file=sys.stderr, flush=True)
+class StderrProgress:
+    """Window progress on stderr: in place on a terminal, else a plain line at most every ``every_s``."""
+
+    def __init__(self, stream=None, every_s: float = 5.0):
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self.every_s = every_s
+        self.started = time.monotonic()
+        self.last_line = 0.0
+
+    def __call__(self, p) -> None:
+        now = time.monotonic()
+        text = f"{STAGE_WORDS.get(p.stage, p.stage)}: window {p.done}/{p.total} ({now - self.started:.0f} s)"
+        if self.tty:
+            print(f"\r{text}", end="" if p.done < p.total else "\n", file=self.stream, flush=True)
+        elif p.done == p.total or p.done == 1 or now - self.last_line >= self.every_s:
+            self.last_line = now
+            print(text, file=self.stream, flush=True)
 
 
 def run(args: argparse.Namespace) -> int:
-    from studio.core.evaluate import EvalCancelled, evaluate
+    from studio.core.eval_record import evaluate_and_record
+    from studio.core.evaluate import EvalCancelled
 
     if args.max_tokens < 2:
         raise StudioError(f"--max-tokens must be at least 2, not {args.max_tokens}.")
     if args.context < 2:
         raise StudioError(f"--context must be at least 2, not {args.context}.")
     try:
-        result = evaluate(args.output, args.reference, text_path=args.text, context=args.context,
-                          max_tokens=args.max_tokens, mode=args.mode, cache_dir=args.cache_dir,
-                          progress=None if args.json else _progress)
+        done = evaluate_and_record(args.output, args.reference, text_path=args.text, context=args.context,
+                                   max_tokens=args.max_tokens, mode=args.mode, compute=args.compute,
+                                   cache_dir=args.cache_dir, progress=StderrProgress())
     except EvalCancelled:
         print("configi-studio: evaluation cancelled", file=sys.stderr)
         return 130
-    from studio.core.model_card import record_evaluation
-
-    recorded = record_evaluation(args.output, result)
     if args.json:
-        print(json.dumps(result.to_dict(), indent=1))
+        print(json.dumps(done.result.to_dict(), indent=1))
     else:
-        print(format_report(result))
-        if recorded:
+        print(format_report(done.result))
+        if done.recorded is True:
             print(f"\nThe results are in {args.output}/README.md and evaluation.json.")
+        elif done.recorded:
+            print(f"\nNot recorded: {done.recorded}")
     return 0
 
 
 def format_report(result) -> str:
+    from studio.core.eval_report import figure_rows
     from studio.core.formatting import table
 
     v = result.verdict()
-    rows = [
-        ["perplexity (output)", f"{result.ppl:.4f}"],
-        ["perplexity (reference)", f"{result.ppl_reference:.4f}"],
-        ["perplexity increase", f"{result.ppl_increase:+.2%}"],
-        ["KL divergence, mean (nats)", f"{result.kld_mean:.5f}"],
-        ["KL divergence, median / p99 / max",
-         f"{nats(result.kld_median)} / {nats(result.kld_p99)} / {nats(result.kld_max)}"],
-        ["top-1 agreement", f"{result.top1_agreement:.2%}"],
-        ["reference's mean top-token probability", f"{result.reference_confidence:.2%}"],
-        ["tokens scored / windows", f"{result.tokens:,} / {result.windows} x {result.context}"],
-    ]
     lines = [
         f"Output:    {result.output}",
         f"Reference: {result.reference}",
         f"Text:      {result.text}",
         "",
-        table(["figure", "value"], rows),
+        table(["figure", "value"], [[name, value] for _, name, value in figure_rows(result)]),
         "",
         f"Verdict: {v.label}. {v.summary}",
     ]

@@ -6,22 +6,24 @@ these functions; the pane runs them on its model-host thread.
 Generation goes through mlx-lm's own `stream_generate`, so our tokens/s is
 mlx-lm's tokens/s (see `bench/bench_chat.py`). What we add: the chat template
 over a multi-turn history and a system prompt, sampling settings in one value,
-a cancel flag checked on every token (and between prefill chunks), and stats.
+a cancel token (`studio.core.cancel.CancelToken`) checked on every token and
+between prefill chunks, and stats.
 
-CPU rule: on MLX's CPU backend `gather_mm` (the stacked MoE experts) runs only
-in float32, so a model with unquantized experts gets its float parameters cast
-to float32 when loaded there. Never on Metal: Apple Silicon runs bf16 fine.
+How the model computes is `studio.core.compute_path`'s choice: on MLX's CPU
+backend each quantized weight is dequantized once and the model runs in
+float32 (the CPU's bfloat16 quantized kernels are slow and imprecise); on
+Metal the quantized kernels run as they are.
 """
 
 from __future__ import annotations
 
 import json
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence
 
+from studio.core.cancel import CancelToken
 from studio.core.errors import StudioError
 
 THINK_START = "<think>"
@@ -79,7 +81,8 @@ class LoadedModel:
     model: object = field(repr=False)
     tokenizer: object = field(repr=False)
     config: dict = field(repr=False)
-    cast_to_float32: bool = False
+    compute_path: str = "?"  # see studio.core.compute_path
+    quantization: str = "unquantized"  # the real mix, e.g. "Config-I: 2/3/4/8-bit, 3.10 bpw"
 
     @property
     def name(self) -> str:
@@ -96,32 +99,14 @@ class LoadedModel:
         return start, end
 
     def describe(self) -> str:
+        from studio.core.eval_result import PATH_WORDS
+
         kind = self.config.get("model_type", "?")
-        quant = self.config.get("quantization")
-        bits = f"{quant.get('bits')}-bit" if isinstance(quant, dict) else "unquantized"
-        extra = ", cast to float32 for CPU" if self.cast_to_float32 else ""
-        return f"{self.name} ({kind}, {bits}{extra})"
+        how = PATH_WORDS.get(self.compute_path, self.compute_path)
+        return f"{self.name} ({kind}, {self.quantization}; {how})"
 
 
 # --- loading -----------------------------------------------------------------
-
-
-def on_cpu_backend() -> bool:
-    """True where MLX computes on the CPU (Linux, or a Mac without Metal)."""
-    import mlx.core as mx
-
-    return mx.default_device().type == mx.cpu or not mx.metal.is_available()
-
-
-def has_unquantized_experts(model) -> bool:
-    """True if any stacked-expert layer would run through float-only `gather_mm`."""
-    import mlx.core as mx
-    from mlx_lm.models.switch_layers import SwitchLinear
-
-    return any(
-        isinstance(module, SwitchLinear) and module.weight.dtype != mx.float32
-        for _, module in model.named_modules()
-    )
 
 
 def _check_folder(path: Path) -> dict:
@@ -140,13 +125,14 @@ def _check_folder(path: Path) -> dict:
         raise StudioError(f"{config_path} is not readable JSON ({exc}).") from exc
 
 
-def load_model(path: str | Path) -> LoadedModel:
-    """Load an MLX or Hugging Face model folder; apply the CPU float32 rule."""
+def load_model(path: str | Path, compute: str = "auto") -> LoadedModel:
+    """Load an MLX or Hugging Face model folder and set it up to compute as ``compute`` says."""
     path = Path(path).expanduser().resolve()
     config = _check_folder(path)
 
-    import mlx.core as mx
     from mlx_lm import load
+
+    from studio.core import compute_path, quant_summary
 
     try:
         model, tokenizer, config = load(str(path), return_config=True)
@@ -154,12 +140,10 @@ def load_model(path: str | Path) -> LoadedModel:
         model_type = config.get("model_type", "unknown")
         raise StudioError(f"mlx-lm cannot load {path.name} (model_type {model_type!r}): {exc}") from exc
 
-    cast = False
-    if on_cpu_backend() and has_unquantized_experts(model):
-        model.set_dtype(mx.float32)  # floating parameters only
-        mx.eval(model.parameters())
-        cast = True
-    return LoadedModel(path=path, model=model, tokenizer=tokenizer, config=config, cast_to_float32=cast)
+    quantization = quant_summary.describe(model, path)  # before any dequantizing
+    how = compute_path.prepare(model, compute)
+    return LoadedModel(path=path, model=model, tokenizer=tokenizer, config=config, compute_path=how,
+                       quantization=quantization)
 
 
 # --- prompts -----------------------------------------------------------------
@@ -209,7 +193,7 @@ def stream_tokens(
     prompt: Sequence[int],
     params: SamplingParams = SamplingParams(),
     *,
-    cancel: threading.Event | None = None,
+    cancel: CancelToken | None = None,
 ) -> Iterator[ReplyChunk]:
     """Stream the reply to already-tokenized `prompt`; the last chunk has the stats."""
     if params.max_tokens < 1:
@@ -217,14 +201,14 @@ def stream_tokens(
     import mlx.core as mx
     from mlx_lm import stream_generate
 
-    cancel = cancel or threading.Event()
+    cancel = cancel or CancelToken()
     if params.seed is not None:
         mx.random.seed(params.seed)
     sampler, processors = make_sampling(params)
     mx.reset_peak_memory()
 
     def check_cancel(_done: int, _total: int) -> None:
-        if cancel.is_set():
+        if cancel.cancelled:
             raise _Cancelled
 
     started = time.perf_counter()
@@ -249,7 +233,7 @@ def stream_tokens(
                 finish = response.finish_reason
             if response.text:
                 yield ReplyChunk(response.text)
-            if cancel.is_set() and response.finish_reason is None:
+            if cancel.cancelled and response.finish_reason is None:
                 break
     except _Cancelled:
         pass
@@ -277,7 +261,7 @@ def stream_reply(
     params: SamplingParams = SamplingParams(),
     *,
     system: str | None = None,
-    cancel: threading.Event | None = None,
+    cancel: CancelToken | None = None,
 ) -> Iterator[ReplyChunk]:
     """Stream the assistant's next turn for a multi-turn `history` (last item: the user)."""
     if not history or history[-1]["role"] != "user":
@@ -292,7 +276,7 @@ def reply(
     params: SamplingParams = SamplingParams(),
     *,
     system: str | None = None,
-    cancel: threading.Event | None = None,
+    cancel: CancelToken | None = None,
 ) -> tuple[str, GenerationStats]:
     """The whole reply at once (the streamed chunks joined) and its stats."""
     parts: list[str] = []

@@ -11,6 +11,8 @@ What is stored, per scored position (a token that the model predicts):
 - ``nll``: the reference's negative log-likelihood of the true next token
   (float32, exact), for the reference perplexity;
 - ``argmax``: the reference's top-1 token (int32, exact), for top-1 agreement;
+- ``nonfinite``: True where the reference's logits held NaN or inf (such
+  positions are left out of every figure);
 - the log-probabilities KL needs, in one of two layouts:
 
   * ``full``: every log-probability, float32 ``[positions, vocab]`` in a
@@ -56,7 +58,7 @@ from typing import Sequence
 import mlx.core as mx
 import numpy as np
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: adds `nonfinite`
 FULL_BUDGET_BYTES = 512 * 1024 * 1024
 DEFAULT_TOP_K = 256
 
@@ -173,6 +175,7 @@ class ReferenceCache:
     meta: dict
     nll: np.ndarray
     argmax: np.ndarray
+    nonfinite: np.ndarray
     logprobs: np.ndarray | None
     topk_idx: np.ndarray | None
     topk_logprobs: np.ndarray | None
@@ -194,7 +197,7 @@ class ReferenceCache:
                 return np.load(folder / f"{name}.npy", mmap_mode="r")
 
             full = meta["storage"] == "full"
-            return cls(folder, meta, load("nll"), load("argmax"),
+            return cls(folder, meta, load("nll"), load("argmax"), load("nonfinite"),
                        load("logprobs") if full else None,
                        None if full else load("topk_idx"),
                        None if full else load("topk_logprobs"))
@@ -202,13 +205,15 @@ class ReferenceCache:
             return None
 
     def window(self, offset: int, n: int):
-        """(nll, argmax, and the stored log-probs) of positions [offset, offset+n) as mx arrays."""
+        """(nll, argmax, nonfinite, and the stored log-probs) of positions [offset, offset+n) as mx arrays."""
         s = slice(offset, offset + n)
         nll = mx.array(np.asarray(self.nll[s]))
         argmax = mx.array(np.asarray(self.argmax[s]))
+        nonfinite = mx.array(np.asarray(self.nonfinite[s]))
         if self.storage == "full":
-            return nll, argmax, (mx.array(np.asarray(self.logprobs[s])),)
-        return nll, argmax, (mx.array(np.asarray(self.topk_idx[s])), mx.array(np.asarray(self.topk_logprobs[s])))
+            return nll, argmax, nonfinite, (mx.array(np.asarray(self.logprobs[s])),)
+        return nll, argmax, nonfinite, (mx.array(np.asarray(self.topk_idx[s])),
+                                        mx.array(np.asarray(self.topk_logprobs[s])))
 
 
 class ReferenceCacheWriter:
@@ -229,17 +234,19 @@ class ReferenceCacheWriter:
 
         self.nll = new("nll", np.float32, (positions,))
         self.argmax = new("argmax", np.int32, (positions,))
+        self.nonfinite = new("nonfinite", np.bool_, (positions,))
         if storage == "full":
             self.logprobs = new("logprobs", np.float32, (positions, vocab))
         else:
             self.topk_idx = new("topk_idx", np.int32, (positions, k))
             self.topk_logprobs = new("topk_logprobs", np.float32, (positions, k))
 
-    def write(self, offset: int, nll: mx.array, argmax: mx.array, logprobs: mx.array) -> None:
+    def write(self, offset: int, nll: mx.array, argmax: mx.array, logprobs: mx.array, nonfinite: mx.array) -> None:
         n = nll.shape[0]
         s = slice(offset, offset + n)
         self.nll[s] = np.array(nll)
         self.argmax[s] = np.array(argmax)
+        self.nonfinite[s] = np.array(nonfinite)
         if self.storage == "full":
             self.logprobs[s] = np.array(logprobs)
         else:
@@ -248,7 +255,7 @@ class ReferenceCacheWriter:
             self.topk_logprobs[s] = np.array(top)
 
     def _close(self) -> None:
-        for name in ("nll", "argmax", "logprobs", "topk_idx", "topk_logprobs"):
+        for name in ("nll", "argmax", "nonfinite", "logprobs", "topk_idx", "topk_logprobs"):
             arr = getattr(self, name, None)
             if arr is not None:
                 arr.flush()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
+from pathlib import Path
 
 from studio import __version__
 from studio.core.estimate import Estimate
@@ -95,23 +97,21 @@ QUALITY_HEADING = "## Quality"
 
 def quality_section(result) -> str:
     """The card's quality section from an evaluation: the figures, the verdict, and its limits."""
+    from studio.core.eval_report import figure_rows
+
     verdict = result.verdict()
     lines = [
         QUALITY_HEADING,
         "",
         f"Evaluated by Config-I Studio {__version__} against `{result.reference}` on {result.tokens:,} tokens "
-        f"of `{result.text}` ({result.windows} windows of {result.context}).",
+        f"of `{result.text}` ({result.windows} windows of {result.context}; {result.compute_sentence()}). "
+        "The statistics are those of llama.cpp's `llama-perplexity --kl-divergence`; ± is one standard error.",
         "",
         "| Figure | Value |",
         "| --- | --- |",
-        f"| perplexity, this model | {result.ppl:.4f} |",
-        f"| perplexity, reference | {result.ppl_reference:.4f} ({result.ppl_increase:+.2%}) |",
-        f"| KL divergence from the reference, mean (nats) | {result.kld_mean:.5f} |",
-        f"| top-1 agreement with the reference | {result.top1_agreement:.2%} |",
-        "",
-        f"Verdict: **{verdict.label}**. {verdict.summary}",
-        "",
     ]
+    lines += [f"| {name} | {value} |" for _, name, value in figure_rows(result)]
+    lines += ["", f"Verdict: **{verdict.label}**. {verdict.summary}", ""]
     lines += [f"- {caveat}" for caveat in verdict.caveats]
     lines.append("")
     return "\n".join(lines)
@@ -122,9 +122,6 @@ def record_evaluation(folder, result) -> bool:
 
     Folders the studio did not make (no `configi_policy.json`) are left untouched.
     """
-    import json
-    from pathlib import Path
-
     folder = Path(folder)
     if not (folder / OWN_POLICY_FILE).exists():
         return False

@@ -1,23 +1,21 @@
 """The Evaluate panel: pick a converted model, its reference and a text; run the evaluation off
 the UI thread and show its figures, verdict and plots.
 
-All numbers come from the core: ``studio.core.evaluate`` for the evaluation,
-``studio.core.quant_error.error_map.layer_profile`` for the per-layer error a conversion
-measured (its ``quant_errors.json``), ``studio.core.model_card.record_evaluation``
-for the model card. This module only runs them on a QThread and draws the result.
+All numbers come from the core: ``studio.core.eval_record.evaluate_and_record``
+evaluates and records the result in the output's model card (the same function
+``configi-studio eval`` calls), ``studio.core.eval_report`` words the figures,
+``studio.core.quant_error.error_map.layer_profile`` gives the per-layer error of the
+conversion. The run goes through ``studio.worker.Worker``; the plots are
+``eval_plots.EvalPlots``.
 """
 
 from __future__ import annotations
 
-import math
+import functools
 import os
-import threading
-import traceback
 from pathlib import Path
 
-import numpy as np
-import pyqtgraph as pg
-from PySide6.QtCore import QEvent, QThread, Qt, Signal, Slot
+from PySide6.QtCore import QEvent, Qt, Signal, Slot
 from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import (
     QFileDialog,
@@ -29,7 +27,6 @@ from PySide6.QtWidgets import (
     QProgressBar,
     QPushButton,
     QScrollArea,
-    QSizePolicy,
     QSpinBox,
     QSplitter,
     QVBoxLayout,
@@ -37,88 +34,28 @@ from PySide6.QtWidgets import (
 )
 
 from studio.core.errors import StudioError
-from studio.core.formatting import nats
+from studio.core.eval_defaults import DEFAULT_CONTEXT, DEFAULT_MAX_TOKENS
+from studio.core.eval_record import evaluate_and_record
+from studio.core.eval_report import figure_rows
+from studio.core.eval_result import EvalCancelled
 from studio.core.quant_error.error_map import FILE_NAME as QUANT_ERRORS
 from studio.core.quant_error.error_map import layer_profile
 from studio.core.quant_error.error_map import load as load_quant_errors
-from studio.core.roles import FAMILY_COLOURS, FAMILY_LABELS
+from studio.views.eval_plots import EvalPlots
 from studio.views.icons import icon
-from studio.views.size_panel import layer_ticks
+from studio.worker import Worker
 
 # Colours per verdict level: near-lossless, good, noticeably damaged, badly damaged.
 LEVEL_COLOURS = ("#2e7d32", "#558b2f", "#ef6c00", "#c62828")
 STAGE_NAMES = {"reference": "Reference pass", "output": "Output pass", "together": "Both models"}
+IDLE_STATUS = "No evaluation yet. Compare a converted model with its reference to see how much it drifted."
 
 
-class EvalWorker(QThread):
-    """Runs ``evaluate`` on its own thread; every result travels back by signal."""
-
-    progress = Signal(str, int, int)
-    succeeded = Signal(object)
-    failed = Signal(str)
-    cancelled = Signal()
-
-    def __init__(self, output_path, reference_path, text_path=None, options: dict | None = None, parent=None):
-        super().__init__(parent)
-        self.output_path = output_path
-        self.reference_path = reference_path
-        self.text_path = text_path
-        self.options = dict(options or {})
-        self.cancel_event = threading.Event()
-        self.recorded: bool | str = False  # True once the model card holds the result; a sentence if it failed
-
-    def cancel(self) -> None:
-        self.cancel_event.set()
-
-    def run(self) -> None:  # noqa: D401 - QThread entry point
-        from studio.core.evaluate import EvalCancelled, evaluate
-
-        try:
-            result = evaluate(self.output_path, self.reference_path, text_path=self.text_path,
-                              progress=self.progress.emit, cancel=self.cancel_event, **self.options)
-        except EvalCancelled:
-            self.cancelled.emit()
-        except StudioError as exc:
-            self.failed.emit(str(exc))
-        except Exception as exc:  # a bug: say so, keep the window alive
-            traceback.print_exc()
-            self.failed.emit(f"The evaluation failed unexpectedly ({type(exc).__name__}: {exc}).")
-        else:
-            if isinstance(self.output_path, (str, os.PathLike)):
-                from studio.core.model_card import record_evaluation
-
-                try:
-                    self.recorded = record_evaluation(self.output_path, result)
-                except OSError as exc:
-                    self.recorded = f"the model card could not be updated ({exc.strerror or exc})."
-            self.succeeded.emit(result)
-        finally:
-            from studio.core.mlx_thread import release_thread_streams
-
-            release_thread_streams()
-
-
-def _value_label(text: str = "–") -> QLabel:
-    label = QLabel(text)
+def _value_label() -> QLabel:
+    label = QLabel("–")
     label.setStyleSheet("font-weight: 600;")
     label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
     return label
-
-
-PERCENT_STEPS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1, 1.5, 2, 3, 5, 7, 10, 15, 20, 30, 50, 70, 100)
-ONE_TWO_FIVE = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100)
-
-
-def percent_ticks(low: float, high: float) -> tuple[float, float, list[tuple[float, str]]]:
-    """A log axis of percentages covering `low`..`high`: its ends (round values just outside the
-    data) and labelled ticks between them, 1-2-5 steps when the range is wide. Positions are
-    log10, as pyqtgraph's log mode wants."""
-    start = max([v for v in PERCENT_STEPS if v <= low], default=PERCENT_STEPS[0])
-    stop = min([v for v in PERCENT_STEPS if v >= high], default=PERCENT_STEPS[-1])
-    values = [v for v in PERCENT_STEPS if start <= v <= stop]
-    if len(values) > 7:
-        values = [v for v in values if v in ONE_TWO_FIVE or v in (start, stop)]
-    return start, stop, [(math.log10(v), f"{v:g}") for v in values]
 
 
 class EvalPanel(QWidget):
@@ -127,20 +64,9 @@ class EvalPanel(QWidget):
     result_ready = Signal(object)
     failed = Signal(str)
 
-    FIGURES = (
-        ("ppl", "Perplexity (output)"),
-        ("ppl_reference", "Perplexity (reference)"),
-        ("ppl_increase", "Perplexity increase"),
-        ("kld_mean", "KL divergence, mean"),
-        ("kld_tail", "KL median / p99 / max"),
-        ("top1_agreement", "Top-1 agreement"),
-        ("tokens", "Tokens scored"),
-        ("how", "Computed"),
-    )
-
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
-        self._worker: EvalWorker | None = None
+        self._worker: Worker | None = None
         self.result = None
         self.profile: dict[str, dict[int, float]] = {}  # relative error by role family and layer
 
@@ -163,9 +89,10 @@ class EvalPanel(QWidget):
             button = QPushButton(icon("folder"), "Choose…", toolTip=f"Choose the {name.rstrip(':').lower()}")
             button.clicked.connect(pick)
             inputs.addWidget(button, row, 2)
-        self.context = QSpinBox(minimum=16, maximum=32768, singleStep=128, value=512, suffix=" tokens")
+        self.context = QSpinBox(minimum=16, maximum=32768, singleStep=128, value=DEFAULT_CONTEXT, suffix=" tokens")
         self.context.setToolTip("Window length: each window is scored on its own")
-        self.max_tokens = QSpinBox(minimum=64, maximum=1_000_000, singleStep=1024, value=4096, suffix=" tokens")
+        self.max_tokens = QSpinBox(minimum=64, maximum=1_000_000, singleStep=1024, value=DEFAULT_MAX_TOKENS,
+                                   suffix=" tokens")
         self.max_tokens.setToolTip("At most this many tokens of the text are scored (more: firmer figures, slower)")
         self.evaluate_button = QPushButton(icon("evaluate"), "Evaluate")
         self.evaluate_button.setToolTip("Score both models on the text: perplexity, KL divergence, top-1 agreement")
@@ -182,8 +109,7 @@ class EvalPanel(QWidget):
         inputs.setColumnStretch(1, 1)
 
         # Run status: progress and cancel.
-        self.status = QLabel("No evaluation yet. Compare a converted model with its reference to see how much "
-                             "it drifted.")
+        self.status = QLabel(IDLE_STATUS)
         self.status.setWordWrap(True)
         self.progress_bar = QProgressBar()
         self.progress_bar.setVisible(False)
@@ -194,67 +120,37 @@ class EvalPanel(QWidget):
         run_row.addWidget(self.progress_bar, 1)
         run_row.addWidget(self.cancel_button)
 
-        # Verdict.
-        self.verdict_label = QLabel()
-        self.verdict_label.setWordWrap(True)
-        self.verdict_label.setTextFormat(Qt.TextFormat.RichText)
-        self.findings_label = QLabel()
-        self.findings_label.setWordWrap(True)
-        self.findings_label.setTextFormat(Qt.TextFormat.RichText)
-        self.caveats_label = QLabel()
-        self.caveats_label.setWordWrap(True)
+        # Verdict, its findings and caveats, and where the result was recorded.
+        self.verdict_label = QLabel(wordWrap=True, textFormat=Qt.TextFormat.RichText)
+        self.findings_label = QLabel(wordWrap=True, textFormat=Qt.TextFormat.RichText)
+        self.caveats_label = QLabel(wordWrap=True)
         self.caveats_label.setEnabled(False)  # the palette's quieter text, in light and dark themes
-        self.card_label = QLabel()  # where the result was recorded (the output's model card)
-        self.card_label.setWordWrap(True)
+        self.card_label = QLabel(wordWrap=True)
         self.card_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
 
-        # Figures: compact rows at the top of their column.
+        # Figures: one row each, in the words of the model card.
         grid = QGridLayout()
         self.values: dict[str, QLabel] = {}
-        for row, (key, name) in enumerate(self.FIGURES):
-            grid.addWidget(QLabel(name), row, 0)
+        self.names: dict[str, QLabel] = {}
+        for row, (key, name, _) in enumerate(figure_rows(_Blank())):
+            self.names[key] = QLabel(name[0].upper() + name[1:])
+            grid.addWidget(self.names[key], row, 0)
             self.values[key] = _value_label()
             grid.addWidget(self.values[key], row, 1)
         grid.setColumnStretch(2, 1)
-        grid.setRowStretch(len(self.FIGURES), 1)
+        grid.setRowStretch(len(self.values), 1)
         grid.setVerticalSpacing(4)
         figures = QFrame()
         figures.setLayout(grid)
 
-        # Plots: KL and perplexity per window; beside them, the error the conversion measured per layer.
-        self.plots = pg.GraphicsLayoutWidget()
-        self.plots.setAntialiasing(True)
-        self.plots.setMinimumHeight(240)
-        self.plots.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
-        self.kl_plot = self.plots.addPlot(row=0, col=0, title="KL divergence per window (mean, nats)")
-        self.kl_plot.setLabel("bottom", "window")
-        self.ppl_plot = self.plots.addPlot(row=1, col=0, title="Perplexity per window")
-        self.ppl_plot.setLabel("bottom", "window")
-        self.ppl_plot.addLegend(offset=(-10, 10))
-        self.ppl_plot.setXLink(self.kl_plot)
-        self.layer_plot = self.plots.addPlot(row=0, col=1, rowspan=2,
-                                             title="Relative error per layer (quant_errors.json)")
-        self.layer_plot.setLabel("bottom", "layer")
-        self.layer_plot.setLabel("left", "relative error", units="%")
-        self.layer_plot.getAxis("left").enableAutoSIPrefix(False)
-        self.layer_plot.setLogMode(x=False, y=True)
-        self.layer_plot.showGrid(x=False, y=True, alpha=0.25)
-        self.layer_legend = self.layer_plot.addLegend(offset=(-10, 10))
-        self.layer_plot.setToolTip("Relative error ||dequantize(quantize(W)) - W|| / ||W|| the conversion measured, "
-                                   "per layer and role family (element-weighted RMS; log scale).\n"
-                                   "Typical: 8-bit about 0.5%, 4-bit 5-10%, 2-bit 30-50%.")
-        self._layer_hint = pg.TextItem("No quant_errors.json in the output folder\n"
-                                       "(convert with \"Measure error\" to get one).", anchor=(0.5, 0.5))
-        self.plots.ci.layout.setColumnStretchFactor(0, 3)
-        self.plots.ci.layout.setColumnStretchFactor(1, 2)
+        self.plots = EvalPlots()
 
         # Figures and verdict scroll above the plots; the splitter shares the height between them.
         top = QHBoxLayout()
         top.addWidget(figures, 0)
         verdict_box = QVBoxLayout()
-        verdict_box.addWidget(self.verdict_label)
-        verdict_box.addWidget(self.findings_label)
-        verdict_box.addWidget(self.caveats_label)
+        for label in (self.verdict_label, self.findings_label, self.caveats_label):
+            verdict_box.addWidget(label)
         verdict_box.addStretch(1)
         top.addLayout(verdict_box, 1)
         report = QWidget()
@@ -276,14 +172,15 @@ class EvalPanel(QWidget):
         layout.addWidget(self.status)
         layout.addLayout(run_row)
         layout.addWidget(self.splitter, 1)
-        self.apply_palette(self.palette())
-        self._show_profile()
+        self.plots.apply_palette(self.palette())
 
     # --- inputs ---------------------------------------------------------------------------------
 
     def set_paths(self, output_path, reference_path=None, text_path=None) -> None:
         """Fill the fields (after a conversion: its output against its source) and show the output's
-        per-layer error; the next click on Evaluate runs them."""
+        per-layer error; the next click on Evaluate runs them. A result shown for another model goes."""
+        if self.result is not None and str(output_path) != str(self.result.output):
+            self.reset()
         self.output_edit.setText(str(output_path))
         if reference_path is not None:
             self.reference_edit.setText(str(reference_path))
@@ -293,6 +190,22 @@ class EvalPanel(QWidget):
         if not self.running:
             self.status.setText(f"Ready to compare {Path(str(output_path)).name} with "
                                 f"{Path(self.reference_edit.text()).name or 'a reference'}: press Evaluate.")
+
+    def reset(self) -> None:
+        """Forget the shown result (another model was opened): figures, verdict, plots, the card line."""
+        if self.running:
+            return
+        self.result = None
+        for label in self.values.values():
+            label.setText("–")
+        for label in (self.verdict_label, self.findings_label, self.caveats_label, self.card_label):
+            label.clear()
+        self.plots.clear_result()
+        self.output_edit.clear()
+        self.reference_edit.clear()
+        self.profile = {}
+        self.plots.show_profile({})
+        self.status.setText(IDLE_STATUS)
 
     def _choose_folder(self, edit: QLineEdit, title: str) -> None:
         start = edit.text() or self.output_edit.text() or self.reference_edit.text()
@@ -316,8 +229,8 @@ class EvalPanel(QWidget):
             try:
                 self.profile = layer_profile(load_quant_errors(folder))
             except StudioError as exc:
-                self._layer_hint.setText(str(exc))
-        self._show_profile()
+                self.plots.layer_hint.setText(str(exc))
+        self.plots.show_profile(self.profile)
 
     def start_from_fields(self) -> bool:
         """Evaluate what the fields say (the Evaluate button)."""
@@ -337,7 +250,7 @@ class EvalPanel(QWidget):
     def start(self, output_path, reference_path, text_path=None, **options) -> bool:
         """Start an evaluation on a worker thread; False (and nothing started) if one is running.
 
-        ``options`` go to ``studio.core.evaluate.evaluate`` (context, max_tokens, mode, cache_dir).
+        ``options`` go to ``studio.core.evaluate.evaluate`` (context, max_tokens, mode, compute, cache_dir).
         """
         if self.running:
             return False
@@ -346,7 +259,8 @@ class EvalPanel(QWidget):
             self._output_changed()
         if isinstance(reference_path, (str, os.PathLike)):
             self.reference_edit.setText(str(reference_path))
-        worker = EvalWorker(output_path, reference_path, text_path, options, parent=self)
+        job = functools.partial(evaluate_and_record, output_path, reference_path, text_path=text_path, **options)
+        worker = Worker(job, cancelled_errors=(EvalCancelled,), parent=self)
         worker.progress.connect(self._on_progress)
         worker.succeeded.connect(self._on_succeeded)
         worker.failed.connect(self._on_failed)
@@ -372,42 +286,38 @@ class EvalPanel(QWidget):
     def shutdown(self) -> None:
         """Cancel a running evaluation and wait for its thread (call before the window closes)."""
         if self._worker is not None:
-            self._worker.cancel()
-            self._worker.wait()
+            self._worker.stop()
 
-    def _finish_run(self, message: str) -> bool | str:
+    def _finish_run(self, message: str) -> None:
         self.progress_bar.setVisible(False)
         self.cancel_button.setVisible(False)
         self.evaluate_button.setEnabled(True)
         self.status.setText(message)
-        recorded: bool | str = False
         if self._worker is not None:
             self._worker.wait()
-            recorded = self._worker.recorded
             self._worker.deleteLater()
             self._worker = None
-        return recorded
-
-    @Slot(str, int, int)
-    def _on_progress(self, stage: str, done: int, total: int) -> None:
-        self.progress_bar.setRange(0, total)
-        self.progress_bar.setValue(done)
-        self.progress_bar.setFormat(f"{STAGE_NAMES.get(stage, stage)}: window %v of %m")
 
     @Slot(object)
-    def _on_succeeded(self, result) -> None:
-        recorded = self._finish_run(f"Evaluated in {result.seconds:.1f} s.")
-        self.show_result(result)
-        self.show_recorded(result.output, recorded)
-        self.result_ready.emit(result)
+    def _on_progress(self, p) -> None:
+        self.progress_bar.setRange(0, p.total)
+        self.progress_bar.setValue(p.done)
+        self.progress_bar.setFormat(f"{STAGE_NAMES.get(p.stage, p.stage)}: window %v of %m")
+
+    @Slot(object)
+    def _on_succeeded(self, done) -> None:
+        self._finish_run(f"Evaluated in {done.result.seconds:.1f} s.")
+        self.show_result(done.result)
+        self.show_recorded(done.result.output, done.recorded)
+        self.result_ready.emit(done.result)
 
     @Slot(str)
     def _on_failed(self, message: str) -> None:
         self._finish_run(message)
         self.failed.emit(message)
 
-    @Slot()
-    def _on_cancelled(self) -> None:
+    @Slot(str)
+    def _on_cancelled(self, _message: str) -> None:
         self._finish_run("Evaluation cancelled; nothing was cached.")
 
     # --- showing ---------------------------------------------------------------------------------
@@ -424,100 +334,41 @@ class EvalPanel(QWidget):
                                     "(it has no configi_policy.json).")
 
     def show_result(self, result) -> None:
-        """Show an ``EvalResult``: figures, verdict sentences and the per-window plots."""
+        """Show an ``EvalResult``: figures, verdict sentences and the plots."""
         self.result = result
         v = result.verdict()
-        r = result
-        kl_note = "" if r.kld_exact else " (top-k lower bound)"
-        texts = {
-            "ppl": f"{r.ppl:.3f}",
-            "ppl_reference": f"{r.ppl_reference:.3f}",
-            "ppl_increase": f"{r.ppl_increase:+.2%}",
-            "kld_mean": f"{nats(r.kld_mean)} nats{kl_note}",
-            "kld_tail": f"{nats(r.kld_median)} / {nats(r.kld_p99)} / {nats(r.kld_max)}",
-            "top1_agreement": f"{r.top1_agreement:.1%}",
-            "tokens": f"{r.tokens:,} in {r.windows} windows of {r.context}",
-            "how": "both models in memory" if r.mode == "together" else f"reference cache {r.cache}",
-        }
-        for key, text in texts.items():
+        for key, _, text in figure_rows(result):
             self.values[key].setText(text)
-
+        if not result.kld_exact:
+            self.values["kld_mean"].setText(self.values["kld_mean"].text() + " (top-k lower bound)")
         colour = LEVEL_COLOURS[v.level]
         self.verdict_label.setText(
             f"<span style='font-size: 15pt; font-weight: 700; color: {colour};'>{v.label.capitalize()}</span>"
             f"<br>{v.summary}")
         items = "".join(
             f"<li><b>{f.name}</b>: {f.value} — <span style='color: {LEVEL_COLOURS[f.level]};'>{f.label}</span>"
-            f"{'' if f.counted else ' (not counted)'}"
+            f"{'' if f.counted else ' (not counted)'}{' — <b>drove the verdict</b>' if f.name in v.drivers else ''}"
             f"<br>{f.meaning} <i>{f.rule}</i></li>" for f in v.findings)
         self.findings_label.setText(f"<ul style='margin-left: -20px;'>{items}</ul>")
         self.caveats_label.setText("\n".join(v.caveats))
-        self._plot(result)
-        self.status.setText(f"{r.output} against {r.reference}, on {r.text}.")
-
-    def _plot(self, result) -> None:
-        windows = result.per_window
-        self.kl_plot.clear()
-        self.ppl_plot.clear()
-        if not windows:
-            return
-        x = np.arange(len(windows), dtype=float)
-        kl = np.array([w.kld_mean for w in windows])
-        bars = pg.BarGraphItem(x=x, height=kl, width=0.7, brush=LEVEL_COLOURS[result.verdict().level])
-        self.kl_plot.addItem(bars)
-        self.kl_plot.addLine(y=result.kld_mean, pen=pg.mkPen(self._foreground, style=Qt.PenStyle.DashLine))
-        self.ppl_plot.plot(x, [w.ppl_reference for w in windows], pen=pg.mkPen("#0072B2", width=2),
-                           symbol="o", symbolSize=5, symbolBrush="#0072B2", name="reference")
-        self.ppl_plot.plot(x, [w.ppl for w in windows], pen=pg.mkPen("#D55E00", width=2),
-                           symbol="o", symbolSize=5, symbolBrush="#D55E00", name="output")
-        self.kl_plot.setXRange(-0.6, len(windows) - 0.4, padding=0)
-
-    def _show_profile(self) -> None:
-        """The per-layer plot: one line per role family, in the family's role colour."""
-        plot = self.layer_plot
-        plot.clear()
-        self.layer_legend.clear()
-        if not self.profile:
-            plot.getAxis("bottom").setTicks(None)
-            plot.getAxis("left").setTicks(None)
-            plot.addItem(self._layer_hint, ignoreBounds=True)
-            self._layer_hint.setPos(0.5, 0.5)
-            self._layer_hint.setColor(self._foreground)
-            plot.setXRange(0, 1, padding=0)
-            plot.setYRange(0, 1, padding=0)
-            plot.getAxis("left").setStyle(showValues=False)
-            return
-        plot.getAxis("left").setStyle(showValues=True)
-        layers = sorted({layer for by_layer in self.profile.values() for layer in by_layer})
-        plot.getAxis("bottom").setTicks([layer_ticks(layers), []])
-        percents = [100 * e for by_layer in self.profile.values() for e in by_layer.values() if e > 0]
-        if percents:
-            start, stop, ticks = percent_ticks(min(percents), max(percents))
-            plot.getAxis("left").setTicks([ticks, []])
-            plot.setYRange(math.log10(start), math.log10(stop), padding=0.04)
-        for family, by_layer in self.profile.items():
-            colour = FAMILY_COLOURS.get(family, "#BBBBBB")
-            layers = list(by_layer)
-            percent = [100 * by_layer[layer] for layer in layers]
-            plot.plot(layers, percent, pen=pg.mkPen(colour, width=2), symbol="o", symbolSize=6,
-                      symbolBrush=colour, symbolPen=None, name=FAMILY_LABELS.get(family, family))
-        plot.enableAutoRange(axis="x")
-
-    def apply_palette(self, palette: QPalette) -> None:
-        """Plot colours from the palette (dark themes included)."""
-        self._foreground = palette.color(QPalette.ColorRole.Text)
-        self.plots.setBackground(palette.color(QPalette.ColorRole.Base))
-        for plot in (self.kl_plot, self.ppl_plot, self.layer_plot):
-            plot.setTitle(plot.titleLabel.text, color=self._foreground)
-            for name in ("left", "bottom"):
-                plot.getAxis(name).setPen(self._foreground)
-                plot.getAxis(name).setTextPen(self._foreground)
-        for legend in (self.layer_legend, self.ppl_plot.legend):
-            if legend is not None:
-                legend.setLabelTextColor(self._foreground)
-        self._layer_hint.setColor(self._foreground)
+        self.plots.show_result(result, colour)
+        self.status.setText(f"{result.output} against {result.reference}, on {result.text} "
+                            f"({result.compute_sentence()}).")
 
     def changeEvent(self, event):
         if event.type() == QEvent.Type.PaletteChange:
-            self.apply_palette(self.palette())
+            self.plots.apply_palette(self.palette())
         super().changeEvent(event)
+
+
+class _Blank:
+    """An empty result, for the figure names before the first evaluation."""
+
+    ppl = ppl_stderr = ppl_reference = ppl_reference_stderr = ppl_increase = None
+    ln_ppl_ratio = ln_ppl_ratio_stderr = kld_mean = kld_stderr = kld_median = kld_max = None
+    kld_p90 = kld_p95 = kld_p99 = kld_p999 = None
+    top1_agreement = top1_agreement_stderr = dp_rms = dp_rms_stderr = None
+    nonfinite = tokens = windows = context = 0
+
+    def compute_sentence(self) -> str:
+        return ""

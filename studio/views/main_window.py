@@ -227,6 +227,7 @@ class MainWindow(QMainWindow):
     def _project_changed(self, project) -> None:
         self.tree.set_project(project)
         self.size.set_project(project)
+        self.evaluate.reset()  # its figures were about the previous model
         for action in self._model_actions:
             action.setEnabled(project is not None)
         if project is None:
