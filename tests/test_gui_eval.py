@@ -6,9 +6,8 @@ import pytest
 from PySide6.QtCore import Qt
 
 from studio.core.evaluate import evaluate
-from test_gui_fixtures import QT_MARKS, open_window, studio_settings  # noqa: F401
+from test_gui_fixtures import open_window, studio_settings  # noqa: F401
 
-pytestmark = QT_MARKS
 
 TEXT = ("The studio converts a model, then checks it against the model it came from. "
         "A good quant keeps the next-token distribution close to the reference's. ") * 12
@@ -108,7 +107,7 @@ def test_the_evaluate_tab_forgets_the_previous_model(qtbot, folders, tiny_model,
     window = open_window(qtbot, str(ref))
     try:
         window.tabs.setCurrentWidget(window.evaluate)
-        panel = window.evaluate.widget()
+        panel = window.evaluate
         panel.set_paths(first, ref, text)
         panel.context.setValue(64)
         panel.max_tokens.setValue(128)
