@@ -7,26 +7,27 @@ Heavy libraries (mlx, Qt) are imported only by the command that needs them, so
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 
 from studio import __version__
+# Command modules import only light core modules at the top (mlx and Qt inside run()),
+# so importing them all here costs little and the import linter sees every edge.
+from studio.commands import chat, convert, estimate, evaluate, fit, inspect
 from studio.core.errors import StudioError
 
 # Each command lives in its own module with configure_parser(parser) and run(args) -> int.
 COMMANDS = {
-    "inspect": ("studio.commands.inspect", "list the tensors of a model by layer and role"),
-    "estimate": ("studio.commands.estimate", "exact output size and bits per weight for a policy"),
-    "convert": ("studio.commands.convert", "convert a model to MLX under a policy"),
-    "fit": ("studio.commands.fit", "propose the bits that fit a size or a Mac, from measured error"),
-    "chat": ("studio.commands.chat", "chat with an MLX model in the terminal"),
-    "eval": ("studio.commands.evaluate", "perplexity, KL divergence and top-1 agreement against a reference"),
+    "inspect": (inspect, "list the tensors of a model by layer and role"),
+    "estimate": (estimate, "exact output size and bits per weight for a policy"),
+    "convert": (convert, "convert a model to MLX under a policy"),
+    "fit": (fit, "propose the bits that fit a size or a Mac, from measured error"),
+    "chat": (chat, "chat with an MLX model in the terminal"),
+    "eval": (evaluate, "perplexity, KL divergence and top-1 agreement against a reference"),
 }
 
 
 def _command_parser(name: str) -> tuple[argparse.ArgumentParser, object]:
-    module_name, help_text = COMMANDS[name]
-    module = importlib.import_module(module_name)
+    module, help_text = COMMANDS[name]
     parser = argparse.ArgumentParser(prog=f"configi-studio {name}", description=help_text)
     module.configure_parser(parser)
     return parser, module
