@@ -12,7 +12,7 @@ import sys
 from studio import __version__
 # Command modules import only light core modules at the top (mlx and Qt inside run()),
 # so importing them all here costs little and the import linter sees every edge.
-from studio.commands import chat, convert, estimate, evaluate, fit, inspect
+from studio.commands import chat, convert, estimate, evaluate, fit, inspect, publish
 from studio.core.errors import StudioError
 
 # Each command lives in its own module with configure_parser(parser) and run(args) -> int.
@@ -23,6 +23,7 @@ COMMANDS = {
     "fit": (fit, "propose the bits that fit a size or a Mac, from measured error"),
     "chat": (chat, "chat with an MLX model in the terminal"),
     "eval": (evaluate, "perplexity, KL divergence and top-1 agreement against a reference"),
+    "publish": (publish, "upload a converted folder to the Hugging Face Hub"),
 }
 
 

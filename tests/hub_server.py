@@ -13,6 +13,7 @@ uploads take the plain LFS path; the xet CAS protocol is not served):
     PUT  /lfs/{oid} | /lfs/{oid}/{part}                LFS object or one part of it
     POST /lfs/{oid}                                    multipart completion
     POST /api/models/{repo}/commit/{rev}               ndjson commit (file, lfsFile, deletedFile)
+    POST /api/validate-yaml                            the model card's metadata block (checked on commit)
 
 Faults for the resilience tests: `fail(kind, count, match)` makes the next
 `count` ranged GETs whose path contains `match` fail with "drop" (connection
@@ -226,11 +227,15 @@ def _handler(hub: HubServer):
         def _route(self):
             path = urlsplit(self.path).path
             self._token()  # notes which tokens arrive
+            with hub.lock:
+                hub.log.append((self.command, self.path, self.headers.get("Range")))
             try:
                 if self.command in ("GET", "HEAD") and (m := _API_INFO.match(path)):
                     return self._info(m.group(1), m.group(2) or "main")
                 if self.command in ("GET", "HEAD") and (m := _RESOLVE.match(path)):
                     return self._resolve(m.group(1), m.group(2), unquote(m.group(3)))
+                if self.command == "POST" and path == "/api/validate-yaml":
+                    return self._validate_yaml()
                 if self.command == "POST" and path == "/api/repos/create":
                     return self._create()
                 if self.command == "POST" and (m := _PREUPLOAD.match(path)):
@@ -290,8 +295,6 @@ def _handler(hub: HubServer):
                 headers.update({"X-Linked-Etag": f'"{etag}"', "X-Linked-Size": size})
             start, end = 0, size  # [start, end)
             ranged = self.headers.get("Range")
-            with hub.lock:
-                hub.log.append((self.command, self.path, ranged))
             status = 200
             if ranged:
                 m = re.fullmatch(r"bytes=(\d+)-(\d*)", ranged.strip())
@@ -352,12 +355,27 @@ def _handler(hub: HubServer):
                 return self._fail(401, None, "Invalid credentials in Authorization header")
             payload = json.loads(self._body())
             repo_id = f"{payload.get('organization') or 'user'}/{payload['name']}"
-            if repo_id in hub.repos:
-                return self._fail(409, None, "You already created this model repo")
+            if repo_id in hub.repos:  # the real Hub's 409 names the repo's url too; the client reads it
+                return self._json({"error": "You already created this model repo",
+                                   "url": f"{hub.endpoint}/{repo_id}"}, 409)
             repo = hub.repos[repo_id] = Repo(private=payload.get("visibility") == "private" or
                                              bool(payload.get("private")))
             hub._commit(repo, "main", {})
             self._json({"url": f"{hub.endpoint}/{repo_id}", "name": repo_id, "id": repo_id})
+
+        def _validate_yaml(self):
+            """The model card's metadata block: `key: value` lines between two `---` lines."""
+            content = json.loads(self._body())["content"]
+            lines = content.split("\n")
+            errors = []
+            if lines[0].strip() == "---":
+                end = next((i for i, line in enumerate(lines[1:], 1) if line.strip() == "---"), None)
+                if end is None:
+                    errors.append({"message": "the metadata block is never closed"})
+                else:
+                    errors += [{"message": f"not a key: value line: {line!r}"} for line in lines[1:end]
+                               if line.strip() and not re.match(r"^[\w-]+:", line)]
+            self._json({"errors": errors, "warnings": []}, 400 if errors else 200)
 
         def _preupload(self, repo_id: str):
             if self._repo(repo_id) is None:
