@@ -8,6 +8,7 @@ from PySide6.QtGui import QMouseEvent
 from PySide6.QtWidgets import QApplication
 from PySide6.QtTest import QTest
 
+from studio.core.formatting import human_bytes
 from studio.core.policy import Quantize
 from studio.views.palette import action_short
 from test_gui_fixtures import open_window, studio_settings, tiny_m3  # noqa: F401
@@ -45,7 +46,7 @@ def test_drag_paints_cells_and_undo_restores_exactly(qtbot, window):
     assert after < before
     assert c.undo_stack.count() == 1
     assert changed[-1] == (1, editor.grid_model.roles.index("attn_q"), 1, editor.grid_model.roles.index("attn_o"))
-    assert window.size.total.text() != ""
+    assert window.size.total.text() == human_bytes(after) != human_bytes(before)  # the size panel followed
     c.undo_stack.undo()
     c.flush()
     assert c.project.estimate.total_bytes == before

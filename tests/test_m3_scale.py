@@ -45,7 +45,19 @@ def test_config_i_gives_the_seed_figures(m3):
     # The seed: "~167 GB, 3.097 bpw" over quantized weights, vision and indexer kept bf16.
     assert est.total_bytes / 1e9 == pytest.approx(167.1, rel=0.005)
     assert est.bpw_quantized == pytest.approx(3.097, rel=0.005)
-    assert est.by_role["vision"] + est.by_role["indexer"] == pytest.approx(2.2e9, rel=0.05)
+    # Vision tower and indexer kept in bf16: two bytes per parameter. The indexer from the
+    # config: on each MoE layer, index_q_proj [heads*dim, hidden], index_k_proj [dim, hidden]
+    # and two norms [dim]. The vision side by its tensor names (0.87B parameters).
+    text = m3.inventory.text_config
+    sparse = text["sparse_attention_config"]
+    moe_layers = sum(sparse["sparse_attention_freq"])  # the indexer sits on the MoE layers
+    heads, dim, hidden = sparse["sparse_num_index_heads"], sparse["sparse_index_dim"], text["hidden_size"]
+    indexer = moe_layers * ((heads + 1) * dim * hidden + 2 * dim)
+    vision = sum(t.elements for t in m3.inventory.tensors
+                 if t.name.startswith(("vision_tower.", "multi_modal_projector.", "patch_merge_mlp.")))
+    assert vision == pytest.approx(0.87e9, rel=0.01)
+    assert est.by_role["indexer"] == 2 * indexer
+    assert est.by_role["vision"] == 2 * vision
 
 
 def test_decisions_at_scale(m3):
