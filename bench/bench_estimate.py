@@ -66,7 +66,7 @@ def main():
     print(f"re-estimate after one rule change     {statistics.median(times) * 1e3:8.2f} ms median, "
           f"{max(times) * 1e3:.2f} ms max over {len(times)}")
     print(f"Config-I: {est.total_bytes / 1e9:.2f} GB, {est.bpw_quantized:.3f} bpw quantized, "
-          f"{est.bpw_model:.3f} bpw whole model (seed: ~167 GB, 3.097 bpw)")
+          f"{est.bpw_output:.3f} bpw whole output (seed: ~167 GB, 3.097 bpw)")
 
 
 if __name__ == "__main__":

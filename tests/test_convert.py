@@ -192,7 +192,7 @@ def test_m3_config_keeps_router_and_vision_and_says_so(converted):
     vision = [v for k, v in stored.items() if k.startswith("vision_tower.")]
     assert vision and all(v.dtype == mx.bfloat16 for v in vision)
     card = (out / "README.md").read_text()
-    assert "Not evaluated." in card and "quantized weights" in card and "whole model" in card
+    assert "Not evaluated." in card and "quantized weights" in card and "whole output" in card
     policy = json.loads((out / "configi_policy.json").read_text())
     assert policy_from_dict(policy) == project.policy
 
@@ -361,3 +361,22 @@ def test_chunked_conversion_writes_the_same_bytes(converted, tiny_model, tmp_pat
     out = tmp_path / "chunked"
     convert(Project.open(tiny_model(arch, source_format), "uniform-4bit"), out, max_shard_bytes=SMALL_SHARDS)
     assert _shard_bytes(out) == _shard_bytes(whole)
+
+
+@pytest.mark.parametrize("arch", ["qwen3", "deepseek_v3", "minimax_m3_vl"])
+def test_bpw_output_against_mlx_lm_compute_bits_per_weight(converted, arch):
+    import mlx_lm
+    from mlx_lm.utils import compute_bits_per_weight
+
+    project, out = converted(arch, "uniform-4bit")
+    model, _ = mlx_lm.load(str(out))
+    theirs = compute_bits_per_weight(model)
+    est = project.estimate
+    # Over the units mlx-lm's loader keeps (it drops a VL checkpoint's vision tower), the figures agree.
+    loaded = [i for i, (u, d) in enumerate(project.plan.rows()) if d.action != "drop" and u.role != "vision"]
+    ours_loaded = 8 * sum(est.unit_bytes[i] for i in loaded) / sum(project.units[i].elements for i in loaded)
+    assert ours_loaded == pytest.approx(theirs, rel=5e-4)
+    if arch == "minimax_m3_vl":  # the output keeps the vision tower in bf16; mlx-lm's model has none
+        assert est.bpw_output > 1.2 * theirs
+    else:
+        assert est.bpw_output == pytest.approx(theirs, rel=5e-4)

@@ -118,7 +118,7 @@ def test_bpw_figures(tmp_path):
     expected = sum(n * (bits + 0.5) for n, bits in quantized) / sum(n for n, _ in quantized)
     assert {bits for _, bits in quantized} == {4, 8}
     assert est.bpw_quantized == pytest.approx(expected, rel=1e-12)
-    assert est.bpw_model > est.bpw_quantized  # the f16/f32 norms and the f16 router weigh more
+    assert est.bpw_output > est.bpw_quantized  # the f16/f32 norms and the f16 router weigh more
 
 
 def test_drop_removes_bytes(tmp_path):
@@ -133,7 +133,7 @@ def test_estimate_cli_json(tmp_path, capsys):
     folder = _tiny_moe(tmp_path)
     assert main(["estimate", str(folder), "--policy", "uniform-4bit", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert {"total_bytes", "bpw_quantized", "bpw_model", "by_role", "fit"} <= set(data)
+    assert {"total_bytes", "bpw_quantized", "bpw_output", "by_role", "fit"} <= set(data)
     assert data["total_bytes"] == Project.open(folder, "uniform-4bit").estimate.total_bytes
     assert main(["estimate", str(folder), "--policy", "nonsense"]) == 2
     assert "unknown preset 'nonsense'" in capsys.readouterr().err

@@ -107,5 +107,5 @@ def run(args) -> int:
     speed = f"{result.bytes_written / max(seconds, 1e-9) / 1e6:.1f} MB/s"
     detail = f"{result.resumed_shards} shard(s) resumed" if result.resumed_shards else speed
     print(f"wrote {result.path}: {human_bytes(result.bytes_written)} of tensor data in {seconds:.1f} s ({detail})")
-    print(f"bpw, quantized weights {est.bpw_quantized:.3f}; bpw, whole model {est.bpw_model:.3f}")
+    print(f"bpw, quantized weights {est.bpw_quantized:.3f}; bpw, whole output {est.bpw_output:.3f}")
     return 0

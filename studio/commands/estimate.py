@@ -38,7 +38,7 @@ def run(args) -> int:
     print(f"output size               {human_bytes(est.total_bytes)} ({est.total_bytes:,} bytes of tensor data)")
     print(f"source size               {human_bytes(est.source_bytes)}")
     print(f"bpw, quantized weights    {est.bpw_quantized:.3f}")
-    print(f"bpw, whole model          {est.bpw_model:.3f}")
+    print(f"bpw, whole output         {est.bpw_output:.3f}")
     print(f"memory                    {fit.sentence()}")
     for warning in project.warnings:
         print(f"warning: {warning}")

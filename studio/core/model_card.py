@@ -82,7 +82,7 @@ def model_card(plan: Plan, estimate: Estimate, source: str) -> str:
         f"| tensor data | {human_bytes(estimate.total_bytes)} ({estimate.total_bytes:,} bytes) |",
         f"| source tensor data | {human_bytes(estimate.source_bytes)} |",
         f"| bits per weight, quantized weights | {estimate.bpw_quantized:.3f} |",
-        f"| bits per weight, whole model (as mlx-lm counts it) | {estimate.bpw_model:.3f} |",
+        f"| bits per weight, whole output (all bytes / all parameters) | {estimate.bpw_output:.3f} |",
         "",
         "## Quality",
         "",

@@ -87,10 +87,11 @@ class SizePanel(QWidget):
         self.bpw_q = self._figure("—")
         self.bpw_q_caption = self._caption("bits per weight, quantized weights")
         self.bpw_m = self._figure("—")
-        self.bpw_m_caption = self._caption("bits per weight, whole model (mlx-lm)")
+        self.bpw_m_caption = self._caption("bits per weight, whole output")
         self.total.setToolTip("Exact bytes the converter will write, against the source checkpoint")
         self.bpw_q.setToolTip("8 × bytes of the quantized weights / their elements (the figure model cards quote)")
-        self.bpw_m.setToolTip("8 × all bytes written / all parameters (mlx-lm's compute_bits_per_weight)")
+        self.bpw_m.setToolTip("8 × all bytes written / all parameters written. mlx-lm's compute_bits_per_weight "
+                              "counts only what its loader keeps (no vision tower)")
         figures = QGridLayout()
         for col, (fig, cap) in enumerate(((self.total, self.total_caption), (self.bpw_q, self.bpw_q_caption),
                                           (self.bpw_m, self.bpw_m_caption))):
@@ -202,7 +203,7 @@ class SizePanel(QWidget):
         self.total.setText(human_bytes(estimate.total_bytes))
         self.total_caption.setText(f"output, {ratio:.0%} of the {human_bytes(estimate.source_bytes)} source")
         self.bpw_q.setText(f"{estimate.bpw_quantized:.3f}")
-        self.bpw_m.setText(f"{estimate.bpw_model:.3f}")
+        self.bpw_m.setText(f"{estimate.bpw_output:.3f}")
         widths = [estimate.by_role.get(r, 0) / self.scale for r in self._roles]
         self.role_bars.setOpts(width=widths)
         self.layer_bars.setOpts(height=[estimate.by_layer.get(l, 0) / self.scale for l in self._layers])
