@@ -103,6 +103,8 @@ def run(args) -> int:
     finally:
         line.end()
         signal.signal(signal.SIGINT, previous)
+    for notice in result.notices:
+        print(f"note: {notice}", file=sys.stderr)
     seconds = time.monotonic() - started
     speed = f"{result.bytes_written / max(seconds, 1e-9) / 1e6:.1f} MB/s"
     detail = f"{result.resumed_shards} shard(s) resumed" if result.resumed_shards else speed

@@ -20,7 +20,8 @@ from studio.core.policy import OWN_POLICY_FILE
 
 # Files that are weights or describe them; everything else non-weight is copied.
 _SKIP = {"config.json", "model.safetensors.index.json", "README.md", OWN_POLICY_FILE}
-_COPY_SUFFIXES = (".json", ".jinja", ".txt", ".model", ".tiktoken", ".py")
+# Never ".py": the output must load with plain mlx-lm, which runs no code from a model folder.
+_COPY_SUFFIXES = (".json", ".jinja", ".txt", ".model", ".tiktoken")
 
 
 def quantization_entry(plan: Plan) -> dict | None:
@@ -54,6 +55,7 @@ def output_config(plan: Plan) -> dict:
         if isinstance(holder, dict):
             holder.pop("quantization_config", None)
             holder.pop("quantization", None)
+            holder.pop("auto_map", None)  # points at .py files the output does not carry
     quantization = quantization_entry(plan)
     if quantization is not None:
         config["quantization"] = quantization
@@ -65,7 +67,7 @@ def extra_files(root: Path) -> list[Path]:
     """Tokenizer, chat template, generation config and other non-weight files of the source."""
     out = []
     for path in sorted(Path(root).iterdir()):
-        if not path.is_file() or path.name.startswith(".") or path.name in _SKIP:
+        if not path.is_file() or path.name.startswith(".") or path.name in _SKIP:  # is_file: no pipes, no folders
             continue
         if path.name.endswith(".safetensors") or path.name.endswith(".safetensors.index.json"):
             continue

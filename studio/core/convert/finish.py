@@ -19,6 +19,9 @@ from studio.core.output_config import copy_extra_files, output_config
 from studio.core.plan import Plan
 from studio.core.policy import OWN_POLICY_FILE
 from studio.core.shard_layout import INDEX_NAME, Layout
+from studio.core.validation.config import check_config
+from studio.core.validation.json_input import CONFIG_BYTES, read_json
+from studio.core.validation.loadable import check_tokenizer_config, tokenizer_files
 
 
 def check_destination(plan: Plan, out: Path, force: bool) -> None:
@@ -66,32 +69,74 @@ def verify(folder: Path, layout: Layout, expected_bytes: int) -> None:
         raise RuntimeError(f"wrote {total} bytes of tensor data, the estimate says {expected_bytes}")
 
 
+def recover_interrupted_move(out: Path, force: bool) -> list[str]:
+    """Tidy up after a --force run killed between its two renames; say what was done.
+
+    `.OUT.old` beside the destination is the folder a --force run was replacing.
+    If the destination is there too, the replacement finished and only the
+    removal of the old folder was cut short: remove it. If the destination is
+    missing, the new folder is still `.OUT.partial` (complete, with its resume
+    record): with --force this run finishes the replacement and removes the old
+    folder after; without it, the old folder is put back where it was."""
+    old = old_path(out)
+    if not old.is_dir() or old.is_symlink():
+        return []
+    if out.exists():
+        shutil.rmtree(old)
+        return [f"removed {old}, left by an earlier --force run that was stopped after replacing {out.name}."]
+    if force:
+        return [f"an earlier --force run was stopped while replacing {out.name}; the folder it replaced is "
+                f"kept in {old} until the new one is in place."]
+    os.replace(old, out)
+    return [f"put {out.name} back from {old}: an earlier --force run was stopped while replacing it."]
+
+
+def old_path(out: Path) -> Path:
+    return out.parent / f".{out.name}.old"
+
+
+def write_extras(project, folder: Path) -> None:
+    """The source's tokenizer, chat template and other small files (never code), written at the start
+    so the tokenizer is checked before any weight is."""
+    copy_extra_files(project.plan.inventory.root, folder)
+
+
+def check_output(folder: Path) -> None:
+    """The finished folder as mlx-lm will read it: config.json valid, tokenizer loadable."""
+    config = read_json(folder / "config.json", "output config", CONFIG_BYTES)
+    check_config(config, "the output's config.json")
+    check_tokenizer_config(folder)
+    if not tokenizer_files(folder):
+        raise StudioError(f"{folder} has no tokenizer after finishing.")
+
+
 def finish_folder(project, folder: Path, layout: Layout, errors: dict[str, list[float]] | None) -> None:
-    """Everything but the weights; config.json last, so a folder with one is complete."""
+    """Everything but the weights and the tokenizer; config.json last, so a folder with one is complete.
+    The resume record stays until the folder is in place (see `move_into_place`)."""
     plan = project.plan
     if errors is not None:
         quant_errors.write(folder, plan, {k: (v[0], v[1]) for k, v in errors.items()})
     if len(layout.shards) > 1:
         (folder / INDEX_NAME).write_text(json.dumps(layout.index(), indent=2) + "\n")
-    copy_extra_files(plan.inventory.root, folder)
     (folder / OWN_POLICY_FILE).write_text(plan.policy.to_json())
     (folder / "README.md").write_text(model_card(plan, project.estimate, plan.inventory.source.card_source))
-    (folder / RECORD_NAME).unlink(missing_ok=True)
-    (folder / MARKER_NAME).unlink(missing_ok=True)
     tmp = folder / "config.json.tmp"
     tmp.write_text(json.dumps(output_config(plan), indent=2) + "\n")
     os.replace(tmp, folder / "config.json")
 
 
 def move_into_place(partial: Path, out: Path, force: bool) -> None:
-    if not out.exists():
-        os.replace(partial, out)
-        return
-    if not force:
-        raise StudioError(f"{out} appeared while converting; the result is left in {partial}.")
-    old = out.parent / f".{out.name}.old"
-    if old.exists():
-        shutil.rmtree(old)
-    os.replace(out, old)
+    """Rename the finished folder to `out` (with --force, the old one aside first, removed after);
+    then drop the resume record, which a kill before this point still needs."""
+    (partial / MARKER_NAME).unlink(missing_ok=True)
+    old = old_path(out)
+    if out.exists():
+        if not force:
+            raise StudioError(f"{out} appeared while converting; the result is left in {partial}.")
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(out, old)
     os.replace(partial, out)
-    shutil.rmtree(old, ignore_errors=True)
+    if old.exists():
+        shutil.rmtree(old, ignore_errors=True)
+    (out / RECORD_NAME).unlink(missing_ok=True)

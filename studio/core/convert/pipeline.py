@@ -15,6 +15,7 @@ import threading
 from pathlib import Path
 
 from studio.core.convert.chunks import Chunk
+from studio.core.convert.resume import file_digest
 from studio.core.dequantize import SourceReader, SourceRows
 from studio.core.plan import Plan
 from studio.core.shard_layout import Layout
@@ -97,7 +98,8 @@ class Writer(threading.Thread):
                     f = self.files.pop(shard_index)
                     os.fsync(f.fileno())
                     f.close()
-                    self.record.mark_done(self.layout.shards[shard_index], errors)
+                    spec = self.layout.shards[shard_index]
+                    self.record.mark_done(spec, file_digest(self.folder / spec.filename), errors)
         except BaseException as exc:  # handed to the caller's thread
             self.error = exc
             self.stop.set()

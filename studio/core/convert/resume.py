@@ -1,8 +1,10 @@
 """The resume record: which shards of which conversion are complete in `.OUT.partial`.
 
 A rerun of the same conversion (same policy, source files, layout and studio
-version: the fingerprint) keeps the shards the record lists whose size and
-header are still the plan's, and redoes the rest.
+version: the fingerprint) keeps the shards the record lists whose size, header
+and BLAKE2b checksum (taken when the shard was sealed) are still the same, and
+redoes the rest. The record stays until the output is in place, so a run
+killed while finishing resumes without recomputing anything.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from studio.core.plan import Plan
 from studio.core.shard_layout import Layout, ShardSpec
 
 RECORD_NAME = ".configi-convert.json"
+RECORD_BYTES = 64 * 2**20
 MARKER_NAME = "CONVERSION_INCOMPLETE.txt"
 
 
@@ -30,23 +33,28 @@ class Record:
     def __init__(self, folder: Path, fingerprint: str):
         self.path = folder / RECORD_NAME
         self.fingerprint = fingerprint
-        self.done: dict[str, int] = {}
+        self.done: dict[str, dict] = {}  # shard file name -> {"bytes": n, "blake2b": hex digest}
         self.errors: dict[str, list[float]] = {}
         self._lock = threading.Lock()
 
     @classmethod
     def load(cls, folder: Path, fingerprint: str) -> "Record":
+        """The record of an earlier run of the same conversion, or an empty one (any damage: empty)."""
         record = cls(folder, fingerprint)
         try:
-            data = json.loads(record.path.read_text())
-        except (OSError, ValueError):
+            data = json.loads(record.path.read_bytes()[:RECORD_BYTES + 1]) \
+                if record.path.is_file() and record.path.stat().st_size <= RECORD_BYTES else None
+        except (OSError, ValueError, RecursionError):
             return record
-        if isinstance(data, dict) and data.get("fingerprint") == fingerprint and isinstance(data.get("shards"), dict):
-            record.done = {str(k): int(v) for k, v in data["shards"].items()}
-            errors = data.get("errors")
-            if isinstance(errors, dict):
-                record.errors = {str(k): [float(x) for x in v] for k, v in errors.items()
-                                 if isinstance(v, list) and len(v) == 2}
+        if not isinstance(data, dict) or data.get("fingerprint") != fingerprint:
+            return record
+        shards, errors = data.get("shards"), data.get("errors")
+        if isinstance(shards, dict):
+            record.done = {k: v for k, v in shards.items() if isinstance(v, dict) and type(v.get("bytes")) is int
+                           and isinstance(v.get("blake2b"), str)}
+        if isinstance(errors, dict):
+            record.errors = {k: [float(x) for x in v] for k, v in errors.items()
+                             if isinstance(v, list) and len(v) == 2 and all(type(x) in (int, float) for x in v)}
         return record
 
     def save(self) -> None:
@@ -55,9 +63,9 @@ class Record:
                                   indent=1))
         os.replace(tmp, self.path)
 
-    def mark_done(self, shard: ShardSpec, errors: dict[str, tuple[float, float]] | None = None) -> None:
+    def mark_done(self, shard: ShardSpec, digest: str, errors: dict[str, tuple[float, float]] | None = None) -> None:
         with self._lock:
-            self.done[shard.filename] = shard.file_bytes
+            self.done[shard.filename] = {"bytes": shard.file_bytes, "blake2b": digest}
             self.errors.update({k: list(v) for k, v in (errors or {}).items()})
             self.save()
 
@@ -74,12 +82,26 @@ def fingerprint(plan: Plan, layout: Layout) -> str:
     return h.hexdigest()
 
 
-def shard_is_whole(path: Path, spec: ShardSpec) -> bool:
+def file_digest(path: Path) -> str:
+    """BLAKE2b of a file's bytes, streamed in 8 MB blocks (see bench/bench_checksum.py for its cost)."""
+    h = hashlib.blake2b(digest_size=32)
+    block = bytearray(8 * 2**20)
+    view = memoryview(block)
+    with open(path, "rb", buffering=0) as f:
+        while n := f.readinto(block):
+            h.update(view[:n])
+    return h.hexdigest()
+
+
+def shard_is_whole(path: Path, spec: ShardSpec, entry: dict) -> bool:
+    """The shard as the record says it was sealed: planned size and header, same checksum."""
     try:
-        if path.stat().st_size != spec.file_bytes:
+        if not path.is_file() or path.stat().st_size != spec.file_bytes or entry.get("bytes") != spec.file_bytes:
             return False
         with open(path, "rb") as f:
-            return f.read(len(spec.header)) == spec.header
+            if f.read(len(spec.header)) != spec.header:
+                return False
+        return file_digest(path) == entry.get("blake2b")
     except OSError:
         return False
 
@@ -91,15 +113,16 @@ def prepare_partial(partial: Path, fingerprint: str, layout: Layout, plan: Plan)
     done: set[int] = set()
     keep = {RECORD_NAME, MARKER_NAME}
     for index, spec in enumerate(layout.shards):
-        if spec.filename in record.done and shard_is_whole(partial / spec.filename, spec):
+        entry = record.done.get(spec.filename)
+        if entry is not None and shard_is_whole(partial / spec.filename, spec, entry):
             done.add(index)
             keep.add(spec.filename)
-    record.done = {layout.shards[i].filename: layout.shards[i].file_bytes for i in done}
+    record.done = {layout.shards[i].filename: record.done[layout.shards[i].filename] for i in done}
     kept_units = {plan.units[u].path for i in done for u in layout.shards[i].units}
     record.errors = {k: v for k, v in record.errors.items() if k in kept_units}
     for path in partial.iterdir():
         if path.name not in keep:
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
+            shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
     (partial / MARKER_NAME).write_text(
         "This folder is an unfinished Config-I Studio conversion. Run the same conversion again to resume it;\n"
         "it becomes the output folder only when every shard is written and checked.\n"

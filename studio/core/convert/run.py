@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from studio.core.cancel import CancelToken
 from studio.core.convert.chunks import rows, work_list
 from studio.core.convert.compute import clear_cache, compute_chunk
-from studio.core.convert.finish import (check_destination, check_disk, disk_error, finish_folder, move_into_place,
-                                        verify)
+from studio.core.convert.finish import (check_destination, check_disk, check_output, disk_error, finish_folder,
+                                        move_into_place, recover_interrupted_move, verify, write_extras)
+from studio.core.convert.lock import DestinationLock
 from studio.core.convert.pipeline import END, Pipe, Reader, Writer
 from studio.core.convert.resume import fingerprint, prepare_partial
 from studio.core.errors import StudioError
+from studio.core.output_config import output_config
 from studio.core.plan import Plan
 from studio.core.shard_layout import plan_layout
+from studio.core.validation.loadable import check_parameters, check_tokenizer
 
 PROGRESS_INTERVAL_S = 0.1
 
@@ -48,6 +52,7 @@ class ConvertResult:
     bytes_written: int
     seconds: float
     resumed_shards: int
+    notices: list[str] = field(default_factory=list)  # what the run found and repaired (an interrupted --force)
 
 
 class _Reporter:
@@ -72,6 +77,10 @@ class _Reporter:
         self.callback(Progress(unit, units_done, self.units_total, bytes_done, self.bytes_total, rate, eta, phase))
 
 
+def _planned_tensors(layout) -> dict[str, tuple[tuple[int, ...], str]]:
+    return {slot.name: (slot.shape, slot.dtype) for shard in layout.shards for slot in shard.slots}
+
+
 def convert(project, out: str | Path, *, force: bool = False,
             progress: Callable[[Progress], None] | None = None, cancel: CancelToken | None = None,
             max_shard_bytes: int = 5 * 10**9, measure_errors: bool = True) -> ConvertResult:
@@ -80,26 +89,79 @@ def convert(project, out: str | Path, *, force: bool = False,
     `measure_errors=False` skips the per-unit error sums (no quant_errors.json)."""
     started = time.monotonic()
     plan: Plan = project.plan
-    estimate = project.estimate
     out = Path(out).expanduser().absolute()
-    check_destination(plan, out, force)
+    check_destination(plan, out, force=True)  # where it is; whether it may be replaced is checked under the lock
     layout = plan_layout(plan, max_shard_bytes)
     if not layout.shards:
         raise StudioError("the policy drops every tensor; there is nothing to write.")
+    # Before anything is written: the output must be what plain mlx_lm.load accepts.
+    check_parameters(output_config(plan), _planned_tensors(layout), "the converted model")
     partial = out.parent / f".{out.name}.partial"
+    created = _missing_parents(out.parent)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        record, done = prepare_partial(partial, fingerprint(plan, layout), layout, plan)
+        lock = DestinationLock(out.parent / f".{out.name}.lock", partial).acquire()
     except OSError as exc:
+        _remove_created(created)
         raise disk_error(exc, out.parent) from None
+    try:
+        notices = recover_interrupted_move(out, force)
+        check_destination(plan, out, force)
+        if not partial.exists():
+            created.append(partial)
+        try:
+            record, done = prepare_partial(partial, fingerprint(plan, layout), layout, plan)
+            write_extras(project, partial)
+        except OSError as exc:
+            raise disk_error(exc, out.parent) from None
+        check_tokenizer(partial)
+        remaining = sum(s.file_bytes for i, s in enumerate(layout.shards) if i not in done)
+        check_disk(partial, remaining + 16 * 2**20)
+    except BaseException:
+        _remove_created(created)  # a refusal before any work leaves nothing the run made
+        lock.release()
+        raise
+    try:
+        errors = _write_shards(project, layout, partial, record, done, progress, cancel, measure_errors)
+        try:
+            verify(partial, layout, project.estimate.total_bytes)
+            finish_folder(project, partial, layout, errors if measure_errors else None)
+            check_output(partial)
+            move_into_place(partial, out, force)
+        except OSError as exc:
+            raise disk_error(exc, partial) from None
+    finally:
+        lock.release()
+    return ConvertResult(out, layout.data_bytes, time.monotonic() - started, len(done), notices)
 
+
+def _missing_parents(folder: Path) -> list[Path]:
+    """The folders above the output that do not exist yet, deepest last."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing[::-1]
+
+
+def _remove_created(paths: list[Path]) -> None:
+    for path in reversed(paths):
+        try:
+            shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+        except OSError:
+            pass
+
+
+def _write_shards(project, layout, partial: Path, record, done: set[int], progress, cancel,
+                  measure_errors: bool) -> dict[str, list[float]]:
+    """Run the reader, compute and writer over every shard not already done; the error sums per unit."""
+    plan = project.plan
+    estimate = project.estimate
     units_total = len(plan.units)
     resumed_bytes = sum(layout.shards[i].data_bytes for i in done)
     report = _Reporter(progress, units_total, estimate.total_bytes, resumed_bytes)
     units_done = units_total - sum(len(layout.shards[i].units) for i in range(len(layout.shards)) if i not in done)
     report("", units_done, resumed_bytes, "checking", force=True)
-    remaining = sum(s.file_bytes for i, s in enumerate(layout.shards) if i not in done)
-    check_disk(partial, remaining + 16 * 2**20)
 
     stop = threading.Event()
     inbox, outbox = Pipe(stop), Pipe(stop)
@@ -156,16 +218,8 @@ def convert(project, out: str | Path, *, force: bool = False,
         reader.join()
         writer.join()
     _raise_writer_error(writer, partial)
-    units_done = units_total  # dropped units are done too
-    report("", units_done, estimate.total_bytes, "finishing", force=True)
-
-    try:
-        verify(partial, layout, estimate.total_bytes)
-        finish_folder(project, partial, layout, errors if measure_errors else None)
-        move_into_place(partial, out, force)
-    except OSError as exc:
-        raise disk_error(exc, partial) from None
-    return ConvertResult(out, layout.data_bytes, time.monotonic() - started, len(done))
+    report("", units_total, estimate.total_bytes, "finishing", force=True)  # dropped units are done too
+    return errors
 
 
 def _raise_writer_error(writer: Writer, folder: Path) -> None:
