@@ -200,7 +200,7 @@ def test_load_errors_are_one_sentence(tmp_path):
         load_model(tmp_path / "missing")
     with pytest.raises(StudioError, match="no config.json"):
         load_model(tmp_path)
-    (tmp_path / "config.json").write_text('{"model_type": "no_such_arch"}')
+    (tmp_path / "config.json").write_text('{"model_type": "no_such_arch", "num_hidden_layers": 2}')
     with pytest.raises(StudioError, match="safetensors"):
         load_model(tmp_path)
 

@@ -65,9 +65,11 @@ def _answer(loaded, history, params, system) -> str:
 
 
 def run(args) -> int:
+    from studio.core.check_model import check_model
     from studio.core.generation import load_model
 
     params = _params(args)
+    check_model(args.model, loadable=True)  # the same checks as every command, before mlx-lm is involved
     loaded = load_model(args.model)
     print(f"loaded {loaded.describe()}", file=sys.stderr)
 

@@ -66,6 +66,10 @@ def run(args: argparse.Namespace) -> int:
         raise StudioError(f"--max-tokens must be at least 2, not {args.max_tokens}.")
     if args.context < 2:
         raise StudioError(f"--context must be at least 2, not {args.context}.")
+    from studio.core.check_model import check_model
+
+    check_model(args.output, loadable=True)  # the same checks as every command, first
+    check_model(args.reference, loadable=True)
     try:
         done = evaluate_and_record(args.output, args.reference, text_path=args.text, context=args.context,
                                    max_tokens=args.max_tokens, mode=args.mode, compute=args.compute,

@@ -10,22 +10,13 @@ needs on top: a tokenizer that exists and asks for no code from the folder.
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from studio.core.errors import StudioError
 from studio.core.project import Project
-from studio.core.validation.loadable import check_tokenizer_config, tokenizer_files
+from studio.core.validation.loadable import check_tokenizer_files
 
 
-def check_model(path, *, loadable: bool = False, what: str = "model") -> Project:
+def check_model(path, *, loadable: bool = False, policy=None) -> Project:
     """The opened model, or one sentence saying why it cannot be opened (or loaded, with `loadable`)."""
-    root = Path(path).expanduser()
-    if not root.exists() and not root.is_symlink():
-        raise StudioError(f"the {what} folder {root} does not exist.")
-    project = Project.open(root)
+    project = Project.open(path, policy)
     if loadable:
-        check_tokenizer_config(project.inventory.root)
-        if not tokenizer_files(project.inventory.root):
-            raise StudioError(f"{project.inventory.root} has no tokenizer (tokenizer.json or tokenizer.model), "
-                              "so it cannot be loaded to generate text.")
+        check_tokenizer_files(project.inventory.root)
     return project

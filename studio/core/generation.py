@@ -24,7 +24,9 @@ from pathlib import Path
 from typing import Iterator, Mapping, Sequence
 
 from studio.core.cancel import CancelToken
+from studio.core.check_model import check_model
 from studio.core.errors import StudioError
+from studio.core.validation.loadable import one_sentence
 
 THINK_START = "<think>"
 THINK_END = "</think>"
@@ -128,6 +130,7 @@ def _check_folder(path: Path) -> dict:
 def load_model(path: str | Path, compute: str = "auto") -> LoadedModel:
     """Load an MLX or Hugging Face model folder and set it up to compute as ``compute`` says."""
     path = Path(path).expanduser().resolve()
+    check_model(path, loadable=True)  # the studio's own checks first: mlx-lm never sees a folder they refuse
     config = _check_folder(path)
 
     from mlx_lm import load
@@ -136,9 +139,9 @@ def load_model(path: str | Path, compute: str = "auto") -> LoadedModel:
 
     try:
         model, tokenizer, config = load(str(path), return_config=True)
-    except (ValueError, FileNotFoundError, KeyError, OSError) as exc:
+    except Exception as exc:  # mlx-lm and transformers raise many kinds; the user gets one sentence
         model_type = config.get("model_type", "unknown")
-        raise StudioError(f"mlx-lm cannot load {path.name} (model_type {model_type!r}): {exc}") from exc
+        raise StudioError(f"mlx-lm cannot load {path.name} (model_type {model_type!r}): {one_sentence(exc)}.") from None
 
     quantization = quant_summary.describe(model, path)  # before any dequantizing
     how = compute_path.prepare(model, compute)

@@ -7,6 +7,8 @@ milliseconds even for MiniMax-M3.
 
 from __future__ import annotations
 
+import os
+
 from studio.core.estimate import Estimate, SourceSizes, estimate
 from studio.core.grid import Grid, grid_of
 from studio.core.inventory import Inventory
@@ -32,7 +34,7 @@ class Project:
         if not isinstance(policy, Policy):
             resolve_policy(policy)  # a bad policy fails before a Hub repo is fetched
         inventory = open_inventory(path)
-        if policy is None and (inventory.root / OWN_POLICY_FILE).exists():
+        if policy is None and os.path.lexists(inventory.root / OWN_POLICY_FILE):  # a broken link is refused, not skipped
             policy = str(inventory.root / OWN_POLICY_FILE)
         policy = policy if isinstance(policy, Policy) else resolve_policy(policy)
         return cls(inventory, policy)

@@ -28,13 +28,14 @@ def _application():
 
 def build_window(model: str | None, policy: str | None):
     """The main window with `model` (or the demo model, or the start page) open."""
+    from studio.core.check_model import check_model
     from studio.views.main_window import MainWindow
 
+    if model:
+        check_model(model, policy=policy)  # the checks every command runs, before any window exists
     window = MainWindow()
     path = model or (str(demo_model_path()) if demo_model_path() else None)
     if path:
-        if model and not Path(model).exists():
-            raise StudioError(f"{model} does not exist.")
         window.open_model(path, policy, raise_errors=True)
     return window
 

@@ -21,7 +21,7 @@ from studio.core.errors import StudioError
 from studio.core.output_config import output_config
 from studio.core.plan import Plan
 from studio.core.shard_layout import plan_layout
-from studio.core.validation.loadable import check_parameters, check_tokenizer
+from studio.core.validation.loadable import check_parameters, check_tokenizer, check_tokenizer_files
 
 PROGRESS_INTERVAL_S = 0.1
 
@@ -96,6 +96,7 @@ def convert(project, out: str | Path, *, force: bool = False,
         raise StudioError("the policy drops every tensor; there is nothing to write.")
     # Before anything is written: the output must be what plain mlx_lm.load accepts.
     check_parameters(output_config(plan), _planned_tensors(layout), "the converted model")
+    check_tokenizer_files(plan.inventory.root)
     partial = out.parent / f".{out.name}.partial"
     created = _missing_parents(out.parent)
     try:
@@ -114,7 +115,7 @@ def convert(project, out: str | Path, *, force: bool = False,
             write_extras(project, partial)
         except OSError as exc:
             raise disk_error(exc, out.parent) from None
-        check_tokenizer(partial)
+        check_tokenizer(partial, shown_as=plan.inventory.root)  # the copy the output will carry, loaded
         remaining = sum(s.file_bytes for i, s in enumerate(layout.shards) if i not in done)
         check_disk(partial, remaining + 16 * 2**20)
     except BaseException:

@@ -64,7 +64,8 @@ def parse_json(data: bytes, what: str):
     except json.JSONDecodeError as exc:
         raise StudioError(f"{what}: line {exc.lineno}, column {exc.colno}: not valid JSON ({exc.msg}).") from None
     except ValueError as exc:  # NaN, Infinity, overflowing or absurdly long numbers
-        raise StudioError(f"{what} is not valid JSON ({str(exc).splitlines()[0][:120]}).") from None
+        why = "a number has thousands of digits" if "digits" in str(exc) else str(exc).splitlines()[0][:120]
+        raise StudioError(f"{what} is not valid JSON ({why}).") from None
     if depth(value) > MAX_DEPTH:
         raise StudioError(f"{what} is nested more than {MAX_DEPTH} levels deep; no real one is.")
     return value

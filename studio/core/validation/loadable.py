@@ -63,8 +63,9 @@ def check_tokenizer_config(folder: Path) -> dict:
     return data
 
 
-def check_tokenizer(folder: Path) -> None:
-    """Load the folder's tokenizer as mlx-lm will, without remote code; one sentence if it cannot."""
+def check_tokenizer_files(folder: Path) -> None:
+    """A tokenizer is there, in regular files, and asks for no code from the folder (cheap: nothing parsed
+    but tokenizer_config.json)."""
     folder = Path(folder)
     check_tokenizer_config(folder)
     files = tokenizer_files(folder)
@@ -72,12 +73,19 @@ def check_tokenizer(folder: Path) -> None:
         raise StudioError(f"{folder} has no tokenizer (tokenizer.json or tokenizer.model); a model needs one.")
     for path in files:
         check_regular(path, "tokenizer file")
+
+
+def check_tokenizer(folder: Path, shown_as=None) -> None:
+    """Load the folder's tokenizer as mlx-lm will, without remote code; one sentence (naming `shown_as`,
+    the folder it came from) if it cannot."""
+    folder = Path(folder)
+    check_tokenizer_files(folder)
     from mlx_lm.tokenizer_utils import load
 
     try:
         load(folder)
     except Exception as exc:  # any failure inside transformers: corrupt files, unknown classes
-        raise StudioError(f"the tokenizer in {folder} cannot be loaded: {one_sentence(exc)}.") from None
+        raise StudioError(f"the tokenizer of {shown_as or folder} cannot be loaded: {one_sentence(exc)}.") from None
 
 
 # --------------------------------------------------------------------------- parameters

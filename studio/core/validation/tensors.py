@@ -123,7 +123,7 @@ def check_layers(tensors, text_config: dict) -> None:
                           f"{missing[0]} (they hold layers {present[0]}-{present[-1]}).")
     extra = [n for n in sorted(by_layer) if n >= layers and not any(m in p for p in by_layer[n] for m in _MTP_MARKS)]
     if extra:
-        raise StudioError(f"config.json says {layers:,} layers, but the weights also hold layer {extra[0]}, which is "
+        raise StudioError(f"config.json says {layers:,} layer(s), but the weights also hold layer {extra[0]}, which is "
                           "not a multi-token-prediction layer.")
     first_of_kind: dict[frozenset, int] = {}
     for n in range(layers):
