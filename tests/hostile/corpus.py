@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import pytest
+
 ALL_COMMANDS = ("inspect", "estimate", "convert", "fit", "chat", "eval", "window")
 LOADING_COMMANDS = ("convert", "chat", "eval")
 
@@ -547,3 +549,23 @@ def snapshot(*roots: Path) -> dict:
                 digest = os.readlink(path)
             seen[str(path)] = (stat.S_IFMT(st.st_mode), st.st_size, st.st_mtime_ns, digest)
     return seen
+
+
+# --------------------------------------------------------------------------- base models (a fixture)
+
+
+@pytest.fixture(scope="session")
+def bases(tiny_model, tmp_path_factory):
+    """name -> read-only folder: llama (1 and 2 shards), an MoE, a DeepSeek-V3 FP8, an MLX 4-bit."""
+    from studio.core.convert import convert
+    from studio.core.project import Project
+
+    mlx = tmp_path_factory.mktemp("hostile-base") / "mlx"
+    convert(Project.open(tiny_model("llama", shards=1), "uniform-4bit"), mlx, measure_errors=False)
+    return {
+        "llama1": tiny_model("llama", shards=1),
+        "llama2": tiny_model("llama", shards=2),
+        "moe": tiny_model("qwen3_moe", shards=1),
+        "fp8": tiny_model("deepseek_v3", "fp8", shards=1),
+        "mlx": mlx,
+    }

@@ -7,7 +7,7 @@ import time
 from collections import Counter
 
 import pytest
-from corpus import ALL_COMMANDS, build, cases, snapshot
+from corpus import ALL_COMMANDS, bases, build, cases, snapshot  # noqa: F401 (bases: a fixture)
 
 from studio.main import main
 
