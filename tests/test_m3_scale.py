@@ -1,7 +1,5 @@
 """MiniMax-M3 at full scale, from header-only replicas: roles, units and the seed's figures."""
 
-import time
-
 import pytest
 
 from studio.core.policy import load_preset
@@ -14,14 +12,12 @@ def m3(m3_replica_mxfp8):
     return Project.open(m3_replica_mxfp8, "config-i")
 
 
-def test_opens_fast_and_knows_the_format(m3_replica_mxfp8):
-    start = time.perf_counter()
+def test_opens_and_knows_the_format(m3_replica_mxfp8):
+    # How fast it opens is bench/bench_estimate.py's figure, not a timed test.
     project = Project.open(m3_replica_mxfp8)
-    elapsed = time.perf_counter() - start
     raw_entries = sum(1 + len(t.companions) for t in project.inventory.tensors)
     assert 45_000 < raw_entries < 46_500 and len(project.inventory.shards) == 90
     assert project.inventory.source_format == "mxfp8"
-    assert elapsed < 5  # the benchmark holds the real figure; this only catches a blow-up
     assert project.num_layers == 60 and project.architecture.known
 
 
