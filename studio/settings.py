@@ -29,6 +29,7 @@ class Key:
 WINDOW_GEOMETRY = Key("window/geometry", QByteArray, QByteArray(), "main window geometry")
 WINDOW_STATE = Key("window/state", QByteArray, QByteArray(), "dock and toolbar layout")
 RECENT_MODELS = Key("models/recent", list, [], "recently opened model folders, newest first")
+RECENT_HUB_REPOS = Key("models/recent_hub", list, [], "recently opened Hub repos (org/name[@revision]), newest first")
 LAST_POLICY = Key("policy/last", str, "", "preset name or policy file last used")
 LAST_POLICY_DIR = Key("policy/dir", str, "", "folder of the last saved or loaded policy file")
 MAC_GB = Key("fit/mac_gb", int, 256, "Mac memory for the fit gauge, GB")
@@ -38,7 +39,7 @@ PAINT_GROUP_SIZE = Key("paint/group_size", int, DEFAULT_GROUP_SIZE, "group size 
 PAINT_MODE = Key("paint/mode", str, "affine", "mode of painted quantize values")
 MEASURE_ERRORS = Key("convert/measure_errors", bool, True, "write quant_errors.json while converting")
 
-KEYS = (WINDOW_GEOMETRY, WINDOW_STATE, RECENT_MODELS, LAST_POLICY, LAST_POLICY_DIR, MAC_GB, CONTEXT,
+KEYS = (WINDOW_GEOMETRY, WINDOW_STATE, RECENT_MODELS, RECENT_HUB_REPOS, LAST_POLICY, LAST_POLICY_DIR, MAC_GB, CONTEXT,
         OUTPUT_DIR, PAINT_GROUP_SIZE, PAINT_MODE, MEASURE_ERRORS)
 
 
@@ -68,8 +69,8 @@ def put(key: Key, value) -> None:
     store().setValue(key.name, value)
 
 
-def add_recent(path: str) -> list[str]:
-    recent = [p for p in get(RECENT_MODELS) if p != path]
+def add_recent(path: str, key: Key = RECENT_MODELS) -> list[str]:
+    recent = [p for p in get(key) if p != path]
     recent = [path, *recent][:MAX_RECENT]
-    put(RECENT_MODELS, recent)
+    put(key, recent)
     return recent

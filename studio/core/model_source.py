@@ -22,6 +22,7 @@ class FolderSource:
     """A Hugging Face style model folder (or an MLX one) on this disk."""
 
     base_model: str | None = None  # a Hub repo id, for the card's metadata
+    remote = False  # its weights are on this disk
 
     def __init__(self, root: Path):
         self.root = root

@@ -14,6 +14,7 @@ from studio import settings
 from studio.core.bundled import suggested_output
 from studio.core.formatting import human_bytes
 from studio.views.icons import icon
+from studio.views.publish_dialog import PublishDialog
 from studio.views.widgets import ElidedLabel
 from studio.worker import Worker
 
@@ -39,6 +40,7 @@ class ConvertPanel(QWidget):
         self.worker: Worker | None = None
         self.result = None
         self.quiet = False  # tests: no message boxes
+        self.publish_dialog: PublishDialog | None = None
 
         self.output = QLineEdit(placeholderText="Output folder for the MLX model")
         self.output.setToolTip("Where the converted MLX model is written (a new folder)")
@@ -62,6 +64,10 @@ class ConvertPanel(QWidget):
         self.evaluate_button.clicked.connect(
             lambda: self.result and self.evaluate_requested.emit(str(self.result.path)))
         self.evaluate_button.setVisible(False)
+        self.publish_button = QPushButton(icon("save"), "Publish…",
+                                          toolTip="Upload the converted model to the Hugging Face Hub")
+        self.publish_button.clicked.connect(self.open_publish)
+        self.publish_button.setVisible(False)
         self.bar = QProgressBar(textVisible=True)
         self.bar.setRange(0, 1000)
         self.bar.setValue(0)
@@ -85,6 +91,7 @@ class ConvertPanel(QWidget):
         after = QHBoxLayout()
         after.addWidget(self.chat_button)
         after.addWidget(self.evaluate_button)
+        after.addWidget(self.publish_button)
         after.addStretch(1)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(6, 6, 6, 6)
@@ -103,10 +110,13 @@ class ConvertPanel(QWidget):
     def _project_changed(self, project) -> None:
         if project is None or self.busy:
             return
-        self.output.setText(str(suggested_output(project.inventory.root, project.policy.name)))
+        inv = project.inventory
+        self.output.setText(str(suggested_output(inv.root, project.policy.name, name=inv.name,
+                                                 remote=inv.source.remote)))
         self.result = None
         self.chat_button.setVisible(False)
         self.evaluate_button.setVisible(False)
+        self.publish_button.setVisible(False)
         self.bar.setValue(0)
         self.status.setText("Choose an output folder and press Convert.")
 
@@ -142,6 +152,7 @@ class ConvertPanel(QWidget):
         self.result = None
         self.chat_button.setVisible(False)
         self.evaluate_button.setVisible(False)
+        self.publish_button.setVisible(False)
         self.convert_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.bar.setValue(0)
@@ -178,6 +189,7 @@ class ConvertPanel(QWidget):
                             f"{human_bytes(result.bytes_written)} written in {_duration(result.seconds)}{extra}.")
         self.chat_button.setVisible(True)
         self.evaluate_button.setVisible(True)
+        self.publish_button.setVisible(True)
         self.conversion_finished.emit(result)
 
     def _failed(self, message: str) -> None:
@@ -191,6 +203,15 @@ class ConvertPanel(QWidget):
         self.status.setText(f"Cancelled: {message}")
         self.conversion_stopped.emit(message)
 
+    def open_publish(self) -> PublishDialog | None:
+        if self.result is None:
+            return None
+        self.publish_dialog = PublishDialog(str(self.result.path), self)
+        self.publish_dialog.open()
+        return self.publish_dialog
+
     def shutdown(self) -> None:
         if self.worker is not None:
             self.worker.stop()
+        if self.publish_dialog is not None:
+            self.publish_dialog.shutdown()

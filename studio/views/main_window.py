@@ -28,6 +28,7 @@ from studio.views.controller import ProjectController
 from studio.views.convert_panel import ConvertPanel
 from studio.views import shortcuts
 from studio.views.eval_panel import EvalPanel
+from studio.views.hub_open import HubOpenDialog
 from studio.views.icons import icon
 from studio.views.size_panel import SizePanel
 from studio.views.start_page import StartPage
@@ -116,6 +117,8 @@ class MainWindow(QMainWindow):
         self.save_action = action("&Save policy…", self.editor.save_dialog,
                                   shortcuts.keys(QKeySequence.StandardKey.Save), "save",
                                   "Save the policy to a file (Ctrl+S)")
+        self.hub_action = action("Open from the &Hub…", self.open_hub_dialog, None, "open",
+                                 "Open a model repo on the Hugging Face Hub without downloading its weights")
         self.load_action = action("&Load policy…", self.editor.load_dialog, None, "open")
         self.convert_action = action("&Convert", self.start_conversion, shortcuts.convert(), "convert",
                                      "Convert with this policy (Ctrl+Enter)")
@@ -139,6 +142,7 @@ class MainWindow(QMainWindow):
 
         file_menu = self.menuBar().addMenu("&File")
         file_menu.addAction(self.open_action)
+        file_menu.addAction(self.hub_action)
         self.recent_menu = file_menu.addMenu("Open &recent")
         file_menu.addSeparator()
         file_menu.addAction(self.load_action)
@@ -178,6 +182,7 @@ class MainWindow(QMainWindow):
         self.tree.unit_selected.connect(c.unit_selected.emit)
         self.start.open_requested.connect(self.open_dialog)
         self.start.recent_chosen.connect(self.open_model)
+        self.start.hub.opened.connect(self._hub_opened)
         self.convert.chat_requested.connect(self.open_chat)
         self.convert.evaluate_requested.connect(self.open_evaluation)
         self.convert.conversion_finished.connect(self._converted)
@@ -221,6 +226,19 @@ class MainWindow(QMainWindow):
         self._refresh_recent()
         return True
 
+    def open_hub_dialog(self) -> HubOpenDialog:
+        dialog = HubOpenDialog(self)
+        dialog.box.opened.connect(self._hub_opened)
+        dialog.open()
+        return dialog
+
+    def _hub_opened(self, project: Project, ref: str) -> None:
+        if self.convert.busy:
+            QMessageBox.information(self, "Open model", "Wait for the conversion to finish or cancel it first.")
+            return
+        self.set_project(project, project.policy.name)
+        self.start.hub.refresh_recent()
+
     def set_project(self, project: Project, source: str = "") -> None:
         self.controller.set_project(project, source)
 
@@ -238,11 +256,11 @@ class MainWindow(QMainWindow):
             dock.show()
         inv = project.inventory
         warnings = project.warnings
-        self.model_label.setText(f"{inv.root.name} · {inv.config.get('model_type', '?')} · {inv.source_format} · "
+        self.model_label.setText(f"{inv.name} · {inv.config.get('model_type', '?')} · {inv.source_format} · "
                                  f"{project.num_layers} layers · {len(project.units):,} units · "
                                  f"{len(inv.tensors):,} tensors" + (f" · ⚠ {len(warnings)} warning(s)" if warnings else ""))
-        self.model_label.setToolTip("\n".join(warnings) if warnings else str(inv.root))
-        self.setWindowTitle(f"{inv.root.name} — Config-I Studio")
+        self.model_label.setToolTip("\n".join(warnings) if warnings else inv.source.label)
+        self.setWindowTitle(f"{inv.name} — Config-I Studio")
 
     def _estimate_changed(self, estimate) -> None:
         self.size.update_estimate(estimate)
@@ -326,5 +344,6 @@ class MainWindow(QMainWindow):
         self._tree_timer.stop()
         self.editor.shutdown()
         self.convert.shutdown()
+        self.start.hub.shutdown()
         self.chat.shutdown()
         self.evaluate.shutdown()

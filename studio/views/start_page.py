@@ -1,10 +1,11 @@
-"""The start page: shown when no model is open. Open a folder or a recent model."""
+"""The start page: shown when no model is open. Open a folder, a Hub repo or a recent model."""
 
 from __future__ import annotations
 
 from PySide6.QtCore import QStringListModel, Qt, Signal
 from PySide6.QtWidgets import QLabel, QListView, QPushButton, QVBoxLayout, QWidget
 
+from studio.views.hub_open import HubOpenBox
 from studio.views.icons import icon
 
 
@@ -24,6 +25,7 @@ class StartPage(QWidget):
         open_button.setToolTip("Open a model folder (Ctrl+O)")
         open_button.setMinimumHeight(36)
         open_button.clicked.connect(self.open_requested)
+        self.hub = HubOpenBox()
         self.recent = QStringListModel(self)
         self.recent_view = QListView()
         self.recent_view.setModel(self.recent)
@@ -47,6 +49,8 @@ class StartPage(QWidget):
         column.addWidget(blurb)
         column.addSpacing(16)
         column.addWidget(open_button)
+        column.addSpacing(8)
+        column.addWidget(self.hub)
         column.addSpacing(16)
         column.addWidget(self.recent_title)
         column.addWidget(self.recent_view)

@@ -36,6 +36,8 @@ class HubReader(SourceReader):
 
 
 class HubSource:
+    remote = True  # its weights are on the Hub (or, after --keep-source, in the download cache)
+
     def __init__(self, remote: RemoteRepo, root: Path, shards: list[str]):
         self.remote, self.root, self.shards = remote, root, shards
 
