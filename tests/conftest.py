@@ -53,16 +53,13 @@ def tiny_model(tmp_path_factory):
 # --------------------------------------------------------------------------- a local Hub
 
 
-HUB_TOKEN = "hf_studioTestToken0123456789"
-
-
 @pytest.fixture
 def hub(monkeypatch, tmp_path):
     """A Hugging Face Hub on 127.0.0.1 (tests/hub_server.py) that the real huggingface_hub client
     talks to, with its own cache and token; uploads take the plain LFS path (no xet CAS here)."""
     from huggingface_hub import constants
 
-    from hub_server import HubServer
+    from hub_server import HUB_TOKEN, HubServer
 
     server = HubServer(tokens=(HUB_TOKEN,), lifetime_s=300).start()
     monkeypatch.setattr(constants, "ENDPOINT", server.endpoint)  # as HF_ENDPOINT does at import

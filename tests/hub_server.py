@@ -40,6 +40,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 PIECE = 1 << 20
+HUB_TOKEN = "hf_studioTestToken0123456789"  # the tests' token (HF_TOKEN); it must never reach any output
 
 
 @dataclass

@@ -31,7 +31,7 @@ def test_open_from_the_hub_convert_and_publish(qtbot, hub, tiny_m3, tmp_path):
         # a repo that does not exist: one sentence in the box, nothing opened
         box.repo.setEditText("org/missing")
         box.open_button.click()
-        qtbot.waitUntil(lambda: not box.busy and box.status.isVisible(), timeout=WAIT_MS)
+        qtbot.waitUntil(lambda: box.open_button.isEnabled(), timeout=WAIT_MS)  # the failure has arrived
         assert "neither a local folder nor a model repo" in box.status.text()
         assert window.controller.project is None
 

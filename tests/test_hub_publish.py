@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from conftest import HUB_TOKEN
+from hub_server import HUB_TOKEN
 from studio.core.cancel import CancelToken
 from studio.core.convert import MARKER_NAME, convert
 from studio.core.errors import StudioError

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import HUB_TOKEN
+from hub_server import HUB_TOKEN
 from studio.core import convert as convert_module
 from studio.core.convert import convert
 from studio.core.errors import StudioError
