@@ -45,7 +45,7 @@ def has_unquantized_experts(model) -> bool:
                for _, module in model.named_modules())
 
 
-def _quantized_classes():
+def quantized_classes():
     import mlx.nn as nn
     from mlx_lm.models.switch_layers import QuantizedSwitchLinear
 
@@ -53,7 +53,7 @@ def _quantized_classes():
 
 
 def is_quantized(model) -> bool:
-    classes = _quantized_classes()
+    classes = quantized_classes()
     return any(isinstance(m, classes) for _, m in model.named_modules())
 
 

@@ -91,10 +91,6 @@ class LoadedModel:
         return self.path.name
 
     @property
-    def quantized(self) -> bool:
-        return "quantization" in self.config
-
-    @property
     def think_tags(self) -> tuple[str, str]:
         start = getattr(self.tokenizer, "think_start", None) or THINK_START
         end = getattr(self.tokenizer, "think_end", None) or THINK_END

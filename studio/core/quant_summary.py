@@ -30,9 +30,9 @@ def quantized_mix(model) -> tuple[list[int], float] | None:
     bpw counts what the quantized weights occupy (packed values, scales and
     biases) per weight they stand for, as the studio's estimate and model cards do.
     """
-    from studio.core.compute_path import _quantized_classes
+    from studio.core.compute_path import quantized_classes
 
-    classes = _quantized_classes()
+    classes = quantized_classes()
     bits, stored, weights = set(), 0, 0
     for _, module in model.named_modules():
         if not isinstance(module, classes):

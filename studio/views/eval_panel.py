@@ -36,7 +36,7 @@ from PySide6.QtWidgets import (
 from studio.core.errors import StudioError
 from studio.core.eval_defaults import DEFAULT_CONTEXT, DEFAULT_MAX_TOKENS
 from studio.core.eval_record import evaluate_and_record
-from studio.core.eval_report import figure_rows
+from studio.core.eval_report import FIGURE_NAMES, figure_rows
 from studio.core.eval_result import EvalCancelled
 from studio.core.quant_error.error_map import FILE_NAME as QUANT_ERRORS
 from studio.core.quant_error.error_map import layer_profile
@@ -52,7 +52,7 @@ IDLE_STATUS = "No evaluation yet. Compare a converted model with its reference t
 
 
 def _value_label() -> QLabel:
-    label = QLabel("–")
+    label = QLabel("–", wordWrap=True)  # wraps rather than squeezing the verdict beside it
     label.setStyleSheet("font-weight: 600;")
     label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
     return label
@@ -132,12 +132,12 @@ class EvalPanel(QWidget):
         grid = QGridLayout()
         self.values: dict[str, QLabel] = {}
         self.names: dict[str, QLabel] = {}
-        for row, (key, name, _) in enumerate(figure_rows(_Blank())):
+        for row, (key, name) in enumerate(FIGURE_NAMES):
             self.names[key] = QLabel(name[0].upper() + name[1:])
             grid.addWidget(self.names[key], row, 0)
             self.values[key] = _value_label()
             grid.addWidget(self.values[key], row, 1)
-        grid.setColumnStretch(2, 1)
+        grid.setColumnStretch(1, 1)
         grid.setRowStretch(len(self.values), 1)
         grid.setVerticalSpacing(4)
         figures = QFrame()
@@ -147,7 +147,7 @@ class EvalPanel(QWidget):
 
         # Figures and verdict scroll above the plots; the splitter shares the height between them.
         top = QHBoxLayout()
-        top.addWidget(figures, 0)
+        top.addWidget(figures, 1)
         verdict_box = QVBoxLayout()
         for label in (self.verdict_label, self.findings_label, self.caveats_label):
             verdict_box.addWidget(label)
@@ -360,15 +360,3 @@ class EvalPanel(QWidget):
             self.plots.apply_palette(self.palette())
         super().changeEvent(event)
 
-
-class _Blank:
-    """An empty result, for the figure names before the first evaluation."""
-
-    ppl = ppl_stderr = ppl_reference = ppl_reference_stderr = ppl_increase = None
-    ln_ppl_ratio = ln_ppl_ratio_stderr = kld_mean = kld_stderr = kld_median = kld_max = None
-    kld_p90 = kld_p95 = kld_p99 = kld_p999 = None
-    top1_agreement = top1_agreement_stderr = dp_rms = dp_rms_stderr = None
-    nonfinite = tokens = windows = context = 0
-
-    def compute_sentence(self) -> str:
-        return ""

@@ -86,7 +86,7 @@ class EvalPlots(pg.GraphicsLayoutWidget):
     def clear_result(self) -> None:
         for plot in (self.kl_plot, self.ppl_plot, self.kl_hist):
             plot.clear()
-        self.kl_hist.getAxis("bottom").setTicks(None)
+            plot.getAxis("bottom").setTicks(None)
 
     def show_result(self, result, colour: str) -> None:
         self.clear_result()
@@ -100,6 +100,10 @@ class EvalPlots(pg.GraphicsLayoutWidget):
             self.ppl_plot.plot(x, [w.ppl for w in windows], pen=pg.mkPen(OUTPUT_COLOUR, width=2),
                                symbol="o", symbolSize=5, symbolBrush=OUTPUT_COLOUR, name="output")
             self.kl_plot.setXRange(-0.6, len(result.per_window) - 0.4, padding=0)
+            step = max(1, math.ceil(len(result.per_window) / 10))  # whole windows only, ten labels at most
+            ticks = [[(i, str(i)) for i in range(0, len(result.per_window), step)], []]
+            for plot in (self.kl_plot, self.ppl_plot):
+                plot.getAxis("bottom").setTicks(ticks)
         kl = result.per_position_kld
         if kl is not None and kl.size:
             self._show_distribution(result, np.asarray(kl, dtype=np.float64), colour)
@@ -110,12 +114,12 @@ class EvalPlots(pg.GraphicsLayoutWidget):
                           pen=pg.mkPen(colour, width=1))
         decades = range(math.floor(edges[0]), math.ceil(edges[-1]) + 1)
         self.kl_hist.getAxis("bottom").setTicks([[(d, f"1e{d}") for d in decades], []])
-        for p in KLD_PERCENTILES:
+        for i, p in enumerate(KLD_PERCENTILES):
             value = getattr(result, percentile_key(p))
-            if value is not None:
-                line = pg.InfiniteLine(pos=math.log10(max(value, 1e-6)), angle=90, label=f"{p:g}%",
+            if value is not None:  # labels at alternating heights: neighbouring percentiles sit close
+                line = pg.InfiniteLine(pos=math.log10(max(value, KL_FLOOR)), angle=90, label=f"{p:g}%",
                                        pen=pg.mkPen(MARKER_COLOUR, style=Qt.PenStyle.DashLine),
-                                       labelOpts={"position": 0.9, "color": self._foreground})
+                                       labelOpts={"position": 0.92 - 0.14 * (i % 2), "color": self._foreground})
                 self.kl_hist.addItem(line)
 
     # --- the conversion's per-layer error ------------------------------------------------------------
