@@ -7,15 +7,15 @@ belong to that weight's row instead of being rows of their own.
 
 from __future__ import annotations
 
-import math
 import os
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
 
 from studio.core.dtypes import FLOAT_DTYPES, FP8_DTYPES
 from studio.core.errors import StudioError
+from studio.core.model_source import FolderSource
+from studio.core.tensors import RawTensor, Tensor
 from studio.core.validation.config import check_config
 from studio.core.validation.fields import shown
 from studio.core.validation.files import check_regular, inside, open_regular
@@ -36,55 +36,6 @@ SOURCE_FORMATS = {
 }
 
 
-class RawTensor(NamedTuple):
-    """One entry of a safetensors header, with absolute byte offsets in its shard.
-
-    A NamedTuple rather than a dataclass: M3 has 45,700 of them and opening
-    must stay well under a second.
-    """
-
-    name: str
-    shape: tuple[int, ...]
-    dtype: str
-    shard: str
-    start: int
-    end: int
-
-    @property
-    def nbytes(self) -> int:
-        return self.end - self.start
-
-
-@dataclass(slots=True)
-class Tensor:
-    """A logical tensor: the data plus any scale companions it is stored with.
-
-    `shape` is the logical (dequantized) shape. `encoding` says how to read it:
-    "float", "fp8" (128x128 block scales), "mxfp8" (E8M0 per 32), or "mlx"
-    (MLX-quantized with `quant` = {"bits", "group_size", "mode"}).
-    """
-
-    name: str
-    shape: tuple[int, ...]
-    dtype: str
-    encoding: str
-    data: RawTensor
-    companions: dict[str, RawTensor] = field(default_factory=dict)
-    quant: dict | None = None
-
-    @property
-    def shard(self) -> str:
-        return self.data.shard
-
-    @property
-    def nbytes(self) -> int:
-        return self.data.nbytes + sum(c.nbytes for c in self.companions.values())
-
-    @property
-    def elements(self) -> int:
-        return math.prod(self.shape)
-
-
 @dataclass
 class Inventory:
     root: Path
@@ -98,8 +49,6 @@ class Inventory:
     def __post_init__(self):
         self.by_name = {t.name: t for t in self.tensors}
         if self.source is None:
-            from studio.core.model_source import FolderSource
-
             self.source = FolderSource(self.root)
 
     @property

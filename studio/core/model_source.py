@@ -1,6 +1,6 @@
 """Where a model's bytes come from: a folder on this disk, or a repo on the Hugging Face Hub.
 
-    open_inventory("path/to/folder" | "org/name[@revision]") -> Inventory
+(`studio.core.project.open_inventory` picks one from what the user typed.)
 
 A source gives the inventory its config and shard headers, the converter a
 reader of byte ranges, the resume record an identity (what makes two runs
@@ -12,7 +12,6 @@ folder is the inventory's `root`, and reads everything else by range.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from studio.core.dequantize import SourceReader
@@ -51,18 +50,3 @@ class FolderSource:
             stat = (self.root / name).stat()
             parts.append(f"{name}:{stat.st_size}:{stat.st_mtime_ns}")
         return ";".join(parts)
-
-
-def open_inventory(text: str | os.PathLike):
-    """The inventory of a local folder, or of a Hub repo when `text` is `org/name[@revision]`
-    and no such local path exists."""
-    from studio.core.hub.refs import hub_ref
-    from studio.core.inventory import open_model
-
-    ref = hub_ref(str(text))
-    if ref is None:
-        return open_model(text)
-    from studio.core.hub.source import open_hub_inventory
-
-    return open_hub_inventory(ref)
-

@@ -11,12 +11,23 @@ import os
 
 from studio.core.estimate import Estimate, SourceSizes, estimate
 from studio.core.grid import Grid, grid_of
-from studio.core.inventory import Inventory
-from studio.core.model_source import open_inventory
+from studio.core.inventory import Inventory, open_model
+from studio.core.hub.refs import hub_ref
+from studio.core.hub.source import open_hub_inventory
 from studio.core.memory import MemoryFit, memory_fit
 from studio.core.plan import Plan, make_plan
 from studio.core.policy import OWN_POLICY_FILE, Policy, resolve_policy
 from studio.core.units import build_units
+
+
+
+def open_inventory(text: str | os.PathLike):
+    """The inventory of a local folder, or of a Hub repo when `text` is `org/name[@revision]`
+    and no such local path exists."""
+    ref = hub_ref(str(text))
+    if ref is None:
+        return open_model(text)
+    return open_hub_inventory(ref)
 
 
 class Project:
