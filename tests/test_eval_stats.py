@@ -170,6 +170,27 @@ def test_all_positions_nonfinite_gives_no_figures_and_no_nan(tmp_path):
     assert "62 of 62 positions left out" in shown and not re.search(r"\bnan\b(?! or inf|/inf)", shown.lower())
 
 
+def test_second_half_scoring_is_llama_cpps(tmp_path):
+    """--score second-half keeps predictions first = n_ctx/2 .. n_ctx-2 of each window, as perplexity.cpp does."""
+    reference, output = _model(0), _model(1)
+    tokens = np.random.default_rng(1).integers(0, VOCAB, 3 * 32)
+    kl, nll = [], []
+    for a in range(0, 96, 32):
+        w = tokens[a:a + 32]
+        lr, lo = (np.array(nn.log_softmax(m(mx.array(w[None, :-1].astype(np.int32)))[0], axis=-1), dtype=np.float64)
+                  for m in (reference, output))
+        kl += list((np.exp(lr) * (lr - lo)).sum(-1)[16:])
+        nll += list(-lo[np.arange(31), w[1:]][16:])
+    for mode in ("together", "cached"):
+        r = evaluate((output, None), (reference, None), tokens=tokens, context=32, score="second-half", mode=mode,
+                     cache_dir=tmp_path)
+        assert r.positions == r.tokens == 3 * 15 and r.scored == "second-half"
+        assert r.kld_mean == pytest.approx(np.mean(kl), rel=1e-4) and r.ppl == pytest.approx(math.exp(np.mean(nll)),
+                                                                                            rel=1e-5)
+        assert all(w.tokens == 15 for w in r.per_window)
+    assert r.to_dict()["scored"] == "second-half"
+
+
 # --- the verdict weighs its figures ------------------------------------------------------------------
 
 

@@ -147,7 +147,7 @@ def test_chat_labels_a_mixed_output_by_its_real_mix(qtbot, tiny_model, tmp_path)
         pane.open_model(out)
     label = blocker.args[1]
     assert f"{project.policy.name}: 3/6-bit, {project.estimate.bpw_quantized:.2f} bpw" in label
-    assert "dequantized once" in label or "quantized kernels" in label
+    assert "dequantized to float32" in label or "quantized kernels" in label
     assert "3/6-bit" in pane._sides[0].label.text()
     pane.shutdown()
 

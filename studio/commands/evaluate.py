@@ -12,7 +12,14 @@ import json
 import sys
 import time
 
-from studio.core.eval_defaults import COMPUTE_CHOICES, DEFAULT_COMPUTE, DEFAULT_CONTEXT, DEFAULT_MAX_TOKENS
+from studio.core.eval_defaults import (
+    COMPUTE_CHOICES,
+    DEFAULT_COMPUTE,
+    DEFAULT_CONTEXT,
+    DEFAULT_MAX_TOKENS,
+    DEFAULT_SCORE,
+    SCORE_CHOICES,
+)
 from studio.core.errors import StudioError
 
 STAGE_WORDS = {"reference": "reference pass", "output": "output pass", "together": "both models"}
@@ -33,6 +40,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compute", choices=COMPUTE_CHOICES, default=DEFAULT_COMPUTE,
                         help="dequantized: quantized weights dequantized once, float32 compute; quantized: "
                              "MLX's quantized kernels (default auto: dequantized on a CPU, quantized on Metal)")
+    parser.add_argument("--score", choices=SCORE_CHOICES, default=DEFAULT_SCORE,
+                        help="which predictions of each window count: all, or the second half, as llama.cpp's "
+                             "perplexity tool scores (compare with GGUF cards at the same --context)")
     parser.add_argument("--cache-dir", metavar="DIR",
                         help="where the reference's distributions are cached (default: the user cache folder)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
@@ -72,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     check_model(args.reference, loadable=True)
     try:
         done = evaluate_and_record(args.output, args.reference, text_path=args.text, context=args.context,
-                                   max_tokens=args.max_tokens, mode=args.mode, compute=args.compute,
+                                   max_tokens=args.max_tokens, mode=args.mode, compute=args.compute, score=args.score,
                                    cache_dir=args.cache_dir, progress=StderrProgress())
     except EvalCancelled:
         print("configi-studio: evaluation cancelled", file=sys.stderr)

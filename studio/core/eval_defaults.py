@@ -12,3 +12,8 @@ KLD_PERCENTILES = (90.0, 95.0, 99.0, 99.9)
 # How the models compute: "auto" picks by backend (see studio.core.compute_path).
 COMPUTE_CHOICES = ("auto", "quantized", "dequantized")
 DEFAULT_COMPUTE = "auto"
+
+# Which positions of a window count: "all" of them, or "second-half" as llama.cpp's perplexity tool
+# scores (each scored token then has at least half a window of context; GGUF/EXL3 cards use it).
+SCORE_CHOICES = ("all", "second-half")
+DEFAULT_SCORE = "all"

@@ -73,7 +73,8 @@ def figure_rows(r) -> list[tuple[str, str, str]]:
         "top1_agreement": plus_minus(r.top1_agreement, r.top1_agreement_stderr, _percent),
         "dp_rms": plus_minus(r.dp_rms, r.dp_rms_stderr, _percent),
         "nonfinite": nonfinite_text(r),
-        "tokens": f"{r.tokens:,} in {r.windows} windows of {r.context}",
+        "tokens": f"{r.tokens:,} in {r.windows} windows of {r.context}"
+                  + (" (second half of each, as llama.cpp)" if r.scored == "second-half" else ""),
         "compute": r.compute_sentence(),
     }
     return [(key, name, values[key]) for key, name in FIGURE_NAMES]

@@ -68,6 +68,7 @@ class EvalResult:
     positions: int | None = None  # every position scored, finite or not
     nonfinite_output: int = 0  # positions whose output logits held NaN or inf
     nonfinite_reference: int = 0
+    scored: str = "all"  # "all" positions of each window, or its "second-half" (as llama.cpp)
     compute_device: str = "?"  # "cpu" or "gpu"
     compute_path: str = "?"  # "dequantized_float32" or "quantized_kernels"
     per_window: list[WindowStats] = field(default_factory=list)

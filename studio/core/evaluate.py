@@ -43,7 +43,14 @@ from studio.core import compute_path
 from studio.core import logits_cache as lc
 from studio.core.cancel import CancelToken
 from studio.core.errors import StudioError
-from studio.core.eval_defaults import DEFAULT_COMPUTE, DEFAULT_CONTEXT, DEFAULT_MAX_TOKENS, MIN_TOKENS
+from studio.core.eval_defaults import (
+    DEFAULT_COMPUTE,
+    DEFAULT_CONTEXT,
+    DEFAULT_MAX_TOKENS,
+    DEFAULT_SCORE,
+    MIN_TOKENS,
+    SCORE_CHOICES,
+)
 from studio.core.eval_inputs import check_folder, encode, load_tokenizer, make_windows, read_text
 from studio.core.eval_result import EvalCancelled, EvalResult, WindowStats
 from studio.core.eval_stats import summarize
@@ -135,16 +142,22 @@ class _Run:
 
 
 class _Tally:
-    """Per-position figures of the output against the reference, window by window."""
+    """Per-position figures of the output against the reference, window by window.
+
+    With ``score="second-half"`` the first half of each window's predictions is dropped here, as
+    llama.cpp scores (``first = n_ctx / 2``); the models and the cache still see every position.
+    """
 
     NAMES = ("nll_ref", "nll_out", "kl", "same_top", "ref_top_logprob", "tail", "nonfinite_ref", "nonfinite_out")
 
-    def __init__(self):
+    def __init__(self, score: str = DEFAULT_SCORE):
         self.parts: dict[str, list[np.ndarray]] = {name: [] for name in self.NAMES}
         self.per_window: list[WindowStats] = []
+        self.score = score
 
-    def add(self, start, **arrays) -> None:
-        arrays = {k: np.array(v) for k, v in arrays.items() if v is not None}
+    def add(self, start, stop, **arrays) -> None:
+        skip = (stop - start) // 2 if self.score == "second-half" else 0
+        arrays = {k: np.array(v)[skip:] for k, v in arrays.items() if v is not None}
         for name, value in arrays.items():
             self.parts[name].append(value)
         s = summarize(arrays["nll_ref"], arrays["nll_out"], arrays["kl"], arrays["same_top"],
@@ -174,6 +187,7 @@ def evaluate(
     max_tokens: int = DEFAULT_MAX_TOKENS,
     mode: str = "auto",
     compute: str = DEFAULT_COMPUTE,
+    score: str = DEFAULT_SCORE,
     cache_dir: str | os.PathLike | None = None,
     top_k: int = lc.DEFAULT_TOP_K,
     full_budget_bytes: int = lc.FULL_BUDGET_BYTES,
@@ -188,6 +202,8 @@ def evaluate(
     """
     if mode not in ("auto", "together", "cached"):
         raise ValueError(f"unknown mode {mode!r}")
+    if score not in SCORE_CHOICES:
+        raise ValueError(f"unknown score choice {score!r}")
     compute_path.resolve(compute)  # an unknown choice fails before anything loads
     if max_tokens < MIN_TOKENS:
         raise StudioError(f"The token limit must be at least {MIN_TOKENS}, not {max_tokens}.")
@@ -219,7 +235,7 @@ def evaluate(
     windows = make_windows(int(ids.size), context)
     positions = sum(b - a - 1 for a, b in windows)
     models = _Models(compute)
-    info = dict(context=context, output=out_label, reference=ref_label, text=text_label,
+    info = dict(context=context, output=out_label, reference=ref_label, text=text_label, scored=score,
                 compute_device=compute_path.device_name())
 
     # Where the reference's distributions come from.
@@ -239,7 +255,7 @@ def evaluate(
             mode = "together"
 
     if mode == "together":
-        tally = _run_together(models, output, reference, ids, windows, run)
+        tally = _run_together(models, output, reference, ids, windows, run, _Tally(score))
         cache_state, exact = "none", True
     else:
         cache_state = "reused"
@@ -250,7 +266,7 @@ def evaluate(
             cached = _build_cache(models, reference, ref_identity, cache_root, ids, windows, positions,
                                   top_k, full_budget_bytes, run)
             cache_state = "written"
-        tally = _run_against_cache(models, output, cached, ids, windows, run)
+        tally = _run_against_cache(models, output, cached, ids, windows, run, _Tally(score))
         exact = cached.storage == "full"
     return tally.result(kld_exact=exact, mode=mode, cache=cache_state, compute_path=models.output_path,
                         seconds=time.perf_counter() - t0, **info)
@@ -273,11 +289,10 @@ class _Models:
         return model
 
 
-def _run_together(models: _Models, output, reference, ids, windows, run: _Run) -> _Tally:
+def _run_together(models: _Models, output, reference, ids, windows, run: _Run, tally: _Tally) -> _Tally:
     ref_model = models.acquire(reference, "reference")
     run.check()
     out_model = models.acquire(output, "output")
-    tally = _Tally()
     for i, (a, b) in enumerate(windows):
         run.check()
         w = ids[a:b]
@@ -291,7 +306,7 @@ def _run_together(models: _Models, output, reference, ids, windows, run: _Run) -
         same = mx.argmax(lp_ref, axis=-1) == mx.argmax(lp_out, axis=-1)
         top = mx.max(lp_ref, axis=-1)
         mx.eval(nll_ref, nll_out, kl, same, top, bad_ref, bad_out)
-        tally.add(a, nll_ref=nll_ref, nll_out=nll_out, kl=kl, same_top=same, ref_top_logprob=top,
+        tally.add(a, b, nll_ref=nll_ref, nll_out=nll_out, kl=kl, same_top=same, ref_top_logprob=top,
                   nonfinite_ref=bad_ref, nonfinite_out=bad_out)
         del lp_ref, lp_out
         run.tick("together", i + 1, len(windows))
@@ -345,10 +360,10 @@ def _build_cache(models: _Models, reference, identity, cache_root, ids, windows,
         _free()
 
 
-def _run_against_cache(models: _Models, output, cached: lc.ReferenceCache, ids, windows, run: _Run) -> _Tally:
+def _run_against_cache(models: _Models, output, cached: lc.ReferenceCache, ids, windows, run: _Run,
+                       tally: _Tally) -> _Tally:
     run.check()
     out_model = models.acquire(output, "output")
-    tally = _Tally()
     offset = 0
     for i, (a, b) in enumerate(windows):
         run.check()
@@ -369,7 +384,7 @@ def _run_against_cache(models: _Models, output, cached: lc.ReferenceCache, ids, 
             top = mx.max(stored[1], axis=-1)
         same = argmax_ref == mx.argmax(lp_out, axis=-1).astype(mx.int32)
         mx.eval(nll_out, kl, same, top, bad_out, *(() if tail is None else (tail,)))
-        tally.add(a, nll_ref=nll_ref, nll_out=nll_out, kl=kl, same_top=same, ref_top_logprob=top, tail=tail,
+        tally.add(a, b, nll_ref=nll_ref, nll_out=nll_out, kl=kl, same_top=same, ref_top_logprob=top, tail=tail,
                   nonfinite_ref=bad_ref, nonfinite_out=bad_out)
         offset += n
         run.tick("output", i + 1, len(windows))

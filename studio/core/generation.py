@@ -97,11 +97,10 @@ class LoadedModel:
         return start, end
 
     def describe(self) -> str:
-        from studio.core.eval_result import PATH_WORDS
-
+        """"name (model type, Config-I: 2/3/4/8-bit, 3.10 bpw; dequantized to float32)"."""
         kind = self.config.get("model_type", "?")
-        how = PATH_WORDS.get(self.compute_path, self.compute_path)
-        return f"{self.name} ({kind}, {self.quantization}; {how})"
+        how = {"dequantized_float32": "dequantized to float32", "quantized_kernels": "quantized kernels"}
+        return f"{self.name} ({kind}, {self.quantization}; {how.get(self.compute_path, self.compute_path)})"
 
 
 # --- loading -----------------------------------------------------------------
