@@ -30,7 +30,7 @@ from studio.core.quant_error.error_map import ErrorMap
 from studio.core.roles import ROLE_BY_KEY
 from studio.core.quant_error.error_map import load as load_quant_errors
 from studio.views import item_roles, shortcuts
-from studio.views.fit_dialog import FitDialog
+from studio.views.budget_dialog import BudgetDialog
 from studio.views.icons import icon
 from studio.views.palette import ERROR_SCALE_TIP, action_colour, error_legend_html, swatch_icon, text_on
 from studio.views.policy_grid import PolicyGridModel, PolicyGridView
@@ -164,7 +164,7 @@ class PolicyEditor(QWidget):
 
     def _error_row(self) -> QHBoxLayout:
         self.survey_runner = SurveyRunner(self.controller, self)
-        self.fit_dialog: FitDialog | None = None
+        self.fit_dialog: BudgetDialog | None = None
         self.show_error = QToolButton(text="Show error", checkable=True, icon=icon("evaluate"))
         self.show_error.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
         self.show_error.setToolTip("Colour cells by the measured relative quantization error at their current "
@@ -245,12 +245,12 @@ class PolicyEditor(QWidget):
             self.load_errors(path)
             self.set_show_error(True)
 
-    def open_fit_dialog(self) -> FitDialog | None:
+    def open_fit_dialog(self) -> BudgetDialog | None:
         if self.controller.project is None:
             return None
         if self.fit_dialog is not None:
             self.fit_dialog.close()
-        self.fit_dialog = FitDialog(self.controller, self.survey_runner, self)
+        self.fit_dialog = BudgetDialog(self.controller, self.survey_runner, self)
         self.fit_dialog.open()
         return self.fit_dialog
 

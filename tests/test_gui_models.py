@@ -10,7 +10,8 @@ from studio.views import item_roles
 from studio.views.controller import ProjectController
 from studio.views.policy_grid import PolicyGridModel
 from studio.views.rules_view import RulesModel
-from studio.views.tensor_model import DECISION, ERROR, TensorFilterModel, TensorTreeModel
+from studio.views.tensor_filter import TensorFilterModel
+from studio.views.tensor_model import DECISION, ERROR, TensorTreeModel
 from test_gui_fixtures import m3_replica, open_window, studio_settings, tiny_m3  # noqa: F401
 
 

@@ -39,7 +39,7 @@ def layer_ticks(layers: list[int], most: int = 8) -> list[tuple[int, str]]:
     return [(layer, str(layer)) for layer in layers if layer % step == 0]
 
 
-class FitGauge(QWidget):
+class MemoryFitGauge(QWidget):
     """A bar: weights, KV cache and overhead against the memory the GPU may use."""
 
     def __init__(self, parent=None):
@@ -133,7 +133,7 @@ class SizePanel(QWidget):
         self.context.setCurrentIndex(max(0, self.context.findData(settings.get(settings.CONTEXT))))
         self.mac.currentIndexChanged.connect(self._fit_choice)
         self.context.currentIndexChanged.connect(self._fit_choice)
-        self.gauge = FitGauge()
+        self.gauge = MemoryFitGauge()
         self.fit_text = QLabel(wordWrap=True)
         fit_row = QHBoxLayout()
         fit_row.addWidget(QLabel("Memory fit:"))

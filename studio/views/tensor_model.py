@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 
-from PySide6.QtCore import QAbstractItemModel, QModelIndex, QSortFilterProxyModel, Qt
+from PySide6.QtCore import QAbstractItemModel, QModelIndex, Qt
 from PySide6.QtGui import QColor, QFont, QIcon, QPalette
 
 from studio.core.formatting import human_bytes
@@ -368,46 +368,3 @@ class TensorTreeModel(QAbstractItemModel):
                     if node.unit == unit:
                         return self.createIndex(node.row, 0, node)
         return QModelIndex()
-
-
-class TensorFilterModel(QSortFilterProxyModel):
-    """Filter by name text, role and layer; parents of a match stay visible."""
-
-    def __init__(self, parent=None):
-        super().__init__(parent)
-        self.setRecursiveFilteringEnabled(True)
-        self.setDynamicSortFilter(False)
-        self.text = ""
-        self.role: str | None = None
-        self.layer: object = "any"  # "any", None (outside layers) or an int
-
-    def set_filter(self, text: str | None = None, role: object = "keep", layer: object = "keep") -> None:
-        if text is not None:
-            self.text = text.strip().lower()
-        if role != "keep":
-            self.role = role
-        if layer != "keep":
-            self.layer = layer
-        self.beginFilterChange()
-        self.endFilterChange(QSortFilterProxyModel.Direction.Rows)
-
-    @property
-    def active(self) -> bool:
-        return bool(self.text) or self.role is not None or self.layer != "any"
-
-    def filterAcceptsRow(self, source_row, source_parent):
-        if not self.active:
-            return True
-        parent: Node = source_parent.internalPointer() if source_parent.isValid() else self.sourceModel().root
-        node = parent.children[source_row]
-        if node.kind == "tensor":
-            # Source tensors are built lazily: they follow their unit, so loading them
-            # never changes which of their ancestors are shown.
-            node = node.parent
-        if self.layer != "any" and node.layer != self.layer:
-            return False
-        if self.role is not None and node.role != self.role:
-            return False
-        if self.text:
-            return self.text in node.search
-        return node.kind in ("unit", "tensor") or (self.role is None and node.kind != "root")

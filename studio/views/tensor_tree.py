@@ -8,7 +8,8 @@ from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QHeaderView, QLabel, QLin
 
 from studio.core.roles import ROLE_BY_KEY
 from studio.views import item_roles
-from studio.views.tensor_model import AFTER, BEFORE, COLUMNS, DECISION, ERROR, NAME, TensorFilterModel, TensorTreeModel
+from studio.views.tensor_filter import TensorFilterModel
+from studio.views.tensor_model import AFTER, BEFORE, COLUMNS, DECISION, ERROR, NAME, TensorTreeModel
 
 
 def legend_html(roles: list[str]) -> str:

@@ -53,7 +53,7 @@ class ChangesModel(QAbstractTableModel):
         return None
 
 
-class FitDialog(QDialog):
+class BudgetDialog(QDialog):
     def __init__(self, controller, runner, parent=None):
         super().__init__(parent)
         self.setWindowTitle("Fit to budget")
