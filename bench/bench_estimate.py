@@ -30,7 +30,8 @@ def best_of(fn, n=5):
 
 def peer_open(path):
     count = 0
-    for shard in find_shards(path):
+    shards, _ = find_shards(path)
+    for shard in shards:
         with safe_open(str(shard), framework="numpy") as f:
             for key in f.keys():
                 f.get_slice(key).get_shape()
