@@ -6,6 +6,7 @@ installed client calls (huggingface_hub 2.x, with `HF_HUB_DISABLE_XET` so
 uploads take the plain LFS path; the xet CAS protocol is not served):
 
     GET  /api/models/{repo}[/revision/{rev}]          repo info (sha, siblings, gated, private)
+    GET  /api/models/{repo}/tree/{rev}                 the file list snapshot_download reads
     HEAD/GET /{repo}/resolve/{rev}/{path}              file, with Range, X-Repo-Commit, ETag, X-Linked-*
     POST /api/repos/create                             create a repo (409 if it exists)
     POST /api/models/{repo}/preupload/{rev}            upload mode per file (lfs for weights)
@@ -155,6 +156,7 @@ class HubServer:
 
 
 _API_INFO = re.compile(r"^/api/models/([^/]+/[^/]+)(?:/revision/([^/]+))?$")
+_TREE = re.compile(r"^/api/models/([^/]+/[^/]+)/tree/([^/]+)$")
 _RESOLVE = re.compile(r"^/([^/]+/[^/]+)/resolve/([^/]+)/(.+)$")
 _PREUPLOAD = re.compile(r"^/api/models/([^/]+/[^/]+)/preupload/([^/]+)$")
 _COMMIT = re.compile(r"^/api/models/([^/]+/[^/]+)/commit/([^/]+)$")
@@ -233,6 +235,8 @@ def _handler(hub: HubServer):
             try:
                 if self.command in ("GET", "HEAD") and (m := _API_INFO.match(path)):
                     return self._info(m.group(1), m.group(2) or "main")
+                if self.command == "GET" and (m := _TREE.match(path)):
+                    return self._tree(m.group(1), m.group(2))
                 if self.command in ("GET", "HEAD") and (m := _RESOLVE.match(path)):
                     return self._resolve(m.group(1), m.group(2), unquote(m.group(3)))
                 if self.command == "POST" and path == "/api/validate-yaml":
@@ -276,6 +280,23 @@ def _handler(hub: HubServer):
             self._json({"id": repo_id, "_id": repo_id, "modelId": repo_id, "sha": sha, "private": repo.private,
                         "gated": "manual" if repo.gated else False, "disabled": False, "siblings": siblings,
                         "tags": [], "downloads": 0, "likes": 0})
+
+        def _tree(self, repo_id: str, revision: str):
+            """Every file of a revision (snapshot_download lists them; one page, files at any depth)."""
+            repo = self._repo(repo_id)
+            found = repo and self._commit_of(repo, revision)
+            if not found:
+                return
+            sha, commit = found
+            entries = []
+            for name, p in sorted(commit.files.items()):
+                size = p.stat().st_size
+                entry = {"type": "file", "path": name, "size": size,
+                         "oid": hashlib.sha1(f"{sha}:{name}:{size}".encode()).hexdigest()}
+                if name in commit.lfs:
+                    entry["lfs"] = {"oid": commit.lfs[name], "size": size, "pointerSize": 134}
+                entries.append(entry)
+            self._json(entries)
 
         def _resolve(self, repo_id: str, revision: str, name: str):
             repo = self._repo(repo_id, for_files=True)
