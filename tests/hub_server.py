@@ -7,7 +7,9 @@ uploads take the plain LFS path; the xet CAS protocol is not served):
 
     GET  /api/models/{repo}[/revision/{rev}]          repo info (sha, siblings, gated, private)
     GET  /api/models/{repo}/tree/{rev}                 the file list snapshot_download reads
-    HEAD/GET /{repo}/resolve/{rev}/{path}              file, with Range, X-Repo-Commit, ETag, X-Linked-*
+    HEAD/GET /{repo}/resolve/{rev}/{path}              file, with Range, X-Repo-Commit, ETag; an LFS file
+                                                       redirects (302, X-Linked-*) to the CDN below
+    HEAD/GET {cdn}/cdn/{sha256}                        LFS bytes from another origin (port), with Range
     POST /api/repos/create                             create a repo (409 if it exists)
     POST /api/models/{repo}/preupload/{rev}            upload mode per file (lfs for weights)
     POST /{repo}.git/info/lfs/objects/batch            LFS batch: upload actions, multipart above a size
@@ -92,24 +94,32 @@ class HubServer:
         self.in_flight = self.max_in_flight = 0
         self.bytes_served = 0
         self.latency_s = 0.0  # added before each ranged body, as a far server would
+        self.blobs: dict[str, tuple[str, Path]] = {}  # sha256 -> (a file name, its path): what the CDN serves
+        self.cdn_auth = 0  # CDN requests that carried an Authorization header (the token must stay on the Hub)
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-        self.httpd.daemon_threads = True
+        self.cdn_httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))  # another origin, as the Hub's CDN
+        for server in (self.httpd, self.cdn_httpd):
+            server.daemon_threads = True
         self.endpoint = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True, name="hub-server")
+        self.cdn = f"http://127.0.0.1:{self.cdn_httpd.server_address[1]}"
+        self._threads = [threading.Thread(target=s.serve_forever, daemon=True, name="hub-server")
+                         for s in (self.httpd, self.cdn_httpd)]
         self._timer = threading.Timer(lifetime_s, self.stop)
         self._timer.daemon = True
 
     # ------------------------------------------------------------------ setup
 
     def start(self) -> "HubServer":
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
         self._timer.start()
         return self
 
     def stop(self) -> None:
         self._timer.cancel()
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        for server in (self.httpd, self.cdn_httpd):
+            server.shutdown()
+            server.server_close()
         shutil.rmtree(self.store, ignore_errors=True)
 
     def __enter__(self):
@@ -129,6 +139,7 @@ class HubServer:
 
     def _commit(self, repo: Repo, branch: str, files: dict[str, Path]) -> str:
         lfs = {name: _sha256(p) for name, p in files.items() if _is_lfs(name, p.stat().st_size)}
+        self.blobs.update({sha: (name, files[name]) for name, sha in lfs.items()})
         digest = hashlib.sha1(json.dumps([branch, len(repo.commits), sorted(files),
                                           sorted(lfs.values())]).encode()).hexdigest()
         repo.commits[digest] = Commit(dict(files), lfs)
@@ -162,6 +173,7 @@ _PREUPLOAD = re.compile(r"^/api/models/([^/]+/[^/]+)/preupload/([^/]+)$")
 _COMMIT = re.compile(r"^/api/models/([^/]+/[^/]+)/commit/([^/]+)$")
 _BATCH = re.compile(r"^/([^/]+/[^/]+)\.git/info/lfs/objects/batch$")
 _LFS = re.compile(r"^/lfs/([0-9a-f]{64})(?:/(\d+))?$")
+_CDN = re.compile(r"^/cdn/([0-9a-f]{64})$")
 
 
 def _handler(hub: HubServer):
@@ -233,6 +245,10 @@ def _handler(hub: HubServer):
             with hub.lock:
                 hub.log.append((self.command, self.path, self.headers.get("Range")))
             try:
+                if self.server is hub.cdn_httpd:
+                    if self.command in ("GET", "HEAD") and (m := _CDN.match(path)) and m.group(1) in hub.blobs:
+                        return self._cdn(m.group(1))
+                    return self._fail(404, None, "no such object")
                 if self.command in ("GET", "HEAD") and (m := _API_INFO.match(path)):
                     return self._info(m.group(1), m.group(2) or "main")
                 if self.command == "GET" and (m := _TREE.match(path)):
@@ -314,7 +330,23 @@ def _handler(hub: HubServer):
             headers = {"X-Repo-Commit": sha, "ETag": f'"{etag}"', "Accept-Ranges": "bytes",
                        "Content-Type": "application/octet-stream"}
             if name in commit.lfs:
-                headers.update({"X-Linked-Etag": f'"{etag}"', "X-Linked-Size": size})
+                # As the Hub does: an LFS file's bytes come from the CDN, another origin.
+                headers.update({"X-Linked-Etag": f'"{etag}"', "X-Linked-Size": size,
+                                "Location": f"{hub.cdn}/cdn/{etag}"})
+                return self._send(302, b"", headers)
+            self._serve(name, path, headers)
+
+        def _cdn(self, sha: str):
+            if self.headers.get("Authorization"):
+                with hub.lock:
+                    hub.cdn_auth += 1
+            name, path = hub.blobs[sha]
+            self._serve(name, path, {"ETag": f'"{sha}"', "Accept-Ranges": "bytes",
+                                     "Content-Type": "application/octet-stream"})
+
+        def _serve(self, name: str, path: Path, headers: dict):
+            """The file, or the Range asked for, with the faults the test asked for."""
+            size = path.stat().st_size
             start, end = 0, size  # [start, end)
             ranged = self.headers.get("Range")
             status = 200

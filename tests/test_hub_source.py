@@ -81,6 +81,7 @@ def test_hub_conversion_is_byte_identical_through_faults(tiny_repo, hub, fast_re
     _same_files(out_hub, out_local)
     assert all(f[1] == 0 for f in hub.faults)  # every fault was met and survived
     assert hub.max_in_flight > 1
+    assert hub.cdn_auth == 0  # ranges followed the Hub's redirect to its CDN and sent the token only to the Hub
     card = (out_hub / "README.md").read_text()
     assert f"org/tiny@{commit}" in card and "base_model: org/tiny" in card
     assert "hf-cache" not in card and str(source) not in card
