@@ -103,7 +103,7 @@ def _build(config: dict):
 
     try:
         model_class, args_class = _get_classes(config)
-    except ValueError:
+    except (ValueError, KeyError, TypeError):  # unknown, missing or odd model_type
         raise StudioError(f"mlx-lm has no model type {config.get('model_type')!r}, so it could not load the "
                           "output.") from None
     try:
@@ -127,9 +127,17 @@ def check_parameters(config: dict, tensors: dict[str, tuple[tuple[int, ...], str
         quantization = config.get("quantization")
         if quantization is not None:
             def predicate(path, module):
+                scales = weights.get(f"{path}.scales")
+                if scales is not None and hasattr(module, "weight"):
+                    # The widths must divide before MLX divides by them (a zero group size is a
+                    # SIGFPE inside mx.quantize, not an exception).
+                    inputs = module.weight.shape[-1]
+                    if not scales.shape[-1] or inputs % scales.shape[-1] or inputs < scales.shape[-1]:
+                        raise StudioError(f"{what}: {path} would have {scales.shape[-1]} scale columns, which do "
+                                          f"not fit the {inputs} inputs mlx-lm's model gives it.")
                 if path in quantization:
                     return quantization[path]
-                if not hasattr(module, "to_quantized") or f"{path}.scales" not in weights:
+                if not hasattr(module, "to_quantized") or scales is None:
                     return False
                 return infer_quant_config(path, module, weights)
 
