@@ -1,8 +1,9 @@
 """Config-I against uniform 2-bit and 4-bit on the bundled demo model: size and quality.
 
 Converts the model under each preset, then scores each output against the
-source on the bundled held-out text: perplexity, KL divergence and top-1
-agreement. Prints one table.
+source on the bundled held-out text: perplexity, KL divergence (mean and 99th
+percentile), top-1 agreement and RMS Δp, on the default compute path
+(dequantized float32 on a CPU). Prints one table.
 
     .venv/bin/python bench/bench_demo_quality.py [MODEL] [--presets config-i uniform-2bit uniform-4bit]
 """
@@ -40,10 +41,13 @@ def main():
             est = project.estimate
             rows.append([preset, f"{est.total_bytes / 1e6:.2f} MB", f"{est.bpw_quantized:.3f}",
                          f"{result.ppl:.3f}", f"{result.ppl_reference:.3f}", f"{result.kld_mean:.4f}",
-                         f"{result.top1_agreement:.1%}", result.verdict().label])
+                         f"{result.kld_p99:.3f}", f"{result.top1_agreement:.1%}", f"{result.dp_rms:.2%}",
+                         result.verdict().label])
             print(f"{preset}: done", file=sys.stderr)
-    print(f"{source.name}: {result.tokens:,} tokens of the held-out sample, windows of {args.context}\n")
-    print(table(["policy", "size", "bpw (quantized)", "ppl", "ppl source", "KL mean", "top-1", "verdict"], rows))
+    print(f"{source.name}: {result.tokens:,} tokens of the held-out sample, windows of {args.context}; "
+          f"{result.compute_sentence()}\n")
+    print(table(["policy", "size", "bpw (quantized)", "ppl", "ppl source", "KL mean", "KL p99", "top-1", "RMS Δp",
+                 "verdict"], rows))
 
 
 if __name__ == "__main__":

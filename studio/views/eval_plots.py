@@ -56,9 +56,11 @@ class EvalPlots(pg.GraphicsLayoutWidget):
         self._foreground = self.palette().color(QPalette.ColorRole.Text)
         self.kl_plot = self.addPlot(row=0, col=0, title="KL divergence per window (mean, nats)")
         self.kl_plot.setLabel("bottom", "window")
-        self.ppl_plot = self.addPlot(row=1, col=0, title="Perplexity per window")
+        # The two lines are named in the title, in their colours: a legend would cover them.
+        self.ppl_plot = self.addPlot(row=1, col=0, title=f"Perplexity per window: <span style='color: "
+                                     f"{REFERENCE_COLOUR};'>reference</span>, <span style='color: "
+                                     f"{OUTPUT_COLOUR};'>output</span>")
         self.ppl_plot.setLabel("bottom", "window")
-        self.ppl_legend = self.ppl_plot.addLegend(offset=(-10, 10))
         self.ppl_plot.setXLink(self.kl_plot)
         self.kl_hist = self.addPlot(row=0, col=1, title="KL divergence per position (positions per bin)")
         self.kl_hist.setLabel("bottom", "KL (nats)")
@@ -71,7 +73,8 @@ class EvalPlots(pg.GraphicsLayoutWidget):
         self.layer_plot.getAxis("left").enableAutoSIPrefix(False)
         self.layer_plot.setLogMode(x=False, y=True)
         self.layer_plot.showGrid(x=False, y=True, alpha=0.25)
-        self.layer_legend = self.layer_plot.addLegend(offset=(-10, 10))
+        self.layer_legend = pg.LegendItem()  # beside the plot, in its own column: never over the lines
+        self.addItem(self.layer_legend, row=1, col=2)
         self.layer_plot.setToolTip("Relative error ||dequantize(quantize(W)) - W|| / ||W|| the conversion measured, "
                                    "per layer and role family (element-weighted RMS; log scale).\n"
                                    "Typical: 8-bit about 0.5%, 4-bit 5-10%, 2-bit 30-50%.")
@@ -151,8 +154,9 @@ class EvalPlots(pg.GraphicsLayoutWidget):
             colour = FAMILY_COLOURS.get(family, "#BBBBBB")
             layers = list(by_layer)
             percent = [100 * by_layer[layer] for layer in layers]
-            plot.plot(layers, percent, pen=pg.mkPen(colour, width=2), symbol="o", symbolSize=6,
-                      symbolBrush=colour, symbolPen=None, name=FAMILY_LABELS.get(family, family))
+            line = plot.plot(layers, percent, pen=pg.mkPen(colour, width=2), symbol="o", symbolSize=6,
+                             symbolBrush=colour, symbolPen=None)
+            self.layer_legend.addItem(line, FAMILY_LABELS.get(family, family))
         plot.enableAutoRange(axis="x")
 
     def apply_palette(self, palette: QPalette) -> None:
@@ -164,6 +168,5 @@ class EvalPlots(pg.GraphicsLayoutWidget):
             for name in ("left", "bottom"):
                 plot.getAxis(name).setPen(self._foreground)
                 plot.getAxis(name).setTextPen(self._foreground)
-        for legend in (self.layer_legend, self.ppl_legend):
-            legend.setLabelTextColor(self._foreground)
+        self.layer_legend.setLabelTextColor(self._foreground)
         self.layer_hint.setColor(self._foreground)
