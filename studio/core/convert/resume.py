@@ -2,7 +2,7 @@
 
 A rerun of the same conversion (same policy, source files, layout and studio
 version: the fingerprint) keeps the shards the record lists whose size, header
-and BLAKE2b checksum (taken when the shard was sealed) are still the same, and
+and xxh3-128 checksum (taken when the shard was sealed) are still the same, and
 redoes the rest. The record stays until the output is in place, so a run
 killed while finishing resumes without recomputing anything.
 """
@@ -23,6 +23,7 @@ from studio.core.shard_layout import Layout, ShardSpec
 
 RECORD_NAME = ".configi-convert.json"
 RECORD_BYTES = 64 * 2**20
+DIGEST = "xxh3_128"
 MARKER_NAME = "CONVERSION_INCOMPLETE.txt"
 
 
@@ -33,7 +34,7 @@ class Record:
     def __init__(self, folder: Path, fingerprint: str):
         self.path = folder / RECORD_NAME
         self.fingerprint = fingerprint
-        self.done: dict[str, dict] = {}  # shard file name -> {"bytes": n, "blake2b": hex digest}
+        self.done: dict[str, dict] = {}  # shard file name -> {"bytes": n, DIGEST: hex digest}
         self.errors: dict[str, list[float]] = {}
         self._lock = threading.Lock()
 
@@ -51,7 +52,7 @@ class Record:
         shards, errors = data.get("shards"), data.get("errors")
         if isinstance(shards, dict):
             record.done = {k: v for k, v in shards.items() if isinstance(v, dict) and type(v.get("bytes")) is int
-                           and isinstance(v.get("blake2b"), str)}
+                           and isinstance(v.get(DIGEST), str)}
         if isinstance(errors, dict):
             record.errors = {k: [float(x) for x in v] for k, v in errors.items()
                              if isinstance(v, list) and len(v) == 2 and all(type(x) in (int, float) for x in v)}
@@ -65,7 +66,7 @@ class Record:
 
     def mark_done(self, shard: ShardSpec, digest: str, errors: dict[str, tuple[float, float]] | None = None) -> None:
         with self._lock:
-            self.done[shard.filename] = {"bytes": shard.file_bytes, "blake2b": digest}
+            self.done[shard.filename] = {"bytes": shard.file_bytes, DIGEST: digest}
             self.errors.update({k: list(v) for k, v in (errors or {}).items()})
             self.save()
 
@@ -83,8 +84,12 @@ def fingerprint(plan: Plan, layout: Layout) -> str:
 
 
 def file_digest(path: Path) -> str:
-    """BLAKE2b of a file's bytes, streamed in 8 MB blocks (see bench/bench_checksum.py for its cost)."""
-    h = hashlib.blake2b(digest_size=32)
+    """xxh3-128 of a file's bytes, streamed in 8 MB blocks. A guard against bytes that changed by
+    accident (a disk, a stray write), not against an attacker; at ~20 GB/s it costs a conversion
+    almost nothing (bench/bench_checksum.py)."""
+    import xxhash
+
+    h = xxhash.xxh3_128()
     block = bytearray(8 * 2**20)
     view = memoryview(block)
     with open(path, "rb", buffering=0) as f:
@@ -101,7 +106,7 @@ def shard_is_whole(path: Path, spec: ShardSpec, entry: dict) -> bool:
         with open(path, "rb") as f:
             if f.read(len(spec.header)) != spec.header:
                 return False
-        return file_digest(path) == entry.get("blake2b")
+        return file_digest(path) == entry.get(DIGEST)
     except OSError:
         return False
 
