@@ -9,6 +9,7 @@ allocation can explode.
 
 from __future__ import annotations
 
+from studio.core.defaults import MODES
 from studio.core.errors import StudioError
 from studio.core.validation.fields import mapping, one_of, shown, text, whole
 
@@ -59,8 +60,6 @@ def _quant_settings(value, where: str, modes: dict, *, need_bits: bool) -> None:
 
 def check_quantization(value, where: str) -> None:
     """An MLX `"quantization"` entry: defaults plus per-module dicts or booleans."""
-    from studio.core.policy import MODES
-
     value = mapping(value, where)
     _quant_settings({k: value[k] for k in ("bits", "group_size", "mode") if k in value}, where, MODES,
                     need_bits=False)

@@ -15,7 +15,7 @@ import re
 from collections import defaultdict
 
 from studio.core.errors import StudioError
-from studio.core.defaults import default_group_size
+from studio.core.defaults import MODES, default_group_size
 
 FP8_BLOCK = 128
 _LAYER = re.compile(r"(?:^|\.)(?:layers|h|blocks|layer)\.(\d+)\.")
@@ -40,8 +40,6 @@ def check_index_matches(weight_map: dict, raw: dict, index_name: str) -> None:
 def mlx_quant(name: str, data, scales, biases, settings: dict) -> tuple[dict, tuple[int, ...]]:
     """The (bits, group_size, mode) of an MLX-quantized weight and its logical shape, from its
     tensors, which must agree with what config.json says about them."""
-    from studio.core.policy import MODES
-
     mode = settings.get("mode", "affine")
     group = settings.get("group_size") or default_group_size(mode)
     if len(data.shape) < 2 or scales.shape[:-1] != data.shape[:-1] or not scales.shape[-1]:
