@@ -5,6 +5,10 @@ Everything runs the real huggingface_hub client against tests/hub_server.py on 1
 
 import filecmp
 import json
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -152,6 +156,48 @@ def test_a_network_failure_leaves_a_partial_that_resumes(tiny_repo, hub, fast_re
     hub.faults.clear()
     result = convert(Project.open("org/tiny", POLICY), out, max_shard_bytes=50_000)
     assert result.resumed_shards == len(record["shards"])
+    reference = tmp_path / "reference"
+    convert(Project.open(tiny_repo[0], POLICY), reference, max_shard_bytes=50_000)
+    _same_files(out, reference)
+
+
+_KILLED_CHILD = """
+import json, sys, time
+from pathlib import Path
+from studio.core.convert import RECORD_NAME, convert
+from studio.core.project import Project
+
+out, marker = Path(sys.argv[1]), Path(sys.argv[2])
+record = out.parent / f".{out.name}.partial" / RECORD_NAME
+
+def stop_after_two_shards(progress):
+    try:
+        done = len(json.loads(record.read_text())["shards"])
+    except (OSError, ValueError, KeyError):
+        return
+    if done >= 2:
+        marker.write_text(str(done))
+        time.sleep(3600)  # wait here for the SIGKILL
+
+convert(Project.open("org/tiny", "uniform-4bit"), out, progress=stop_after_two_shards, max_shard_bytes=50_000)
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX")
+def test_a_killed_hub_conversion_resumes(tiny_repo, hub, tmp_path):
+    out, marker = tmp_path / "out", tmp_path / "two-shards-done"
+    with (tmp_path / "child.log").open("w") as log:  # the child finds the local Hub through HF_ENDPOINT
+        proc = subprocess.Popen([sys.executable, "-c", _KILLED_CHILD, str(out), str(marker)],
+                                stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 120
+        while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    assert marker.exists(), (tmp_path / "child.log").read_text()
+    assert not out.exists()
+    result = convert(Project.open("org/tiny", POLICY), out, max_shard_bytes=50_000)
+    assert result.resumed_shards >= 2
     reference = tmp_path / "reference"
     convert(Project.open(tiny_repo[0], POLICY), reference, max_shard_bytes=50_000)
     _same_files(out, reference)

@@ -300,7 +300,9 @@ class MainWindow(QMainWindow):
             self.editor.load_errors(str(result.path), quiet=True)
         project = self.controller.project
         if project is not None:
-            self.evaluate.set_paths(str(result.path), str(project.inventory.root))
+            # A Hub source's weights are not on this disk to compare with: the user picks the reference.
+            remote = project.inventory.source.remote
+            self.evaluate.set_paths(str(result.path), None if remote else str(project.inventory.root))
 
     def _step_tab(self, step: int) -> None:
         """Ctrl+Tab / Ctrl+PgDn and back: Policy, Chat, Evaluate, wherever the focus is."""
