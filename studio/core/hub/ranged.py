@@ -195,6 +195,8 @@ def _status_sentence(status: int, name: str, what: str) -> str:
         return f"the Hub refused {name} of {what} (HTTP {status}); check that your token has access to the repo."
     if status == 404:
         return f"{what} has no file {name} any more."
+    if status == 200:
+        return f"the server sent all of {name} of {what} instead of the byte range asked for; it does not serve ranges."
     if status == 416:
         return f"{name} of {what} is shorter than its header says; the file on the Hub is truncated."
     return f"the Hub answered HTTP {status} for {name} of {what}."
