@@ -388,6 +388,7 @@ class PolicyEditor(QWidget):
             QMessageBox.warning(self, "Save policy", f"Cannot save the policy to {path}: {exc.strerror}.")
             return False
         self.controller.set_source(Path(path).name)
+        self.controller.undo_stack.setClean()  # saved: nothing to ask about on quit
         settings.put(settings.LAST_POLICY, str(path))
         settings.put(settings.LAST_POLICY_DIR, str(Path(path).parent))
         return True
@@ -398,13 +399,13 @@ class PolicyEditor(QWidget):
         if path:
             self.load_policy(path)
 
-    def save_dialog(self) -> None:
+    def save_dialog(self) -> bool:
+        """Ask for a file and save the policy there; True when it was saved."""
         if self.controller.policy is None:
-            return
+            return False
         path, _ = QFileDialog.getSaveFileName(self, "Save policy", settings.get(settings.LAST_POLICY_DIR),
                                               "Policy files (*.json)")
-        if path:
-            self.save_policy(path if path.endswith(".json") else path + ".json")
+        return bool(path) and self.save_policy(path if path.endswith(".json") else path + ".json")
 
     # ----- following the controller -----
 

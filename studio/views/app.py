@@ -30,13 +30,17 @@ def build_window(model: str | None, policy: str | None):
     """The main window with `model` (or the demo model, or the start page) open."""
     from studio.core.check_model import check_model
     from studio.views.main_window import MainWindow
+    from studio.views.session import pending_recovery
 
     if model:
         check_model(model, policy=policy)  # the checks every command runs, before any window exists
+    record = pending_recovery() if policy is None else None  # edits a crashed session left unsaved
     window = MainWindow()
-    path = model or (str(demo_model_path()) if demo_model_path() else None)
+    path = model or (record and record["model"]) or (str(demo_model_path()) if demo_model_path() else None)
     if path:
         window.open_model(path, policy, raise_errors=True)
+        if record and Path(path).resolve() == Path(record["model"]):
+            window.restore_session(record)
     return window
 
 

@@ -30,6 +30,7 @@ from studio.views import shortcuts
 from studio.views.eval_panel import EvalPanel
 from studio.views.hub_open import HubOpenDialog
 from studio.views.icons import icon
+from studio.views.session import Session, restore
 from studio.views.size_panel import SizePanel
 from studio.views.start_page import StartPage
 from studio.views.tensor_tree import TensorTreePanel
@@ -41,11 +42,13 @@ class MainWindow(QMainWindow):
     def __init__(self, parent=None):
         super().__init__(parent)
         self.setWindowTitle("Config-I Studio")
+        self._shut_down = False  # after shutdown() closing asks nothing: the threads are gone
         self.setWindowIcon(icon("app", "#333333"))
         self.controller = ProjectController(self)
         c = self.controller
 
         self.editor = PolicyEditor(c)
+        self.session = Session(c, self.editor.save_dialog, self)
         self.tree = TensorTreePanel()
         self.size = SizePanel()
         self.convert = ConvertPanel(c)
@@ -199,6 +202,8 @@ class MainWindow(QMainWindow):
         if self.convert.busy:
             QMessageBox.information(self, "Open model", "Wait for the conversion to finish or cancel it first.")
             return False
+        if not self.session.confirm_discard(self, "Open model", lambda: self.open_model(path, policy)):
+            return False
         own = Path(path) / OWN_POLICY_FILE  # a studio output opens under the policy that made it
         spec = policy if policy is not None else (str(own) if own.exists() else settings.get(settings.LAST_POLICY) or None)
         QApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)
@@ -330,12 +335,24 @@ class MainWindow(QMainWindow):
             self._apply_palette()
         super().changeEvent(event)
 
+    def restore_session(self, record: dict) -> bool:
+        """Put back the policy edits a crashed session left for this model (one undoable step)."""
+        if not restore(self.controller, record):
+            return False
+        self.statusBar().showMessage("Recovered the unsaved policy edits of the last session "
+                                     "(Edit > Undo drops them).", 30000)
+        return True
+
     def closeEvent(self, event):
         if self.convert.busy:
             answer = QMessageBox.question(self, "Quit", "A conversion is running. Cancel it and quit?")
             if answer != QMessageBox.StandardButton.Yes:
                 event.ignore()
                 return
+        if not self._shut_down and not self.session.confirm_discard(self, "Quit", self.close):
+            event.ignore()
+            return
+        self.session.clear()
         self.shutdown()
         settings.put(settings.WINDOW_GEOMETRY, self.saveGeometry())
         settings.put(settings.WINDOW_STATE, self.saveState())
@@ -343,6 +360,7 @@ class MainWindow(QMainWindow):
 
     def shutdown(self) -> None:
         """Stop every thread the window owns (cooperatively) and wait for it."""
+        self._shut_down = True
         self._tree_timer.stop()
         self.editor.shutdown()
         self.convert.shutdown()
