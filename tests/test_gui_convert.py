@@ -139,7 +139,7 @@ def test_a_finished_conversion_shows_its_errors_and_is_one_click_from_evaluating
     unit = next(i for i, u in enumerate(c.project.units) if u.path in data)
     figure = data[c.project.units[unit].path]["relative_error"]
     assert window.tree.model.unit_index(unit).siblingAtColumn(ERROR).data(item_roles.ERROR) == figure
-    assert FILE_NAME in window.editor.error_status.text()
+    assert FILE_NAME in window.editor.errors.status.text()
     # The Evaluate tab holds the output and its source; the per-layer plot shows what was measured.
     assert panel.evaluate_button.isVisibleTo(panel)
     panel.evaluate_button.click()

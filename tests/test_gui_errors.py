@@ -37,7 +37,7 @@ def test_show_error_colours_cells_by_the_surveyed_error(qtbot, window, tmp_path)
     cell = grid.index_of("attn_q", 1)
     assert cell.data() == "4"
     survey = _surveyed(qtbot, window)
-    assert c.survey is survey and c.errors is not None and editor.show_error.isChecked()
+    assert c.survey is survey and c.errors is not None and editor.errors.show_error.isChecked()
     expected = math.sqrt(survey[("attn_q", 1)][4])
     assert cell.data(item_roles.ERROR) == pytest.approx(expected, rel=1e-9)
     assert cell.data() == f"{100 * expected:.2g}%"
@@ -52,7 +52,7 @@ def test_show_error_colours_cells_by_the_surveyed_error(qtbot, window, tmp_path)
     path = tmp_path / "editor.png"
     assert editor.grab().save(str(path))
     editor.set_show_error(False)
-    assert cell.data() == "4" and not editor.error_legend.isVisible()
+    assert cell.data() == "4" and not editor.errors.legend.isVisible()
 
 
 def test_tree_error_column_follows_the_decision(qtbot, window, qtmodeltester):
@@ -156,12 +156,12 @@ def test_heat_map_colours_an_8_bit_cell_calm_and_a_2_bit_cell_alarming(qtbot, wi
     kept = grid.index_of("norm", 1)  # not quantized: a faint shade, the theme's own text colour
     assert kept.data(Qt.ItemDataRole.BackgroundRole).alpha() < 128
     assert kept.data(Qt.ItemDataRole.ForegroundRole) is None
-    assert editor.error_legend.isVisible() and "8-bit" in editor.error_legend.toolTip()
+    assert editor.errors.legend.isVisible() and "8-bit" in editor.errors.legend.toolTip()
 
 
 def test_the_survey_status_is_cut_not_clipped(qtbot, window):
     editor = window.editor
-    status = editor.error_status
+    status = editor.errors.status
     before = editor.minimumSizeHint().width()
     status.setText("surveyed 1,699 tensors (41.0 s) " + "and a very long tail of words " * 10)
     assert editor.minimumSizeHint().width() == before  # a long status never widens the editor

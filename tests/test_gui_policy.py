@@ -81,11 +81,11 @@ def test_keys_rows_columns_presets_and_files(qtbot, window, tmp_path):
     editor.set_all("row", 1, Quantize(5, 64))
     assert c.policy.decide("attn_q", 1, c.num_layers)[0] == Quantize(5, 64)
     path = tmp_path / "mine.json"
-    assert editor.save_policy(str(path))
+    assert editor.bar.save_policy(str(path))
     saved = c.policy
-    editor.apply_preset("uniform-4bit")
+    editor.bar.apply_preset("uniform-4bit")
     assert c.policy.name != saved.name or c.policy.rules != saved.rules
-    assert editor.load_policy(str(path))
+    assert editor.bar.load_policy(str(path))
     assert c.policy.rules == saved.rules
     assert window.policy_label.text() == "Policy: mine.json"
     c.undo_stack.setIndex(0)
@@ -205,3 +205,34 @@ def _visible_units(tree) -> set[int]:
 
     walk(proxy.index(-1, -1).parent())
     return found
+
+
+@pytest.mark.qt_log_ignore("propagateSizeHints", "does not support raise", "grabbing the keyboard")  # offscreen popups
+def test_uniform_2bit_and_config_i_on_a_dense_model_warn_in_the_window(qtbot, tiny_m3, tmp_path):
+    from test_suitability import dense_llama
+
+    # A dense model opens with the preset that suits it, and says why Config-I would not.
+    window = open_window(qtbot, dense_llama(tmp_path / "dense"))
+    notice = window.editor.notice
+    assert window.controller.policy_source == "uniform-4bit" and not notice.isVisible()
+    assert "Config-I is meant for Mixture-of-Experts" in window.statusBar().currentMessage()
+    window.editor.bar.apply_preset("config-i")
+    qtbot.waitUntil(notice.isVisible)  # once the estimate follows (throttled)
+    assert "meant for Mixture-of-Experts models" in notice.text()
+    # On the MoE model Config-I says nothing; uniform-2bit, chosen from the list by keyboard, warns.
+    assert window.open_model(str(tiny_m3))
+    assert window.controller.policy_source == "config-i" and not notice.isVisible()
+    combo = window.editor.bar.preset
+    combo.setFocus()
+    QTest.keyClick(combo, Qt.Key.Key_Space)  # open the list, as a person would
+    view = combo.view()
+    qtbot.waitUntil(view.isVisible)
+    for _ in range(combo.count()):
+        if view.currentIndex().data() == "uniform-2bit":
+            break
+        QTest.keyClick(view, Qt.Key.Key_Down)
+    QTest.keyClick(view, Qt.Key.Key_Return)
+    assert window.controller.policy.name == "Uniform 2-bit"
+    qtbot.waitUntil(notice.isVisible)
+    assert "known to break MiniMax-class MoE" in notice.text()
+    window.shutdown()

@@ -17,6 +17,7 @@ from studio.core.hub.source import open_hub_inventory
 from studio.core.memory import MemoryFit, memory_fit
 from studio.core.plan import Plan, make_plan
 from studio.core.policy import OWN_POLICY_FILE, Policy, resolve_policy
+from studio.core.suitability import policy_warnings
 from studio.core.units import build_units
 
 
@@ -64,10 +65,7 @@ class Project:
 
     @property
     def warnings(self) -> list[str]:
-        warnings = list(self.inventory.warnings)
-        if self.policy.warning:
-            warnings.append(self.policy.warning)
-        return warnings
+        return [*self.inventory.warnings, *policy_warnings(self.plan)]
 
     def memory_fit(self, mac_gb: int = 256, context: int = 32768) -> MemoryFit:
         return memory_fit(self.estimate.total_bytes, self.inventory.text_config, mac_gb, context)

@@ -20,8 +20,9 @@ from PySide6.QtWidgets import (
 from studio import settings
 from studio.chat import ChatPane
 from studio.core.errors import StudioError
-from studio.core.policy import OWN_POLICY_FILE
+from studio.core.policy import OWN_POLICY_FILE, load_preset
 from studio.core.project import Project
+from studio.core.suitability import moe_policy_on_dense, suitable_preset
 from studio.core.quant_error.error_map import FILE_NAME as QUANT_ERRORS
 from studio.policy_editor import PolicyEditor
 from studio.views.controller import ProjectController
@@ -223,6 +224,11 @@ class MainWindow(QMainWindow):
             QMessageBox.warning(self, "Open model", str(exc))
             return False
         QApplication.restoreOverrideCursor()
+        mismatch = moe_policy_on_dense(project.plan)
+        if policy is None and not own.exists() and mismatch:  # a remembered MoE preset on a dense model
+            spec = suitable_preset(project.units)
+            project.set_policy(load_preset(spec))
+            self.statusBar().showMessage(f"Opened with {spec}: {mismatch}", 30000)
         source = spec if isinstance(spec, str) and spec else project.policy.name
         self.set_project(project, Path(source).name if source.endswith(".json") else source)
         if (Path(path) / QUANT_ERRORS).exists():  # a studio output: show what its conversion measured

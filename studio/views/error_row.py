@@ -1,0 +1,134 @@
+"""The error row under the brushes: measured quantization error on the grid.
+
+"Show error" turns the grid into a heat map of the relative error at each
+cell's current bits (surveying first if nothing is measured yet), "Survey"
+measures it on samples of the weights (on the worker), "Load errors…" reads a
+converted model's quant_errors.json, and "Fit to budget…" proposes bits for a
+size or a Mac. The status ("errors from out/quant_errors.json") has a line of
+its own, so it is never squeezed to "err…".
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (QFileDialog, QHBoxLayout, QLabel, QMessageBox, QProgressBar, QPushButton,
+                               QToolButton, QVBoxLayout, QWidget)
+
+from studio import settings
+from studio.core.errors import StudioError
+from studio.core.quant_error.error_map import ErrorMap
+from studio.core.quant_error.error_map import load as load_quant_errors
+from studio.views.budget_dialog import BudgetDialog
+from studio.views.icons import icon
+from studio.views.palette import ERROR_SCALE_TIP, error_legend_html
+from studio.views.survey_runner import SurveyRunner
+from studio.views.widgets import ElidedLabel
+
+
+class ErrorRow(QWidget):
+    show_error_changed = Signal(bool)
+
+    def __init__(self, controller, parent=None):
+        super().__init__(parent)
+        self.controller = controller
+        self.survey_runner = SurveyRunner(controller, self)
+        self.fit_dialog: BudgetDialog | None = None
+        self.show_error = QToolButton(text="Show error", checkable=True, icon=icon("evaluate"))
+        self.show_error.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.show_error.setToolTip("Colour cells by the measured relative quantization error at their current "
+                                   "bits (runs the survey first if nothing is measured)\n\n" + ERROR_SCALE_TIP)
+        self.show_error.toggled.connect(self.set_show_error)
+        survey = QPushButton("Survey", toolTip="Measure every quantized tensor's error at 2-8 bits on samples "
+                                               "of its weights")
+        survey.clicked.connect(self.survey_runner.start)
+        load = QPushButton("Load errors…", toolTip="Show the errors a conversion measured (quant_errors.json)")
+        load.clicked.connect(self.load_errors_dialog)
+        fit = QPushButton("Fit to budget…", toolTip="Propose the bits that fit a size or a Mac with the least error")
+        fit.clicked.connect(self.open_fit_dialog)
+        self.survey_bar = QProgressBar(visible=False, maximumWidth=180)
+        self.survey_bar.setRange(0, 1000)
+        self.survey_cancel = QToolButton(text="Cancel", visible=False)
+        self.survey_cancel.clicked.connect(self.survey_runner.cancel)
+        self.legend = QLabel(error_legend_html(), visible=False, textFormat=Qt.TextFormat.RichText)
+        self.legend.setToolTip(ERROR_SCALE_TIP)
+        # "errors from out/quant_errors.json": cut in the middle if ever too long, never widening the window.
+        self.status = ElidedLabel(elide=Qt.TextElideMode.ElideMiddle)
+        self.status.setEnabled(False)
+        runner = self.survey_runner
+        runner.started.connect(lambda: self._surveying(True))
+        runner.progress.connect(self._survey_progress)
+        runner.finished.connect(
+            lambda s: self._surveying(False, f"surveyed {len(s.units):,} tensors ({s.seconds:.1f} s)"))
+        runner.stopped.connect(lambda reason: self._surveying(False, reason))
+        controller.errors_changed.connect(self._errors_changed)
+
+        buttons = QHBoxLayout()
+        buttons.setContentsMargins(0, 0, 0, 0)
+        for widget in (self.show_error, survey, load, self.survey_bar, self.survey_cancel, self.legend):
+            buttons.addWidget(widget)
+        buttons.addStretch(1)
+        buttons.addWidget(fit)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(2)
+        layout.addLayout(buttons)
+        layout.addWidget(self.status)
+
+    def set_show_error(self, on: bool) -> None:
+        if self.show_error.isChecked() != on:
+            self.show_error.setChecked(on)  # comes back here through toggled
+            return
+        self.legend.setVisible(on)
+        self.show_error_changed.emit(on)
+        if on and self.controller.errors is None:
+            self.survey_runner.start()
+
+    def _surveying(self, on: bool, message: str = "") -> None:
+        self.survey_bar.setVisible(on)
+        self.survey_cancel.setVisible(on)
+        self.survey_bar.setValue(0)
+        self.status.setText("surveying…" if on else message)
+
+    def _survey_progress(self, p) -> None:
+        self.survey_bar.setValue(int(1000 * p.fraction))
+        self.survey_bar.setFormat(f"{p.done}/{p.total}")
+
+    def _errors_changed(self, errors) -> None:
+        if errors is not None and errors.source != "survey":
+            self.status.setText(f"errors from {errors.source}")
+
+    def load_errors(self, path: str, *, quiet: bool = False) -> bool:
+        """Show a quant_errors.json (or the folder holding one); `quiet` says a failure in the status line
+        instead of a message box (loads the window does by itself, after a conversion or on open)."""
+        try:
+            data = load_quant_errors(path)
+        except StudioError as exc:
+            if quiet:
+                self.status.setText(str(exc))
+            else:
+                QMessageBox.warning(self, "Load errors", str(exc))
+            return False
+        name = f"{Path(path).name}/quant_errors.json" if Path(path).is_dir() else Path(path).name
+        self.controller.set_errors(ErrorMap.from_entries(data, name))
+        return True
+
+    def load_errors_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Load quant_errors.json", settings.get(settings.OUTPUT_DIR),
+                                              "Quantization errors (quant_errors.json *.json)")
+        if path:
+            self.load_errors(path)
+            self.set_show_error(True)
+
+    def open_fit_dialog(self) -> BudgetDialog | None:
+        if self.controller.project is None:
+            return None
+        if self.fit_dialog is not None:
+            self.fit_dialog.close()
+        self.fit_dialog = BudgetDialog(self.controller, self.survey_runner, self)
+        self.fit_dialog.open()
+        return self.fit_dialog
+
+    def shutdown(self) -> None:
+        self.survey_runner.shutdown()

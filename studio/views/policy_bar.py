@@ -1,0 +1,129 @@
+"""The editor's top bar: preset, Reset, Load…, Save…, Undo and Redo; and the notice under it
+that says what the policy's own warning (uniform-2bit) or the core's checks say about this
+policy on this model (a preset meant for MoE on a dense model)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtWidgets import (QComboBox, QFileDialog, QHBoxLayout, QLabel, QMessageBox, QPushButton, QToolButton,
+                               QWidget)
+
+from studio import settings
+from studio.core.errors import StudioError
+from studio.core.policy import PRESET_NAMES, load_policy_file, load_preset
+from studio.core.suitability import policy_warnings
+from studio.views import shortcuts
+from studio.views.icons import icon
+
+
+class PolicyBar(QWidget):
+    def __init__(self, controller, parent=None):
+        super().__init__(parent)
+        self.controller = controller
+        self.preset = QComboBox(toolTip="Start from a preset (Config-I is the role-aware default for MoE models)")
+        for name in PRESET_NAMES:
+            self.preset.addItem(name, name)
+        self.preset.activated.connect(lambda _: self.apply_preset(self.preset.currentData()))
+        reset = QPushButton(icon("reset"), "Reset", toolTip="Back to the chosen preset")
+        reset.clicked.connect(lambda: self.apply_preset(self.preset.currentData()))
+        load = QPushButton(icon("open"), "Load…", toolTip="Load a policy file (.json)")
+        load.clicked.connect(self.load_dialog)
+        save = QPushButton(icon("save"), "Save…", toolTip="Save this policy to a file (Ctrl+S)")
+        save.clicked.connect(self.save_dialog)
+        self.undo_action = controller.undo_stack.createUndoAction(self, "Undo")
+        self.undo_action.setShortcuts(shortcuts.undo())
+        self.undo_action.setIcon(icon("undo"))
+        self.redo_action = controller.undo_stack.createRedoAction(self, "Redo")
+        self.redo_action.setShortcuts(shortcuts.redo())
+        self.redo_action.setIcon(icon("redo"))
+        undo_button, redo_button = QToolButton(), QToolButton()
+        undo_button.setDefaultAction(self.undo_action)
+        redo_button.setDefaultAction(self.redo_action)
+
+        row = QHBoxLayout(self)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(QLabel("Preset:"))
+        row.addWidget(self.preset)
+        row.addWidget(reset)
+        row.addSpacing(12)
+        row.addWidget(load)
+        row.addWidget(save)
+        row.addStretch(1)
+        row.addWidget(undo_button)
+        row.addWidget(redo_button)
+        controller.project_changed.connect(self._project_changed)
+
+    def _project_changed(self, project) -> None:
+        if project is not None:
+            index = self.preset.findData(self.controller.policy_source)
+            if index >= 0:
+                self.preset.setCurrentIndex(index)
+
+    def apply_preset(self, name: str) -> None:
+        try:
+            policy = load_preset(name)
+        except StudioError as exc:
+            QMessageBox.warning(self, "Preset", str(exc))
+            return
+        self.controller.replace_policy(policy, f"preset {name}", source=name)
+        self.controller.undo_stack.setClean()  # exactly a preset: nothing a quit would lose
+        settings.put(settings.LAST_POLICY, name)
+
+    def load_policy(self, path: str) -> bool:
+        try:
+            policy = load_policy_file(path)
+        except StudioError as exc:
+            QMessageBox.warning(self, "Load policy", str(exc))
+            return False
+        self.controller.replace_policy(policy, f"load {Path(path).name}", source=Path(path).name)
+        self.controller.undo_stack.setClean()  # exactly the file
+        settings.put(settings.LAST_POLICY, str(path))
+        settings.put(settings.LAST_POLICY_DIR, str(Path(path).parent))
+        return True
+
+    def save_policy(self, path: str) -> bool:
+        try:
+            self.controller.policy.save(path)
+        except OSError as exc:
+            QMessageBox.warning(self, "Save policy", f"Cannot save the policy to {path}: {exc.strerror}.")
+            return False
+        self.controller.set_source(Path(path).name)
+        self.controller.undo_stack.setClean()  # saved: nothing to ask about on quit
+        settings.put(settings.LAST_POLICY, str(path))
+        settings.put(settings.LAST_POLICY_DIR, str(Path(path).parent))
+        return True
+
+    def load_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Load policy", settings.get(settings.LAST_POLICY_DIR),
+                                              "Policy files (*.json)")
+        if path:
+            self.load_policy(path)
+
+    def save_dialog(self) -> bool:
+        """Ask for a file and save the policy there; True when it was saved."""
+        if self.controller.policy is None:
+            return False
+        path, _ = QFileDialog.getSaveFileName(self, "Save policy", settings.get(settings.LAST_POLICY_DIR),
+                                              "Policy files (*.json)")
+        return bool(path) and self.save_policy(path if path.endswith(".json") else path + ".json")
+
+
+class PolicyNotice(QLabel):
+    """What the core says about this policy on this model (uniform-2bit's own warning, a preset meant
+    for MoE on a dense model), in a band under the bar; hidden when there is nothing to say."""
+
+    def __init__(self, controller, parent=None):
+        super().__init__(parent, wordWrap=True, visible=False)
+        self.controller = controller
+        self.setObjectName("policy_notice")
+        self.setStyleSheet("#policy_notice { background: #FFF1C9; color: #5A3E00; border: 1px solid #E0B040;"
+                           " border-radius: 3px; padding: 3px 6px; }")
+        controller.project_changed.connect(lambda _: self.refresh())
+        controller.estimate_changed.connect(lambda _: self.refresh())
+
+    def refresh(self) -> None:
+        project = self.controller.project
+        notes = policy_warnings(project.plan) if project is not None else []
+        self.setText("\n".join(f"\u26a0 {note}" for note in notes))
+        self.setVisible(bool(notes))
