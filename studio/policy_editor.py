@@ -20,7 +20,8 @@ from studio.views.brush_bar import BrushBar
 from studio.views.error_row import ErrorRow
 from studio.views.palette import action_colour, swatch_icon
 from studio.views.policy_bar import PolicyBar, PolicyNotice
-from studio.views.policy_grid import PolicyGridModel, PolicyGridView
+from studio.views.grid_view import PolicyGridView
+from studio.views.policy_grid import PolicyGridModel
 from studio.views.rules_view import RulesView
 
 
@@ -67,6 +68,7 @@ class PolicyEditor(QWidget):
         self.grid.hovered_rule.connect(self.rules.highlight)
         self.grid.cell_clicked.connect(controller.cell_selected.emit)
         self.grid.header_action.connect(self._header_menu)
+        self.grid.cell_menu.connect(self._cell_menu)
         controller.project_changed.connect(self._project_changed)
         controller.policy_changed.connect(self._policy_changed)
         controller.unit_selected.connect(self.show_unit)
@@ -149,6 +151,20 @@ class PolicyEditor(QWidget):
             menu.addAction(swatch_icon(action_colour(action)), action.label(),
                            lambda a=action: self.set_all(kind, target, a))
         menu.popup(QCursor.pos() if at is None else at)
+        self._menu = menu
+
+    def _cell_menu(self, role: str, layer, at) -> None:
+        """The Menu key (or a right-click) on a cell: set its whole row or its whole column."""
+        menu = QMenu(self)
+        grid = self.controller.project.grid
+        for kind, target, title in (
+                ("column", role, f"Set every layer of {ROLE_BY_KEY[role].label} to"),
+                ("row", layer, f"Set every role {'of ' if layer is not None else ''}{grid.row_name(layer)} to")):
+            submenu = menu.addMenu(title)
+            for action in self.brushes.paint_actions():
+                submenu.addAction(swatch_icon(action_colour(action)), action.label(),
+                                  lambda k=kind, t=target, a=action: self.set_all(k, t, a))
+        menu.popup(at)
         self._menu = menu
 
     def set_all(self, kind: str, target, action) -> None:

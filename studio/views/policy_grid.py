@@ -7,21 +7,21 @@ what the policy decides for that role in that layer, coloured by bits, or with
 `show_error` on, the measured relative error at the bits it has now (from the
 controller's ErrorMap), coloured by error; cells nobody measured show "–". While a
 stroke is painted the model overlays the stroke (`preview`); the view turns a
-whole stroke into one undo command and one dataChanged for its rectangle.
+whole stroke into one undo command and one dataChanged for its rectangle
+(the view is views/grid_view.py).
 """
 
 from __future__ import annotations
 
-from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPoint, QRect, Qt, Signal
-from PySide6.QtGui import QBrush, QColor, QFont, QPainter, QPen
-from PySide6.QtWidgets import QHeaderView, QMenu, QStyledItemDelegate, QTableView
+from PySide6.QtCore import QAbstractTableModel, QModelIndex, Qt
+from PySide6.QtGui import QColor, QFont
 
 from studio.core.formatting import human_bytes
 from studio.core.plan import decide
 from studio.core.policy import Quantize
 from studio.core.roles import ROLE_BY_KEY
 from studio.views import item_roles
-from studio.views.palette import (TYPICAL_ERROR, action_colour, action_short, error_colour, error_text, role_colour,
+from studio.views.palette import (TYPICAL_ERROR, action_colour, action_short, error_colour, error_text,
                                   text_on)
 
 UNQUANTIZED_SHADE = QColor(128, 128, 128, 56)  # heat map: kept and dropped cells, on light and dark themes
@@ -209,165 +209,3 @@ class PolicyGridModel(QAbstractTableModel):
             return
         r0, c0, r1, c1 = rect if rect else (0, 0, len(self.layers) - 1, len(self.roles) - 1)
         self.dataChanged.emit(self.index(r0, c0), self.index(r1, c1))
-
-
-class CellDelegate(QStyledItemDelegate):
-    """Cells drawn flat in their bits colour; cells with no units hatched; the current cell outlined."""
-
-    def paint(self, painter: QPainter, option, index):
-        rect = option.rect.adjusted(1, 1, -1, -1)
-        if not index.data(item_roles.HAS_UNITS):
-            painter.fillRect(rect, QBrush(QColor(128, 128, 128, 40), Qt.BrushStyle.BDiagPattern))
-            return
-        painter.fillRect(rect, index.data(Qt.ItemDataRole.BackgroundRole))
-        foreground = index.data(Qt.ItemDataRole.ForegroundRole)
-        painter.setPen(foreground if foreground is not None else option.palette.text().color())
-        font = index.data(Qt.ItemDataRole.FontRole)
-        if font is not None:
-            painter.setFont(font)
-        painter.drawText(rect, Qt.AlignmentFlag.AlignCenter, index.data(Qt.ItemDataRole.DisplayRole) or "")
-        if option.state & option.state.State_Selected:
-            pen = QPen(option.palette.highlight().color(), 3)
-            painter.setPen(pen)
-            painter.drawRect(rect.adjusted(1, 1, -1, -1))
-
-
-class RoleHeader(QHeaderView):
-    """Column headers with a strip of the role's colour above the short name."""
-
-    def __init__(self, parent=None):
-        super().__init__(Qt.Orientation.Horizontal, parent)
-        self.setSectionsClickable(True)
-        self.setMinimumHeight(2 * self.fontMetrics().height() + 14)
-
-    def paintSection(self, painter, rect, logical):
-        super().paintSection(painter, rect, logical)
-        key = self.model().headerData(logical, Qt.Orientation.Horizontal, item_roles.ROLE_KEY) if self.model() else None
-        if key:
-            painter.fillRect(QRect(rect.x() + 2, rect.y() + 1, rect.width() - 4, 5), role_colour(key))
-
-
-class PolicyGridView(QTableView):
-    """Paint with the mouse: press and drag paints the cells passed over, shift-click
-    paints the rectangle from the last clicked cell. With the select tool a click
-    selects a cell instead."""
-
-    stroke_finished = Signal(object, object)    # {(role, layer): action}, (r0, c0, r1, c1)
-    stroke_moved = Signal(object)             # the stroke so far
-    cell_clicked = Signal(object, object)     # (role, layer) with the select tool
-    hovered_rule = Signal(object)             # rule index under the mouse, or None
-    header_action = Signal(str, object)       # ("row", layer) or ("column", role): show a menu
-
-    def __init__(self, parent=None):
-        super().__init__(parent)
-        self.brush = None  # an Action, or None for the select tool
-        self._stroke: dict[tuple[int, int], object] = {}
-        self._last: tuple[int, int] | None = None
-        self._anchor: tuple[int, int] | None = None
-        self.setHorizontalHeader(RoleHeader(self))
-        self.setItemDelegate(CellDelegate(self))
-        self.setMouseTracking(True)
-        self.setShowGrid(False)
-        self.setSelectionMode(QTableView.SelectionMode.SingleSelection)
-        self.setEditTriggers(QTableView.EditTrigger.NoEditTriggers)
-        self.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
-        self.horizontalHeader().setMinimumSectionSize(38)
-        self.horizontalHeader().setDefaultSectionSize(40)
-        self.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
-        self.verticalHeader().setDefaultSectionSize(20)
-        self.verticalHeader().setMinimumWidth(34)
-        for header, kind in ((self.horizontalHeader(), "column"), (self.verticalHeader(), "row")):
-            header.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
-            header.customContextMenuRequested.connect(lambda pos, h=header, k=kind: self._header_menu(h, k, pos))
-
-    def grid(self) -> PolicyGridModel:
-        return self.model()
-
-    # ----- painting strokes -----
-
-    def _cell_at(self, pos: QPoint) -> tuple[int, int] | None:
-        index = self.indexAt(pos)
-        if not index.isValid():
-            return None
-        return index.row(), index.column()
-
-    def _add(self, cells) -> None:
-        model = self.grid()
-        fresh = False
-        for row, col in cells:
-            if model.has_units(row, col) and (row, col) not in self._stroke:
-                self._stroke[(row, col)] = self.brush
-                model.preview[model.roles[col], model.layers[row]] = self.brush
-                model.dataChanged.emit(model.index(row, col), model.index(row, col))
-                fresh = True
-        if fresh:
-            self.stroke_moved.emit(self.stroke())
-
-    def stroke(self) -> dict:
-        model = self.grid()
-        return {(model.roles[c], model.layers[r]): a for (r, c), a in self._stroke.items()}
-
-    @staticmethod
-    def _line(a, b):
-        (r0, c0), (r1, c1) = a, b
-        steps = max(abs(r1 - r0), abs(c1 - c0), 1)
-        return [(round(r0 + (r1 - r0) * t / steps), round(c0 + (c1 - c0) * t / steps)) for t in range(steps + 1)]
-
-    def mousePressEvent(self, event):
-        cell = self._cell_at(event.position().toPoint())
-        if event.button() != Qt.MouseButton.LeftButton or cell is None:
-            return super().mousePressEvent(event)
-        self.setCurrentIndex(self.model().index(*cell))
-        if self.brush is None:
-            self.cell_clicked.emit(*self.grid().cell(self.model().index(*cell)))
-            self._anchor = cell
-            return
-        self._stroke = {}
-        if event.modifiers() & Qt.KeyboardModifier.ShiftModifier and self._anchor is not None:
-            (r0, c0), (r1, c1) = self._anchor, cell
-            self._add((r, c) for r in range(min(r0, r1), max(r0, r1) + 1) for c in range(min(c0, c1), max(c0, c1) + 1))
-        else:
-            self._add([cell])
-            self._anchor = cell
-        self._last = cell
-
-    def mouseMoveEvent(self, event):
-        cell = self._cell_at(event.position().toPoint())
-        if self._last is not None and event.buttons() & Qt.MouseButton.LeftButton:
-            if cell is not None and cell != self._last:
-                self._add(self._line(self._last, cell))
-                self._last = cell
-            return
-        if cell is not None:
-            self.hovered_rule.emit(self.model().index(*cell).data(item_roles.RULE_INDEX))
-        super().mouseMoveEvent(event)
-
-    def mouseReleaseEvent(self, event):
-        if self._last is None:
-            return super().mouseReleaseEvent(event)
-        self._last = None
-        stroke, cells = self.stroke(), list(self._stroke)
-        self._stroke = {}
-        self.grid().preview = {}
-        if cells:
-            rows = [r for r, _ in cells]
-            cols = [c for _, c in cells]
-            self.stroke_finished.emit(stroke, (min(rows), min(cols), max(rows), max(cols)))
-
-    def leaveEvent(self, event):
-        self.hovered_rule.emit(None)
-        super().leaveEvent(event)
-
-    def _header_menu(self, header: QHeaderView, kind: str, pos: QPoint) -> None:
-        section = header.logicalIndexAt(pos)
-        if section < 0:
-            return
-        model = self.grid()
-        target = model.roles[section] if kind == "column" else model.layers[section]
-        self.header_action.emit(kind, target)
-
-    def menu_at(self, menu: QMenu, header: QHeaderView, pos: QPoint) -> None:
-        menu.popup(header.mapToGlobal(pos))
-
-    def cell_rect(self, role, layer) -> QRect:
-        return self.visualRect(self.grid().index_of(role, layer))
