@@ -44,9 +44,8 @@ class PolicyEditor(QWidget):
         self.errors.show_error_changed.connect(self.grid_model.set_show_error)
         controller.errors_changed.connect(lambda _: self.grid_model.changed())
 
-        hint = QLabel("Pick a brush, then drag over cells (or move with the arrow keys and press Space; "
-                      "Shift+arrows select a block). Right-click a row or column header (or press the Menu "
-                      "key) to set all of it. With Select, a click shows that cell's tensors.")
+        hint = QLabel("Drag over cells with a brush, or use the arrows (Shift: a block) and Space. Right-click "
+                      "or the Menu key sets a whole row or column.")
         hint.setWordWrap(True)
         hint.setEnabled(False)
 

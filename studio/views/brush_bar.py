@@ -5,13 +5,14 @@ named in words beside the bar, so it reads at a glance."""
 from __future__ import annotations
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtGui import QAction, QFont, QFontMetrics, QKeySequence
 from PySide6.QtWidgets import QButtonGroup, QComboBox, QHBoxLayout, QLabel, QToolButton, QWidget
 
 from studio import settings
 from studio.core.defaults import AFFINE_BITS, DEFAULT_GROUP_SIZE, MODES
 from studio.core.policy import Drop, Keep, Quantize
 from studio.views.palette import action_colour, text_on
+from studio.views.widgets import ElidedLabel
 
 # (label, key, tool): tool is bits for a quantize brush, a Keep/Drop action, or None for select.
 TOOLS = (("select", "S", None), *((str(b), str(b), b) for b in AFFINE_BITS),
@@ -61,7 +62,9 @@ class BrushBar(QWidget):
         self.key_actions: list[QAction] = []  # the owner adds them, so the keys work wherever it has focus
         for i, (label, key, tool) in enumerate(TOOLS):
             button = QToolButton(text=label, checkable=True, autoRaise=False, toolTip=_tool_tip(key, tool))
-            button.setMinimumWidth(44 if len(label) > 2 else 32)
+            bold = QFont(button.font())
+            bold.setBold(True)  # the chosen brush is bold: room for that, so "select" is never cut
+            button.setMinimumWidth(QFontMetrics(bold).horizontalAdvance(label) + 18)
             button.setStyleSheet(_button_style(tool))
             self.tools.addButton(button, i)
             row.addWidget(button)
@@ -74,15 +77,14 @@ class BrushBar(QWidget):
             self.mode.addItem(mode, mode)
         self.mode.currentIndexChanged.connect(self._mode_changed)
         self.group_size.currentIndexChanged.connect(lambda _: self._update())
-        self.current = QLabel()  # "painting 4-bit, group 64": the chosen brush in words
+        self.current = ElidedLabel()  # "painting 4-bit g64": the chosen brush in words, cut before it widens
         row.addSpacing(10)
         row.addWidget(QLabel("Group:"))
         row.addWidget(self.group_size)
         row.addWidget(QLabel("Mode:"))
         row.addWidget(self.mode)
         row.addSpacing(10)
-        row.addWidget(self.current)
-        row.addStretch(1)
+        row.addWidget(self.current, 1)
 
         self.mode.setCurrentIndex(max(0, self.mode.findData(settings.get(settings.PAINT_MODE))))
         self._mode_changed()
@@ -130,8 +132,8 @@ class BrushBar(QWidget):
 
     def _update(self) -> None:
         brush = self.brush()
-        self.current.setText("selecting (click a cell to see its tensors)" if brush is None
-                             else f"painting <b>{brush.label()}</b>")
+        self.current.setText("selecting: a click shows a cell's tensors" if brush is None
+                             else f"painting {brush.label()}")
         settings.put(settings.PAINT_MODE, self.mode.currentData())
         settings.put(settings.PAINT_GROUP_SIZE, self.group_size.currentData() or DEFAULT_GROUP_SIZE)
         self.brush_changed.emit(brush)

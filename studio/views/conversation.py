@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from PySide6.QtCore import QUrl, Qt
 from PySide6.QtWidgets import (
     QDoubleSpinBox,
-    QHBoxLayout,
+    QGridLayout,
     QLabel,
     QSpinBox,
     QSplitter,
@@ -138,15 +138,16 @@ class SamplingControls(QWidget):
         self.repetition_penalty = self._double(0.5, 2.0, 0.05, d.repetition_penalty, "1 is off")
         self.seed = self._int(-1, 2**31 - 1, 1, -1, "the same seed gives the same reply; compare mode sends one seed to both models")
         self.seed.setSpecialValueText("random")
-        row = QHBoxLayout(self)
-        row.setContentsMargins(0, 0, 0, 0)
-        for label, widget in (
+        # Two rows of three: the pane fits beside the docks on a 1280-pixel screen.
+        grid = QGridLayout(self)
+        grid.setContentsMargins(0, 0, 0, 0)
+        for i, (label, widget) in enumerate((
             ("Temp", self.temperature), ("Top-p", self.top_p), ("Top-k", self.top_k),
             ("Max tokens", self.max_tokens), ("Rep. penalty", self.repetition_penalty), ("Seed", self.seed),
-        ):
-            row.addWidget(QLabel(label))
-            row.addWidget(widget)
-        row.addStretch(1)
+        )):
+            grid.addWidget(QLabel(label), i // 3, 2 * (i % 3))
+            grid.addWidget(widget, i // 3, 2 * (i % 3) + 1)
+        grid.setColumnStretch(6, 1)
 
     @staticmethod
     def _int(lo, hi, step, value, tip) -> QSpinBox:

@@ -57,6 +57,9 @@ class RoleHeader(QHeaderView):
     def __init__(self, parent=None):
         super().__init__(Qt.Orientation.Horizontal, parent)
         self.setSectionsClickable(True)
+        font = self.font()
+        font.setPointSizeF(font.pointSizeF() * 0.85)  # "down", "Norm", "Head" fit a 30-pixel column
+        self.setFont(font)
         self.setMinimumHeight(2 * self.fontMetrics().height() + 14)
 
     def paintSection(self, painter, rect, logical):

@@ -37,6 +37,7 @@ from studio.views.start_page import StartPage
 from studio.views.tensor_tree import TensorTreePanel
 
 TREE_FOLLOW_MS = 100
+GRID_ROOM = 700  # px the policy grid needs for MiniMax-M3's 20 role columns at their minimum width
 
 
 class MainWindow(QMainWindow):
@@ -78,8 +79,10 @@ class MainWindow(QMainWindow):
                              | QDockWidget.DockWidgetFeature.DockWidgetClosable)
             self.addDockWidget(area, dock)
             self.docks[name] = dock
-        self.resizeDocks([self.docks["tensors"], self.docks["size"]], [540, 400], Qt.Orientation.Horizontal)
-        self.resizeDocks([self.docks["size"], self.docks["convert"]], [640, 170], Qt.Orientation.Vertical)
+        # No dock may be squeezed below a usable width by the central tabs (the Chat tab did).
+        self.docks["tensors"].setMinimumWidth(230)
+        self.docks["size"].setMinimumWidth(280)
+        self._docks_sized = False  # default widths are set once the docks are first shown
 
         # The tree tells its view in ~1 ms (one signal per parent on screen) but repainting its rows
         # costs ~10 ms on M3: during a drag it follows the size panel at most ten times a second.
@@ -99,7 +102,7 @@ class MainWindow(QMainWindow):
             self.resize(1600, 1000)
         state = settings.get(settings.WINDOW_STATE)
         if not state.isEmpty():
-            self.restoreState(state)
+            self._docks_sized = self.restoreState(state)
         self._show_start()  # after restoreState, which would show the docks again
         self._apply_palette()
 
@@ -265,6 +268,8 @@ class MainWindow(QMainWindow):
         self.stack.setCurrentWidget(self.tabs)
         for dock in self.docks.values():
             dock.show()
+        if not self._docks_sized and self.isVisible():
+            self._size_docks()
         inv = project.inventory
         warnings = project.warnings
         self.model_label.setText(f"{inv.name} · {inv.config.get('model_type', '?')} · {inv.source_format} · "
@@ -272,6 +277,17 @@ class MainWindow(QMainWindow):
                                  f"{len(inv.tensors):,} tensors" + (f" · ⚠ {len(warnings)} warning(s)" if warnings else ""))
         self.model_label.setToolTip("\n".join(warnings) if warnings else inv.source.label)
         self.setWindowTitle(f"{inv.name} — Config-I Studio")
+
+    def _size_docks(self) -> None:
+        """First-run dock widths from the window's: the grid keeps room for every column of a
+        MiniMax-M3 (20), the tree gets the rest up to 440 (1280: 274 | grid | 306; 1600: 440 | grid | 320)."""
+        width = self.width()
+        right = max(300, min(360, int(0.2 * width)))
+        tree = max(230, min(440, width - right - GRID_ROOM))
+        self.resizeDocks([self.docks["tensors"], self.docks["size"]], [tree, right], Qt.Orientation.Horizontal)
+        self.resizeDocks([self.docks["size"], self.docks["convert"]], [int(0.68 * self.height()), 170],
+                         Qt.Orientation.Vertical)
+        self._docks_sized = True
 
     def _estimate_changed(self, estimate) -> None:
         self.size.update_estimate(estimate)
@@ -335,6 +351,11 @@ class MainWindow(QMainWindow):
         palette = self.palette()
         self.tree.model.set_palette(palette)
         self.size.apply_palette(palette)
+
+    def showEvent(self, event):
+        super().showEvent(event)
+        if not self._docks_sized and self.controller.project is not None:
+            QTimer.singleShot(0, self._size_docks)  # once the window has its real size
 
     def changeEvent(self, event):
         if event.type() == QEvent.Type.PaletteChange:

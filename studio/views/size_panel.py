@@ -7,7 +7,7 @@ drag that changes the estimate thirty times a second costs three small updates.
 from __future__ import annotations
 
 import pyqtgraph as pg
-from PySide6.QtCore import QRectF, Qt, Signal
+from PySide6.QtCore import QEvent, QRectF, Qt, Signal
 from PySide6.QtGui import QColor, QPainter, QPalette
 from PySide6.QtWidgets import QComboBox, QGridLayout, QHBoxLayout, QLabel, QSizePolicy, QVBoxLayout, QWidget
 
@@ -79,6 +79,7 @@ class SizePanel(QWidget):
     def __init__(self, parent=None):
         super().__init__(parent)
         self.project = None
+        self._roles: list[str] = []
         self.updates = 0
         self.unit, self.scale = "GB", 1e9  # the plots' size unit: follows the model's size
 
@@ -106,6 +107,7 @@ class SizePanel(QWidget):
         self.role_plot.getAxis("bottom").enableAutoSIPrefix(False)  # our unit, never "(x1e-06)"
         self.role_plot.getAxis("left").setWidth(56)
         self.role_plot.setToolTip("Output size by role (filled) against the source (outline)")
+        self.role_plot.installEventFilter(self)
         self.source_bars = pg.BarGraphItem(x0=[], y=[], height=0.7, width=[], brush=None, pen=pg.mkPen("#888888"))
         self.role_bars = pg.BarGraphItem(x0=[], y=[], height=0.5, width=[], brushes=[], pen=None)
         self.role_plot.addItem(self.source_bars)
@@ -186,14 +188,36 @@ class SizePanel(QWidget):
         self.role_bars.setOpts(x0=[0] * len(roles), y=ys, width=[0] * len(roles), brushes=brushes)
         self.source_bars.setOpts(x0=[0] * len(roles), y=ys,
                                  width=[project.estimate.by_role_source.get(r, 0) / self.scale for r in roles])
-        axis = self.role_plot.getAxis("left")
-        axis.setTicks([[(i, SHORT.get(r, r).replace(chr(10), ' ')) for i, r in enumerate(roles)]])
+        self._label_roles()
         self.role_plot.getViewBox().invertY(True)
         self.role_plot.setYRange(-0.6, len(roles) - 0.4, padding=0)
         self._layers = sorted(k for k in project.estimate.by_layer if k is not None)
         self.layer_bars.setOpts(x=self._layers, height=[0] * len(self._layers))
         self.layer_plot.getAxis("bottom").setTicks([layer_ticks(self._layers), []])
         self.update_estimate(project.estimate)
+
+    def eventFilter(self, watched, event):
+        if watched is self.role_plot and event.type() == QEvent.Type.Resize:
+            self._label_roles()
+        return False
+
+    def _label_roles(self) -> None:
+        """Name as many bars as have room for a line each, the biggest (in the source) first: on a
+        laptop screen twenty labels would print over each other. Every bar is in the tooltip."""
+        if self.project is None or not self._roles:
+            return
+        line = self.role_plot.fontMetrics().height()
+        row = max(1.0, (self.role_plot.height() - 40) / len(self._roles))  # px a bar, less the bottom axis
+        apart = int(line / row) + 1  # rows between two labels that do not overlap
+        by_source = self.project.estimate.by_role_source
+        named, taken = set(), set()
+        for r in sorted(self._roles, key=lambda r: -by_source.get(r, 0)):
+            i = self._roles.index(r)
+            if not any(abs(i - j) < apart for j in taken):
+                named.add(r)
+                taken.add(i)
+        self.role_plot.getAxis("left").setTicks(
+            [[(i, SHORT.get(r, r).replace(chr(10), " ")) for i, r in enumerate(self._roles) if r in named]])
 
     def update_estimate(self, estimate) -> None:
         if self.project is None:

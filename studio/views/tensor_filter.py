@@ -1,10 +1,11 @@
-"""The tensor tree's filter: by name text, role and layer (a grid cell), parents of a match kept."""
+"""The tensor tree's filter: by name text (a unit's path or its checkpoint names), role and layer
+(a grid cell), parents of a match kept, and each layer and block counting its matches."""
 
 from __future__ import annotations
 
 from PySide6.QtCore import QSortFilterProxyModel
 
-from studio.views.tensor_model import Node
+from studio.views.tensor_model import NAME, Node
 
 
 class TensorFilterModel(QSortFilterProxyModel):
@@ -27,6 +28,30 @@ class TensorFilterModel(QSortFilterProxyModel):
             self.layer = layer
         self.beginFilterChange()
         self.endFilterChange(QSortFilterProxyModel.Direction.Rows)
+        self._count_matches()
+
+    def _count_matches(self) -> None:
+        """Each layer and block says how many of its units the filter shows ("(3 of 12)")."""
+        model = self.sourceModel()
+        for group in model.root.children:
+            group.matched = 0 if self.active else -1
+            for block in group.children:
+                block.matched = sum(map(self._unit_matches, block.children)) if self.active else -1
+                group.matched += max(block.matched, 0)
+        if model.root.children:
+            model.dataChanged.emit(model.index(0, NAME), model.index(len(model.root.children) - 1, NAME))
+            for row, group in enumerate(model.root.children):
+                if group.children:
+                    parent = model.index(row, NAME)
+                    model.dataChanged.emit(model.index(0, NAME, parent),
+                                           model.index(len(group.children) - 1, NAME, parent))
+
+    def _unit_matches(self, node: Node) -> bool:
+        if self.layer != "any" and node.layer != self.layer:
+            return False
+        if self.role is not None and node.role != self.role:
+            return False
+        return not self.text or self.text in node.search
 
     @property
     def active(self) -> bool:

@@ -35,7 +35,7 @@ _LAYER_PREFIX = re.compile(r"^.*?\blayers\.\d+\.")
 
 class Node:
     __slots__ = ("parent", "row", "kind", "name", "children", "units", "unit", "tensor", "layer", "role",
-                 "fetched", "search", "seen")
+                 "fetched", "search", "seen", "matched")
 
     def __init__(self, parent, kind, name, layer=None, role=None, unit=-1, tensor=None):
         self.parent, self.kind, self.name = parent, kind, name
@@ -46,6 +46,7 @@ class Node:
         self.fetched = kind != "unit"
         self.search = name.lower()
         self.seen = 0  # the policy generation this node's children were last told about
+        self.matched = -1  # units under a layer or block that the tree's filter shows; -1: no filter
 
     @property
     def live(self) -> bool:
@@ -111,7 +112,9 @@ class TensorTreeModel(QAbstractItemModel):
                 blocks[key] = group.add(Node(group, "block", block_name, layer=unit.layer))
             block = blocks[key]
             node = block.add(Node(block, "unit", _short(unit.path), layer=unit.layer, role=unit.role, unit=i))
-            node.search = unit.path.lower()
+            # The filter matches the unit's path and the checkpoint names it is made of
+            # ("experts.7.w2" finds the stacked expert unit that holds it).
+            node.search = "\n".join((unit.path, *unit.sources)).lower()
             node.units.append(i)
             block.units.append(i)
             group.units.append(i)
@@ -277,7 +280,9 @@ class TensorTreeModel(QAbstractItemModel):
     def _display(self, node: Node, col: int):
         if col == NAME:
             if node.kind in ("layer", "block"):
-                return f"{node.name}  ({len(node.units)})"
+                if node.matched >= 0:
+                    return f"{node.name}  ({node.matched:,} of {len(node.units):,})"
+                return f"{node.name}  ({len(node.units):,})"
             return node.name
         if col == ROLE:
             return ROLE_BY_KEY[node.role].label if node.role in ROLE_BY_KEY else ""

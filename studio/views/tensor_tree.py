@@ -28,18 +28,20 @@ class TensorTreePanel(QWidget):
         self.proxy = TensorFilterModel(self)
         self.proxy.setSourceModel(self.model)
 
-        self.search = QLineEdit(placeholderText="Filter by name (e.g. q_proj, experts, layers.7)")
+        self.search = QLineEdit(placeholderText="Filter (q_proj, experts.7, w2…)")
         self.search.setClearButtonEnabled(True)
-        self.search.setToolTip("Show only tensors whose name contains this text")
+        self.search.setToolTip("Show only units whose path, or a checkpoint tensor they are made of, contains "
+                               "this text (for example q_proj, experts, experts.7, w2, layers.7)")
         self.role_box = QComboBox(toolTip="Show one role only")
         self.layer_box = QComboBox(toolTip="Show one layer only")
-        self.search.textChanged.connect(lambda text: self.proxy.set_filter(text=text))
+        self.search.textChanged.connect(self._search_changed)
         self.role_box.currentIndexChanged.connect(
             lambda _: self.proxy.set_filter(role=self.role_box.currentData()))
         self.layer_box.currentIndexChanged.connect(
             lambda _: self.proxy.set_filter(layer=self.layer_box.currentData()))
 
         self.view = QTreeView(uniformRowHeights=True, alternatingRowColors=False)
+        self.view.setTextElideMode(Qt.TextElideMode.ElideLeft)  # "…k_proj.weight": the leaf tells names apart
         self.view.setModel(self.proxy)
         self.view.setSelectionMode(QTreeView.SelectionMode.SingleSelection)
         self.view.setSelectionBehavior(QTreeView.SelectionBehavior.SelectRows)
@@ -49,7 +51,7 @@ class TensorTreePanel(QWidget):
         for col, width in ((NAME, 250), (1, 130), (2, 140), (3, 90), (DECISION, 95), (BEFORE, 82), (AFTER, 82),
                            (ERROR, 64)):
             self.view.setColumnWidth(col, width)
-        for visual, col in enumerate((NAME, DECISION, AFTER, ERROR, BEFORE)):  # what changes with the policy first
+        for visual, col in enumerate((NAME, AFTER, DECISION, ERROR, BEFORE)):  # what changes with the policy first
             header.moveSection(header.visualIndex(col), visual)
         self.view.selectionModel().currentRowChanged.connect(self._current_changed)
         # Rows that come into view after a policy change: their parents catch up (one signal each).
@@ -90,6 +92,24 @@ class TensorTreePanel(QWidget):
         self.layer_box.blockSignals(False)
         self.proxy.set_filter(text="", role=None, layer="any")
         self.search.clear()
+
+    def resizeEvent(self, event):
+        """Name and Size after always fit the dock, and Decision too when there is room (names are cut
+        from the left, so the leaves that tell them apart stay); the other columns scroll."""
+        super().resizeEvent(event)
+        room = self.view.viewport().width() - self.view.columnWidth(AFTER)
+        if room - self.view.columnWidth(DECISION) >= 220:
+            room -= self.view.columnWidth(DECISION)
+        self.view.setColumnWidth(NAME, max(140, room))
+
+    def _search_changed(self, text: str) -> None:
+        self.proxy.set_filter(text=text)
+        if text.strip():  # open every layer and block down to the matching units, not their tensors
+            for row in range(self.proxy.rowCount()):
+                group = self.proxy.index(row, 0)
+                self.view.expand(group)
+                for child in range(self.proxy.rowCount(group)):
+                    self.view.expand(self.proxy.index(child, 0, group))
 
     def shown_parents(self) -> list:
         """The tree nodes whose child rows are on screen now, top to bottom (none while hidden)."""

@@ -1,0 +1,51 @@
+"""The tensor tree's filter on the full MiniMax-M3 inventory, typed as a person types it."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QModelIndex
+from PySide6.QtTest import QTest
+
+from studio.views import item_roles
+from test_gui_fixtures import m3_replica, open_window, studio_settings  # noqa: F401
+
+
+def _shown_units(panel) -> list[int]:
+    """Units on rows the view shows (their parents expanded), walking the proxy."""
+    view, proxy, units = panel.view, panel.proxy, []
+
+    def walk(parent: QModelIndex):
+        for row in range(proxy.rowCount(parent)):
+            index = proxy.index(row, 0, parent)
+            unit = index.data(item_roles.UNIT_INDEX)
+            if unit is not None and unit >= 0:
+                units.append(unit)
+            elif view.isExpanded(index):
+                walk(index)
+
+    walk(QModelIndex())
+    return units
+
+
+def _type(qtbot, panel, text):
+    panel.search.clear()
+    panel.search.setFocus()
+    QTest.keyClicks(panel.search, text)
+
+
+def test_filter_matches_checkpoint_names_expands_and_counts(qtbot, m3_replica):
+    window = open_window(qtbot, m3_replica)
+    panel, project = window.tree, window.controller.project
+    moe_layers = 57
+    _type(qtbot, panel, "w2")  # the experts' down projection, by its checkpoint name
+    units = _shown_units(panel)
+    assert {project.units[u].role for u in units} == {"expert_down"} and len(units) == moe_layers
+    layer_3 = panel.proxy.index(0, 0)
+    assert layer_3.data() == "Layer 3  (1 of 20)" and panel.proxy.index(0, 0, layer_3).data() == "MoE  (1 of 8)"
+    _type(qtbot, panel, "experts.7")
+    assert {project.units[u].role for u in _shown_units(panel)} == {"expert_gate", "expert_up", "expert_down"}
+    _type(qtbot, panel, "experts")  # the hint's own example: routed and shared experts alike
+    roles = {project.units[u].role for u in _shown_units(panel)}
+    assert {"expert_gate", "expert_down", "shared_gate", "shared_down"} <= roles
+    panel.search.clear()
+    assert "of" not in panel.proxy.index(0, 0).data()
+    window.shutdown()
