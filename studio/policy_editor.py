@@ -15,6 +15,7 @@ from PySide6.QtWidgets import QLabel, QMenu, QSplitter, QVBoxLayout, QWidget
 from studio.core.grid import cell_of
 from studio.core.grid_paint import apply_stroke, set_column, set_row
 from studio.core.roles import ROLE_BY_KEY
+from studio.core.suitability import rules_matching_nothing
 from studio.views import item_roles
 from studio.views.brush_bar import BrushBar
 from studio.views.error_row import ErrorRow
@@ -183,11 +184,16 @@ class PolicyEditor(QWidget):
 
     def _project_changed(self, project) -> None:
         self.grid_model.set_project(project)
-        self.rules.rules.set_policy(self.controller.policy)
+        self._show_rules(self.controller.policy)
+
+    def _show_rules(self, policy) -> None:
+        project = self.controller.project
+        idle = rules_matching_nothing(policy, project.grid) if project is not None and policy is not None else ()
+        self.rules.rules.set_policy(policy, idle)
 
     def _policy_changed(self, policy, rect) -> None:
         self.grid_model.changed(rect)
-        self.rules.rules.set_policy(policy)
+        self._show_rules(policy)
 
     def show_unit(self, unit: int) -> None:
         project = self.controller.project

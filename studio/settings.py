@@ -38,10 +38,11 @@ OUTPUT_DIR = Key("convert/output_dir", str, "", "last output folder")
 PAINT_GROUP_SIZE = Key("paint/group_size", int, DEFAULT_GROUP_SIZE, "group size of painted quantize values")
 PAINT_MODE = Key("paint/mode", str, "affine", "mode of painted quantize values")
 MEASURE_ERRORS = Key("convert/measure_errors", bool, True, "write quant_errors.json while converting")
+CONVERT_RATE = Key("convert/rate", float, 0.0, "bytes of source a second the last conversion read (0: none yet)")
 RECOVERY = Key("session/recovery", str, "", "unsaved policy edits and their model (JSON), cleared on a clean end")
 
 KEYS = (WINDOW_GEOMETRY, WINDOW_STATE, RECENT_MODELS, RECENT_HUB_REPOS, LAST_POLICY, LAST_POLICY_DIR, MAC_GB, CONTEXT,
-        OUTPUT_DIR, PAINT_GROUP_SIZE, PAINT_MODE, MEASURE_ERRORS, RECOVERY)
+        OUTPUT_DIR, PAINT_GROUP_SIZE, PAINT_MODE, MEASURE_ERRORS, CONVERT_RATE, RECOVERY)
 
 
 def store() -> QSettings:

@@ -115,7 +115,8 @@ def test_conversion_cancel(qtbot, window, tmp_path, monkeypatch):
         assert panel.start()
         panel.cancel()
     assert stopped and not panel.busy
-    assert panel.status.text().startswith("Cancelled")
+    assert panel.message.text().startswith("Cancelled") and not panel.bar.isEnabled()
+    assert panel.bar.text().startswith("cancelled at")
     assert not (out / "config.json").exists()
     assert panel.convert_button.isEnabled()
 

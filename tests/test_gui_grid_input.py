@@ -101,3 +101,17 @@ def test_the_current_cell_is_outlined_where_people_can_see_it(qtbot, tiny_m3):
     assert {"#000000", "#ffffff"} <= edge  # black inside white: shows on dark and light cells alike
     assert inside not in ("#000000", "#ffffff")  # the cell's own colour shows inside the outline
     window.shutdown()
+
+
+def test_heat_map_figures_fit_their_cells(qtbot):
+    from PySide6.QtGui import QFont, QFontMetrics
+
+    from studio.views.grid_view import fitted
+    from studio.views.palette import error_text
+
+    font = QFont()
+    for error in (0.0088, 0.0094, 0.041, 0.35, 0.00012, 1.7):
+        for width in (28, 32, 40):
+            text, used = fitted(error_text(error), font, width)
+            assert QFontMetrics(used).horizontalAdvance(text) <= width, (error, width, text)
+            assert text.rstrip("%").rstrip("…")[:2] == error_text(error)[:2]  # the leading digits survive

@@ -219,6 +219,14 @@ def test_uniform_2bit_and_config_i_on_a_dense_model_warn_in_the_window(qtbot, ti
     window.editor.bar.apply_preset("config-i")
     qtbot.waitUntil(notice.isVisible)  # once the estimate follows (throttled)
     assert "meant for Mixture-of-Experts models" in notice.text()
+    assert window.size.context.currentData() == 8192  # the model's own limit, not 32K
+    rules = window.editor.rules.rules
+    router = next(i for i, r in enumerate(window.controller.policy.rules) if "router" in r.roles)
+    attention = next(i for i, r in enumerate(window.controller.policy.rules) if "attention" in r.roles)
+    assert router in rules.inactive and attention not in rules.inactive
+    faint = rules.index(router, 1).data(Qt.ItemDataRole.ForegroundRole)
+    assert faint is not None and rules.index(attention, 1).data(Qt.ItemDataRole.ForegroundRole) is None
+    assert "Matches nothing in this model" in rules.index(router, 1).data(Qt.ItemDataRole.ToolTipRole)
     # On the MoE model Config-I says nothing; uniform-2bit, chosen from the list by keyboard, warns.
     assert window.open_model(str(tiny_m3))
     assert window.controller.policy_source == "config-i" and not notice.isVisible()

@@ -60,3 +60,33 @@ def test_the_commands_say_it(capsys, tmp_path):
     # convert says it before it starts (this header-only model has no data to convert)
     main(["convert", model, str(tmp_path / "out"), "--policy", "config-i", "--no-errors"])
     assert "meant for Mixture-of-Experts models" in capsys.readouterr().err
+
+
+def test_rules_that_match_nothing_in_a_dense_model(tmp_path, tiny_model):
+    from studio.core.suitability import rules_matching_nothing
+
+    dense = Project.open(dense_llama(tmp_path / "llama"), "config-i")
+    idle = {role for i in rules_matching_nothing(dense.policy, dense.grid) for role in dense.policy.rules[i].roles}
+    assert {"router", "indexer", "vision"} <= idle <= {"router", "router_bias", "indexer", "vision", "mtp"}
+    moe = Project.open(tiny_model("minimax_m3_vl"), "config-i")
+    assert not any("routing" in moe.policy.rules[i].note for i in rules_matching_nothing(moe.policy, moe.grid))
+
+
+def test_the_memory_fit_defaults_to_the_models_own_context_limit(tmp_path, capsys):
+    import json
+
+    model = str(dense_llama(tmp_path / "llama"))  # max_position_embeddings 8192
+    assert Project.open(model).memory_fit(256).context == 8192
+    assert main(["estimate", model, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["fit"]["context"] == 8192
+    assert main(["estimate", model, "--json", "--context", "4096"]) == 0
+    assert json.loads(capsys.readouterr().out)["fit"]["context"] == 4096
+
+
+def test_convert_writes_plain_progress_lines_into_a_log(tiny_model, tmp_path, capsys):
+    assert main(["convert", str(tiny_model("llama")), str(tmp_path / "out"), "--policy", "uniform-4bit",
+                 "--no-errors"]) == 0
+    err = capsys.readouterr().err  # captured: not a terminal, as a log file is not
+    assert "\r" not in err
+    lines = [line for line in err.splitlines() if "%" in line]
+    assert 1 <= len(lines) <= 2 * 100 / 5 + 6 and lines[-1].split()[1] == "100.0%"

@@ -32,17 +32,30 @@ def _format_eta(seconds: float | None) -> str:
 
 
 class ProgressLine:
-    """One line on stderr, rewritten in place: phase, percent, MB/s, ETA, unit."""
+    """Progress on stderr: phase, percent, MB/s, ETA, unit. On a terminal one line rewritten in
+    place; into a file or a pipe (a log) plain lines, one each `LOG_STEP` percent or phase change,
+    since "\r" rewrites pile up there (24 KB for a one-second run)."""
+
+    LOG_STEP = 5.0  # percent between two log lines
 
     def __init__(self, stream=None):
         self.stream = stream or sys.stderr
         self.width = 0
+        self.terminal = self.stream.isatty()
+        self._logged: tuple[str, float] | None = None  # (phase, percent) of the last log line
 
     def __call__(self, p) -> None:
         percent = 100 * p.fraction
         text = (f"{p.phase:<9} {percent:5.1f}%  {p.bytes_per_s / 1e6:7.1f} MB/s  ETA {_format_eta(p.eta_s)}  "
                 f"[{p.units_done}/{p.units_total}] {p.unit}")
         text = text[:150]
+        if not self.terminal:
+            last = self._logged
+            if last is None or last[0] != p.phase or percent >= last[1] + self.LOG_STEP or percent >= 100 > last[1]:
+                self._logged = (p.phase, percent)
+                self.stream.write(text.rstrip() + "\n")
+                self.stream.flush()
+            return
         pad = max(0, self.width - len(text))
         self.width = len(text)
         self.stream.write("\r" + text + " " * pad)

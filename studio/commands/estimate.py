@@ -14,8 +14,9 @@ def configure_parser(parser):
     parser.add_argument("model", help="a model folder (Hugging Face style or MLX) or a Hub repo org/name[@revision]")
     parser.add_argument("--policy", default=None, help="preset name (default config-i) or policy JSON file")
     parser.add_argument("--mac", type=int, default=256, choices=MAC_MEMORY_GB, help="Mac unified memory in GB")
-    parser.add_argument("--context", type=int, default=32768, help=f"context length for the KV cache "
-                        f"(e.g. {', '.join(map(str, CONTEXT_CHOICES))})")
+    parser.add_argument("--context", type=int, default=None, help=f"context length for the KV cache "
+                        f"(default 32768 or the model's max_position_embeddings, whichever is less; "
+                        f"e.g. {', '.join(map(str, CONTEXT_CHOICES))})")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 

@@ -20,8 +20,9 @@ def configure_parser(parser):
     target.add_argument("--target-gb", type=float, help="largest output size in GB (1e9 bytes)")
     target.add_argument("--mac", type=int, choices=MAC_MEMORY_GB,
                         help="fit a Mac with this much memory: GPU limit less KV cache and runtime")
-    parser.add_argument("--context", type=int, default=32768, help=f"context length for the KV cache with --mac "
-                        f"(default 32768; e.g. {', '.join(map(str, CONTEXT_CHOICES))})")
+    parser.add_argument("--context", type=int, default=None, help=f"context length for the KV cache with --mac "
+                        f"(default 32768 or the model's max_position_embeddings, whichever is less; "
+                        f"e.g. {', '.join(map(str, CONTEXT_CHOICES))})")
     parser.add_argument("--policy", default=None, help="preset name (default config-i) or policy JSON file to start from")
     parser.add_argument("--out", help="write the proposed policy to this JSON file")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -38,7 +39,11 @@ def run(args) -> int:
     from studio.core.budget.report import fit_to_budget, target_bytes
     from studio.core.project import Project
 
+    from studio.core.memory import default_context
+
     project = Project.open(args.model, args.policy)
+    if args.context is None:
+        args.context = default_context(project.inventory.text_config)
     budget = target_bytes(project, args.target_gb, args.mac, args.context)
     interactive = sys.stderr.isatty()
 

@@ -13,8 +13,16 @@ from dataclasses import dataclass
 
 MAC_MEMORY_GB = (64, 96, 128, 192, 256, 512)
 CONTEXT_CHOICES = (4096, 8192, 32768, 65536, 131072, 262144)
+DEFAULT_CONTEXT = 32768
 # Activations, the tokenizer and the runtime: a small allowance, not a measurement.
 RUNTIME_OVERHEAD_BYTES = 2 * 10**9
+
+
+def default_context(text_config: dict, wanted: int = DEFAULT_CONTEXT) -> int:
+    """The context a fit assumes: `wanted`, but never past the model's own limit
+    (`max_position_embeddings`): an 8K model is not judged at 32K."""
+    limit = text_config.get("max_position_embeddings")
+    return min(wanted, int(limit)) if isinstance(limit, int) and limit > 0 else wanted
 
 
 def gpu_limit_bytes(mac_gb: int) -> int:

@@ -14,7 +14,7 @@ from studio.core.grid import Grid, grid_of
 from studio.core.inventory import Inventory, open_model
 from studio.core.hub.refs import hub_ref
 from studio.core.hub.source import open_hub_inventory
-from studio.core.memory import MemoryFit, memory_fit
+from studio.core.memory import MemoryFit, default_context, memory_fit
 from studio.core.plan import Plan, make_plan
 from studio.core.policy import OWN_POLICY_FILE, Policy, resolve_policy
 from studio.core.suitability import policy_warnings
@@ -67,8 +67,11 @@ class Project:
     def warnings(self) -> list[str]:
         return [*self.inventory.warnings, *policy_warnings(self.plan)]
 
-    def memory_fit(self, mac_gb: int = 256, context: int = 32768) -> MemoryFit:
-        return memory_fit(self.estimate.total_bytes, self.inventory.text_config, mac_gb, context)
+    def memory_fit(self, mac_gb: int = 256, context: int | None = None) -> MemoryFit:
+        """The fit at `context` tokens; by default 32K or the model's own limit, whichever is less."""
+        text_config = self.inventory.text_config
+        context = default_context(text_config) if context is None else context
+        return memory_fit(self.estimate.total_bytes, text_config, mac_gb, context)
 
     def roles_present(self) -> list[str]:
         return list(self.grid.roles)

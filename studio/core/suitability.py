@@ -51,3 +51,11 @@ def moe_policy_on_dense(plan: Plan) -> str:
 def policy_warnings(plan: Plan) -> list[str]:
     """What to say about this policy on this model: the policy's own warning, then the fit checks."""
     return [text for text in (plan.policy.warning, moe_policy_on_dense(plan)) if text]
+
+
+def rules_matching_nothing(policy, grid) -> list[int]:
+    """Indices of the rules whose roles and layers select no cell of this model (a router or
+    indexer rule on a dense model, vision on a text-only one): they do nothing here."""
+    cells = list(grid.cells)
+    return [i for i, rule in enumerate(policy.rules)
+            if not any(rule.matches(role, layer, grid.num_layers) for role, layer in cells)]

@@ -13,19 +13,17 @@ from PySide6.QtWidgets import (QCheckBox, QFileDialog, QHBoxLayout, QLabel, QLin
 from studio import settings
 from studio.core.bundled import suggested_output
 from studio.core.formatting import human_bytes
+from studio.views import convert_confirm
+from studio.views.convert_confirm import duration as _duration
 from studio.views.icons import icon
 from studio.views.publish_dialog import PublishDialog
 from studio.views.widgets import ElidedLabel
 from studio.worker import Worker
 
 
-def _duration(seconds) -> str:
-    if seconds is None or seconds != seconds or seconds < 0:
-        return "—"
-    seconds = int(seconds)
-    if seconds >= 3600:
-        return f"{seconds // 3600}h {seconds % 3600 // 60:02d}m"
-    return f"{seconds // 60}m {seconds % 60:02d}s"
+def _breakable(text: str) -> str:
+    """Let a long path wrap after its slashes (a zero-width space), so a message is never cut."""
+    return text.replace("/", "/\u200b")
 
 
 class ConvertPanel(QWidget):
@@ -75,6 +73,9 @@ class ConvertPanel(QWidget):
         self.status = ElidedLabel("Choose an output folder and press Convert.", lines=3,
                                   elide=(Qt.TextElideMode.ElideMiddle, Qt.TextElideMode.ElideRight,
                                          Qt.TextElideMode.ElideRight))
+        # What happened (done, failed, cancelled, why not started): wrapped, never cut.
+        self.message = QLabel(wordWrap=True, visible=False, textInteractionFlags=Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.question: QMessageBox | None = None  # the open "Convert …? It takes about …" box
 
         row = QHBoxLayout()
         row.addWidget(QLabel("Output:"))
@@ -99,6 +100,7 @@ class ConvertPanel(QWidget):
         layout.addLayout(options)
         layout.addLayout(buttons)
         layout.addWidget(self.status)
+        layout.addWidget(self.message)
         layout.addLayout(after)
         layout.addStretch(1)
         controller.project_changed.connect(self._project_changed)
@@ -117,8 +119,24 @@ class ConvertPanel(QWidget):
         self.chat_button.setVisible(False)
         self.evaluate_button.setVisible(False)
         self.publish_button.setVisible(False)
-        self.bar.setValue(0)
+        self._reset_bar()
+        self.say("")
         self.status.setText("Choose an output folder and press Convert.")
+
+    def say(self, text: str) -> None:
+        """An outcome in the wrapping message line (the progress lines stay for progress)."""
+        self.message.setText(_breakable(text))
+        self.message.setVisible(bool(text))
+
+    def _reset_bar(self) -> None:
+        self.bar.setEnabled(True)
+        self.bar.setFormat("%p%")
+        self.bar.setValue(0)
+
+    def _stop_bar(self, word: str) -> None:
+        """A stopped bar is greyed and says so ("cancelled at 37%"), never a blue bar that looks alive."""
+        self.bar.setFormat(f"{word} at %p%")
+        self.bar.setEnabled(False)
 
     def choose_output(self) -> None:
         start = self.output.text() or settings.get(settings.OUTPUT_DIR)
@@ -131,15 +149,44 @@ class ConvertPanel(QWidget):
             QMessageBox.warning(self, title, text)
 
     def start(self) -> bool:
-        if self.busy or self.controller.project is None:
+        """Convert, after a question when the job is long. True when it started now; False when
+        it cannot start or waits for the answer (`question` is open; Yes starts it)."""
+        if self.busy or self.controller.project is None or self.question is not None:
             return False
-        from studio.core.convert import ConversionCancelled, convert  # loads MLX: only when converting
-
         out = self.output.text().strip()
         if not out:
-            self._message("Convert", "Choose an output folder first.")
+            self._refuse("Choose an output folder first.")
+            return False
+        if Path(out).exists() and not self.force.isChecked():
+            self._refuse("That folder already exists. Tick Overwrite to replace it (the old one stays until the "
+                         "new one is complete), or choose another folder.")
             return False
         self.controller.flush()
+        text = convert_confirm.question(self.controller.project, out)
+        if text is None:
+            return self._begin(out)
+        box = QMessageBox(QMessageBox.Icon.Question, "Convert", text,
+                          QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel, self)
+        box.button(QMessageBox.StandardButton.Yes).setText("Convert")
+        box.setDefaultButton(QMessageBox.StandardButton.Cancel)  # a second stray key press must not start it
+        box.setWindowModality(Qt.WindowModality.WindowModal)
+        box.finished.connect(lambda _: self._answered(box, out))
+        self.question = box
+        box.open()
+        return False
+
+    def _answered(self, box: QMessageBox, out: str) -> None:
+        self.question = None
+        if box.standardButton(box.clickedButton()) == QMessageBox.StandardButton.Yes:
+            self._begin(out)
+
+    def _refuse(self, text: str) -> None:
+        self.say(text)
+        self._message("Convert", text)
+
+    def _begin(self, out: str) -> bool:
+        from studio.core.convert import ConversionCancelled, convert  # loads MLX: only when converting
+
         snapshot = copy.copy(self.controller.project)  # later policy edits must not reach the running plan
         fn = functools.partial(convert, snapshot, out, force=self.force.isChecked(),
                                measure_errors=self.measure.isChecked())
@@ -155,7 +202,9 @@ class ConvertPanel(QWidget):
         self.publish_button.setVisible(False)
         self.convert_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
-        self.bar.setValue(0)
+        self._reset_bar()
+        self.say("")
+        self._snapshot = snapshot
         self.status.setText(f"Converting to {out} …")
         self.worker.start()
         return True
@@ -185,8 +234,11 @@ class ConvertPanel(QWidget):
         self.bar.setValue(1000)
         resumed = result.resumed_shards
         extra = f", {resumed} shard(s) resumed" if resumed else ""
-        self.status.setText(f"Done: {result.path}\n"
-                            f"{human_bytes(result.bytes_written)} written in {_duration(result.seconds)}{extra}.")
+        if not resumed:
+            convert_confirm.remember_rate(self._snapshot, result.seconds)
+        self.status.setText("")
+        self.say(f"Done: {result.path}\n"
+                 f"{human_bytes(result.bytes_written)} written in {_duration(result.seconds)}{extra}.")
         self.chat_button.setVisible(True)
         self.evaluate_button.setVisible(True)
         self.publish_button.setVisible(True)
@@ -194,13 +246,17 @@ class ConvertPanel(QWidget):
 
     def _failed(self, message: str) -> None:
         self._finish()
-        self.status.setText(f"Failed: {message}")
+        self._stop_bar("failed")
+        self.status.setText("")
+        self.say(f"Failed: {message}")
         self._message("Conversion failed", message)
         self.conversion_stopped.emit(message)
 
     def _cancelled(self, message: str) -> None:
         self._finish()
-        self.status.setText(f"Cancelled: {message}")
+        self._stop_bar("cancelled")
+        self.status.setText("")
+        self.say(f"Cancelled: {message}")
         self.conversion_stopped.emit(message)
 
     def open_publish(self) -> PublishDialog | None:

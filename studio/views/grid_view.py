@@ -13,7 +13,7 @@ or Space shows the cell's tensors instead. Every stroke is one signal.
 from __future__ import annotations
 
 from PySide6.QtCore import QPoint, QRect, Qt, QTimer, Signal
-from PySide6.QtGui import QBrush, QColor, QPainter, QPen
+from PySide6.QtGui import QBrush, QColor, QFont, QFontMetrics, QPainter, QPen
 from PySide6.QtWidgets import QHeaderView, QStyle, QStyledItemDelegate, QTableView
 
 from studio.views import item_roles
@@ -22,6 +22,21 @@ from studio.views.palette import role_colour
 AUTOSCROLL_MS = 40
 AUTOSCROLL_MARGIN = 12  # px from an edge where a drag starts scrolling
 PAINT_KEYS = (Qt.Key.Key_Space, Qt.Key.Key_Return, Qt.Key.Key_Enter)
+
+
+def fitted(text: str, font: QFont, width: int) -> tuple[str, QFont]:
+    """The cell text and font that fit `width`: as is, then without its "%" (the heat map's legend
+    says percent), then in a smaller font, then cut."""
+    if QFontMetrics(font).horizontalAdvance(text) <= width:
+        return text, font
+    if text.endswith("%"):
+        text = text[:-1]
+    for scale in (1.0, 0.85, 0.75):
+        small = QFont(font)
+        small.setPointSizeF(font.pointSizeF() * scale)
+        if QFontMetrics(small).horizontalAdvance(text) <= width:
+            return text, small
+    return QFontMetrics(small).elidedText(text, Qt.TextElideMode.ElideRight, width), small
 
 
 class CellDelegate(QStyledItemDelegate):
@@ -36,10 +51,13 @@ class CellDelegate(QStyledItemDelegate):
             painter.fillRect(rect, index.data(Qt.ItemDataRole.BackgroundRole))
             foreground = index.data(Qt.ItemDataRole.ForegroundRole)
             painter.setPen(foreground if foreground is not None else option.palette.text().color())
-            font = index.data(Qt.ItemDataRole.FontRole)
-            if font is not None:
-                painter.setFont(font)
-            painter.drawText(rect, Qt.AlignmentFlag.AlignCenter, index.data(Qt.ItemDataRole.DisplayRole) or "")
+            font = index.data(Qt.ItemDataRole.FontRole) or option.font
+            text, font = fitted(index.data(Qt.ItemDataRole.DisplayRole) or "", font, rect.width() - 2)
+            painter.setFont(font)
+            painter.save()
+            painter.setClipRect(rect)  # never into the neighbour: "0.88%0.94%" read as one number
+            painter.drawText(rect, Qt.AlignmentFlag.AlignCenter, text)
+            painter.restore()
         if option.state & QStyle.StateFlag.State_Selected:
             painter.setPen(QPen(option.palette.highlight().color(), 3))
             painter.drawRect(rect.adjusted(1, 1, -2, -2))

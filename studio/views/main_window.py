@@ -10,9 +10,11 @@ from PySide6.QtWidgets import (
     QApplication,
     QDockWidget,
     QFileDialog,
+    QFrame,
     QLabel,
     QMainWindow,
     QMessageBox,
+    QScrollArea,
     QStackedWidget,
     QTabWidget,
 )
@@ -73,6 +75,9 @@ class MainWindow(QMainWindow):
                 ("size", "Size and fit", self.size, Qt.DockWidgetArea.RightDockWidgetArea),
                 ("convert", "Convert", self.convert, Qt.DockWidgetArea.RightDockWidgetArea)):
             dock = QDockWidget(title, self, objectName=f"dock_{name}")
+            if name == "convert":  # its messages wrap; in a short dock they scroll rather than being cut
+                widget = QScrollArea(widgetResizable=True, frameShape=QFrame.Shape.NoFrame, widget=widget)
+                widget.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
             dock.setWidget(widget)
             dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable
                              | QDockWidget.DockWidgetFeature.DockWidgetFloatable

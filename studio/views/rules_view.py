@@ -17,15 +17,21 @@ class RulesModel(QAbstractTableModel):
         super().__init__(parent)
         self.policy: Policy | None = None
         self.highlight: int | None = None
+        self.inactive: set[int] = set()
         self._bold = QFont()
         self._bold.setBold(True)
+        self._italic = QFont()
+        self._italic.setItalic(True)
+        self._faint = QPalette().color(QPalette.ColorGroup.Disabled, QPalette.ColorRole.Text)
         self._highlight_colour = QPalette().color(QPalette.ColorRole.Highlight)
 
-    def set_policy(self, policy: Policy | None) -> None:
-        if policy is self.policy:
+    def set_policy(self, policy: Policy | None, inactive=()) -> None:
+        """Show `policy`; the rows in `inactive` match nothing in the open model and look it."""
+        if policy is self.policy and set(inactive) == self.inactive:
             return
         self.beginResetModel()  # a few dozen rows at most: a reset is the honest signal
         self.policy = policy
+        self.inactive = set(inactive)
         self.highlight = None
         self.endResetModel()
 
@@ -56,8 +62,16 @@ class RulesModel(QAbstractTableModel):
         if role == Qt.ItemDataRole.DisplayRole:
             return (str(index.row() + 1), ", ".join(rule.roles), rule.layers.label(), rule.action.label(),
                     rule.note)[col]
+        idle = index.row() in self.inactive
         if role == Qt.ItemDataRole.ToolTipRole:
-            return f"Rule {index.row() + 1} (later rules override earlier ones): {rule.label()}"
+            return (f"Rule {index.row() + 1} (later rules override earlier ones): {rule.label()}"
+                    + ("\nMatches nothing in this model: it does nothing here." if idle else ""))
+        if idle and role == Qt.ItemDataRole.ForegroundRole:
+            return self._faint
+        if idle and role == Qt.ItemDataRole.FontRole:
+            return self._italic
+        if idle and role == Qt.ItemDataRole.BackgroundRole and col == 3:
+            return None  # no bits colour: nothing gets these bits
         if role == Qt.ItemDataRole.BackgroundRole:
             if col == 3:
                 return action_colour(rule.action)

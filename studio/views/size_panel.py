@@ -13,7 +13,7 @@ from PySide6.QtWidgets import QComboBox, QGridLayout, QHBoxLayout, QLabel, QSize
 
 from studio import settings
 from studio.core.formatting import human_bytes
-from studio.core.memory import CONTEXT_CHOICES, MAC_MEMORY_GB
+from studio.core.memory import CONTEXT_CHOICES, MAC_MEMORY_GB, default_context
 from studio.core.roles import ROLE_BY_KEY
 from studio.views.palette import role_colour, tint
 from studio.views.policy_grid import SHORT
@@ -73,6 +73,10 @@ class MemoryFitGauge(QWidget):
         painter.drawLine(int(limit_x), int(rect.top() - 2), int(limit_x), int(rect.bottom() + 2))
 
 
+def _context_label(tokens: int) -> str:
+    return f"{tokens // 1024}K context" if tokens % 1024 == 0 else f"{tokens:,} context"
+
+
 class SizePanel(QWidget):
     fit_changed = Signal(object)
 
@@ -130,7 +134,7 @@ class SizePanel(QWidget):
             self.mac.addItem(f"{gb} GB Mac", gb)
         self.context = QComboBox(toolTip="Context length (KV cache in bf16)")
         for tokens in CONTEXT_CHOICES:
-            self.context.addItem(f"{tokens // 1024}K context", tokens)
+            self.context.addItem(_context_label(tokens), tokens)
         self.mac.setCurrentIndex(max(0, self.mac.findData(settings.get(settings.MAC_GB))))
         self.context.setCurrentIndex(max(0, self.context.findData(settings.get(settings.CONTEXT))))
         self.mac.currentIndexChanged.connect(self._fit_choice)
@@ -189,12 +193,23 @@ class SizePanel(QWidget):
         self.source_bars.setOpts(x0=[0] * len(roles), y=ys,
                                  width=[project.estimate.by_role_source.get(r, 0) / self.scale for r in roles])
         self._label_roles()
+        self._default_context(project)
         self.role_plot.getViewBox().invertY(True)
         self.role_plot.setYRange(-0.6, len(roles) - 0.4, padding=0)
         self._layers = sorted(k for k in project.estimate.by_layer if k is not None)
         self.layer_bars.setOpts(x=self._layers, height=[0] * len(self._layers))
         self.layer_plot.getAxis("bottom").setTicks([layer_ticks(self._layers), []])
         self.update_estimate(project.estimate)
+
+    def _default_context(self, project) -> None:
+        """The chosen context (32K until the user picks one), never past this model's own limit."""
+        context = default_context(project.inventory.text_config, settings.get(settings.CONTEXT))
+        if self.context.findData(context) < 0:
+            at = sum(1 for tokens in range(self.context.count()) if self.context.itemData(tokens) < context)
+            self.context.insertItem(at, _context_label(context) + " (model limit)", context)
+        self.context.blockSignals(True)  # shown, not chosen: the setting stays the user's
+        self.context.setCurrentIndex(self.context.findData(context))
+        self.context.blockSignals(False)
 
     def eventFilter(self, watched, event):
         if watched is self.role_plot and event.type() == QEvent.Type.Resize:
