@@ -80,6 +80,12 @@ def run(args: argparse.Namespace) -> int:
 
     check_model(args.output, loadable=True)  # the same checks as every command, first
     check_model(args.reference, loadable=True)
+    if args.text:
+        from pathlib import Path
+
+        from studio.core.validation.files import check_regular
+
+        check_regular(Path(args.text), "text file")  # a named pipe would block the read forever
     try:
         done = evaluate_and_record(args.output, args.reference, text_path=args.text, context=args.context,
                                    max_tokens=args.max_tokens, mode=args.mode, compute=args.compute, score=args.score,

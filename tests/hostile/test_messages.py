@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import sys
+
+import pytest
 
 from corpus import read_st, write_st
 
@@ -31,3 +35,12 @@ def test_chat_with_a_model_mlx_lm_rejects_says_so_in_one_line(tiny_model, tmp_pa
     err = capsys.readouterr().err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert "39 parameters the model does not have" in err
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="named pipes")
+def test_eval_refuses_a_text_that_is_a_named_pipe(tiny_model, tmp_path, capsys):
+    model = tiny_model("llama", shards=1)
+    text = tmp_path / "text.txt"
+    os.mkfifo(text)
+    assert main(["eval", str(model), "--reference", str(model), "--text", str(text)]) == 2
+    assert "named pipe" in capsys.readouterr().err
