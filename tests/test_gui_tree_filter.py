@@ -49,3 +49,17 @@ def test_filter_matches_checkpoint_names_expands_and_counts(qtbot, m3_replica):
     panel.search.clear()
     assert "of" not in panel.proxy.index(0, 0).data()
     window.shutdown()
+
+
+def test_clicking_a_grid_cell_opens_the_tree_down_to_its_units(qtbot, m3_replica):
+    from PySide6.QtCore import Qt
+
+    window = open_window(qtbot, m3_replica)
+    grid, model = window.editor.grid, window.editor.grid_model
+    window.editor.set_brush("S")
+    QTest.mouseClick(grid.viewport(), Qt.MouseButton.LeftButton,
+                     pos=grid.visualRect(model.index_of("expert_down", 5)).center())
+    units = _shown_units(window.tree)
+    project = window.controller.project
+    assert len(units) == 1 and (project.units[units[0]].role, project.units[units[0]].layer) == ("expert_down", 5)
+    window.shutdown()

@@ -22,9 +22,7 @@ from PySide6.QtWidgets import (
 from studio import settings
 from studio.chat import ChatPane
 from studio.core.errors import StudioError
-from studio.core.policy import OWN_POLICY_FILE, load_preset
 from studio.core.project import Project
-from studio.core.suitability import moe_policy_on_dense, suitable_preset
 from studio.core.quant_error.error_map import FILE_NAME as QUANT_ERRORS
 from studio.policy_editor import PolicyEditor
 from studio.views.controller import ProjectController
@@ -33,6 +31,7 @@ from studio.views import shortcuts
 from studio.views.eval_panel import EvalPanel
 from studio.views.hub_open import HubOpenDialog
 from studio.views.icons import icon
+from studio.views.model_opening import open_project
 from studio.views.session import Session, restore
 from studio.views.size_panel import SizePanel
 from studio.views.start_page import StartPage
@@ -213,32 +212,19 @@ class MainWindow(QMainWindow):
             return False
         if not self.session.confirm_discard(self, "Open model", lambda: self.open_model(path, policy)):
             return False
-        own = Path(path) / OWN_POLICY_FILE  # a studio output opens under the policy that made it
-        spec = policy if policy is not None else (str(own) if own.exists() else settings.get(settings.LAST_POLICY) or None)
         QApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)
         try:
-            try:
-                project = Project.open(path, spec)
-            except StudioError as exc:
-                if policy is None and spec:  # a stale remembered policy must not block opening
-                    project = Project.open(path, None)
-                    spec = None
-                else:
-                    raise exc
+            project, source, note = open_project(path, policy)
         except StudioError as exc:
-            QApplication.restoreOverrideCursor()
             if raise_errors:
                 raise
             QMessageBox.warning(self, "Open model", str(exc))
             return False
-        QApplication.restoreOverrideCursor()
-        mismatch = moe_policy_on_dense(project.plan)
-        if policy is None and not own.exists() and mismatch:  # a remembered MoE preset on a dense model
-            spec = suitable_preset(project.units)
-            project.set_policy(load_preset(spec))
-            self.statusBar().showMessage(f"Opened with {spec}: {mismatch}", 30000)
-        source = spec if isinstance(spec, str) and spec else project.policy.name
-        self.set_project(project, Path(source).name if source.endswith(".json") else source)
+        finally:
+            QApplication.restoreOverrideCursor()
+        if note:
+            self.statusBar().showMessage(note, 30000)
+        self.set_project(project, source)
         if (Path(path) / QUANT_ERRORS).exists():  # a studio output: show what its conversion measured
             self.editor.load_errors(path, quiet=True)
         settings.add_recent(str(Path(path).resolve()))

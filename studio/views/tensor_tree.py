@@ -104,12 +104,16 @@ class TensorTreePanel(QWidget):
 
     def _search_changed(self, text: str) -> None:
         self.proxy.set_filter(text=text)
-        if text.strip():  # open every layer and block down to the matching units, not their tensors
-            for row in range(self.proxy.rowCount()):
-                group = self.proxy.index(row, 0)
-                self.view.expand(group)
-                for child in range(self.proxy.rowCount(group)):
-                    self.view.expand(self.proxy.index(child, 0, group))
+        if text.strip():
+            self._expand_to_units()
+
+    def _expand_to_units(self) -> None:
+        """Open every layer and block shown, down to the units (not their tensors)."""
+        for row in range(self.proxy.rowCount()):
+            group = self.proxy.index(row, 0)
+            self.view.expand(group)
+            for child in range(self.proxy.rowCount(group)):
+                self.view.expand(self.proxy.index(child, 0, group))
 
     def shown_parents(self) -> list:
         """The tree nodes whose child rows are on screen now, top to bottom (none while hidden)."""
@@ -149,7 +153,7 @@ class TensorTreePanel(QWidget):
             layer_pos = self.layer_box.findData(layer) if role else 0
             self.layer_box.setCurrentIndex(max(0, layer_pos))
             if role:
-                self.view.expandRecursively(QModelIndex(), 2)
+                self._expand_to_units()
         finally:
             self._syncing = False
 
