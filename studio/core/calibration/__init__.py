@@ -1,0 +1,7 @@
+"""Calibrated quantization and an output-space bit budget, streamed one decoder layer at a time.
+
+corpus (calibration text) -> calibrate (the streamed pass: layers, probes)
+-> stats (per-unit activation statistics, per-cell sensitivity; cached)
+-> quantizer (calibrated scales and biases, stock MLX tensors)
+-> knapsack (bits per cell for a byte budget, exact to the byte)
+"""

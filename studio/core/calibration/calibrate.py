@@ -1,0 +1,174 @@
+"""The streamed calibration pass: calibration tokens through the model, one decoder layer at a time.
+
+    calibrate(project, text=None, sensitivity=True, progress=None, cancel=None) -> CalibrationStats
+
+Embed the calibration tokens; for each decoder layer, load it (only it) from
+the source with mlx-lm's own classes, run every token's hidden state through
+it while the probes collect each unit's input statistics (per expert from
+the tokens the model's router sends it), optionally measure each cell's
+output-space sensitivity on the first sequences, keep the outputs as the next
+layer's inputs and free the layer. Then the final norm and the head. Peak
+memory: one layer's weights (experts as their source bytes, one expert in
+float32 at a time) plus the hidden states of the calibration tokens.
+
+Results are cached under the user's cache folder, keyed by the source folder's
+identity, the tokens and the settings, and reused when none changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from studio import __version__
+from studio.core.calibration.corpus import DEFAULT_LENGTH, DEFAULT_SEQUENCES, Corpus, load_corpus
+from studio.core.calibration.stats import CalibrationStats, UnitStats
+from studio.core.cancel import CancelToken
+from studio.core.errors import StudioError
+from studio.core.logits_cache import default_cache_dir, folder_identity
+from studio.core.project import Project
+
+BIT_OPTIONS = (2, 3, 4, 5, 6, 8)
+GROUP_SIZE = 64
+SEQUENCES_PER_CALL = 8  # attention memory grows with the square of the sequence length, per call
+PROBE_SEQUENCES = 8  # sensitivity is measured on this many sequences
+
+
+class CalibrationCancelled(StudioError):
+    """The user cancelled the calibration pass."""
+
+
+@dataclass(frozen=True)
+class CalibrationProgress:
+    step: int
+    total: int
+    label: str
+    eta_s: float | None
+
+    @property
+    def fraction(self) -> float:
+        return self.step / self.total if self.total else 1.0
+
+
+def cache_folder() -> Path:
+    return default_cache_dir().parent / "calibration"
+
+
+def cache_key(project: Project, corpus: Corpus, sensitivity: bool, bits, group_size: int) -> str:
+    h = hashlib.sha256()
+    h.update(folder_identity(project.inventory.root).encode())
+    h.update(corpus.digest.encode())
+    h.update(f"{__version__}:{sensitivity}:{tuple(bits)}:{group_size}:{PROBE_SEQUENCES}".encode())
+    return h.hexdigest()[:32]
+
+
+def calibrate(project: Project, text: str | Path | None = None, *, sensitivity: bool = True,
+              bits_options=BIT_OPTIONS, group_size: int = GROUP_SIZE, sequences: int = DEFAULT_SEQUENCES,
+              length: int = DEFAULT_LENGTH, progress: Callable[[CalibrationProgress], None] | None = None,
+              cancel: CancelToken | None = None, cache_dir: Path | None = None,
+              use_cache: bool = True) -> CalibrationStats:
+    corpus = load_corpus(project.inventory.root, text, sequences, length)
+    path = (cache_dir or cache_folder()) / f"{cache_key(project, corpus, sensitivity, bits_options, group_size)}.npz"
+    if use_cache and path.exists():
+        cached = CalibrationStats.load(path)
+        if cached is not None:
+            return cached
+    stats = run_pass(project, corpus, sensitivity=sensitivity, bits_options=bits_options, group_size=group_size,
+                     progress=progress, cancel=cancel)
+    try:
+        stats.save(path)
+    except OSError:
+        pass  # a cache that cannot be written only costs the next run its time
+    return stats
+
+
+def _mx_dtype(name: str):
+    import mlx.core as mx
+
+    return {"BF16": mx.bfloat16, "F16": mx.float16}.get(name, mx.float32)
+
+
+def run_pass(project: Project, corpus: Corpus, *, sensitivity: bool = True, bits_options=BIT_OPTIONS,
+             group_size: int = GROUP_SIZE, progress=None, cancel: CancelToken | None = None) -> CalibrationStats:
+    import mlx.core as mx
+    from mlx_lm.models.base import create_attention_mask
+
+    from studio.core.calibration import sensitivity as sens
+    from studio.core.calibration.layers import Skeleton
+
+    started = time.monotonic()
+    skeleton = Skeleton(project)
+    dtype = _mx_dtype(project.plan.float_dtype)
+    stats = CalibrationStats(group_size=group_size, corpus_label=corpus.label, tokens=int(corpus.tokens.size))
+    layers = skeleton.num_layers
+    total = layers + 2
+
+    def check_cancel():
+        if cancel is not None and cancel.cancelled:
+            raise CalibrationCancelled("calibration cancelled.")
+
+    def report(step: int, label: str):
+        if progress is None:
+            return
+        elapsed = time.monotonic() - started
+        eta = elapsed / step * (total - step) if step else None
+        progress(CalibrationProgress(step, total, label, eta))
+
+    tokens = mx.array(corpus.tokens)
+    probe = min(PROBE_SEQUENCES, tokens.shape[0])
+    report(0, "embedding")
+    h = skeleton.embed(tokens)
+    count = int(corpus.tokens.size)
+    hidden = h.shape[-1]
+    stats.units[skeleton.embedding.path] = UnitStats(np.full(hidden, float(count)), np.array(count))
+    if sensitivity and skeleton.embedding.quantizable(group_size):
+        table = skeleton.values(skeleton.embedding)
+        stats.sensitivity[(skeleton.embedding.role, None)] = sens.measure_embedding(
+            table, corpus.tokens[:probe], bits_options, group_size, dtype)
+        del table
+    mask = create_attention_mask(h[:1], None)
+
+    for index in range(layers):
+        check_cancel()
+        report(index + 1, f"layer {index}")
+        probes = skeleton.load_layer(index)
+        layer = skeleton.layer(index)
+
+        def run(x):
+            y = layer(x, mask)
+            mx.eval(y)
+            return y
+
+        outs = [run(h[a:a + SEQUENCES_PER_CALL]) for a in range(0, h.shape[0], SEQUENCES_PER_CALL)]
+        out = mx.concatenate(outs, axis=0) if len(outs) > 1 else outs[0]
+        mx.eval(out)
+        del outs
+        for path, p in probes.items():
+            stats.units[path] = UnitStats(p.sum_sq, np.asarray(p.count))
+        if sensitivity:
+            stats.sensitivity.update(sens.measure_layer(
+                lambda x: layer(x, mask), probes, h[:probe], out[:probe], stats.importance, bits_options,
+                group_size, dtype, check_cancel))
+        h = out
+        skeleton.free_layer(index)
+
+    check_cancel()
+    report(layers + 1, "head")
+    final = skeleton.final_norm(h).reshape(-1, hidden)
+    mx.eval(final)
+    del h
+    if skeleton.head is not None:
+        sum_sq = np.asarray(mx.sum(final * final, axis=0), dtype=np.float64)
+        stats.units[skeleton.head.path] = UnitStats(sum_sq, np.array(final.shape[0]))
+        if sensitivity and skeleton.head.quantizable(group_size):
+            stats.sensitivity[(skeleton.head.role, None)] = sens.measure_head(
+                skeleton.head_weight(), final[: probe * corpus.tokens.shape[1]],
+                stats.importance(skeleton.head.path), bits_options, group_size, dtype)
+    stats.seconds = time.monotonic() - started
+    report(total, "done")
+    return stats

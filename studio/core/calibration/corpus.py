@@ -1,0 +1,74 @@
+"""Calibration text: the bundled mixed corpus or the user's file, cut into token sequences.
+
+The bundled corpus (studio/resources/calibration/, sources and licences in its
+README) shares nothing with the evaluation sample, so a calibrated model is
+evaluated on text it was not calibrated on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from studio.core.bundled import resource
+from studio.core.errors import StudioError
+
+DEFAULT_SEQUENCES = 32
+DEFAULT_LENGTH = 256
+BUNDLED_LABEL = "the bundled calibration corpus (prose, chat, code, other languages)"
+
+
+def bundled_corpus_path() -> Path:
+    return Path(str(resource("calibration", "corpus.txt")))
+
+
+@dataclass(frozen=True)
+class Corpus:
+    tokens: np.ndarray  # int32 [sequences, length]
+    label: str  # what the report and model card say was used
+    digest: str  # text and cut, for the cache key
+
+
+def read_corpus_text(path: str | Path | None) -> tuple[str, str]:
+    """(text, label) of the user's file, or of the bundled corpus when `path` is None."""
+    file = Path(path).expanduser() if path is not None else bundled_corpus_path()
+    label = str(file) if path is not None else BUNDLED_LABEL
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise StudioError(f"the calibration text {file} does not exist.") from None
+    except UnicodeDecodeError:
+        raise StudioError(f"the calibration text {file} is not UTF-8 text.") from None
+    except OSError as exc:
+        raise StudioError(f"the calibration text {file} cannot be read ({exc.strerror}).") from None
+    if not text.strip():
+        raise StudioError(f"the calibration text {file} is empty.")
+    return text, label
+
+
+def tokenize(tokenizer, text: str, label: str, sequences: int = DEFAULT_SEQUENCES,
+             length: int = DEFAULT_LENGTH) -> Corpus:
+    """Up to `sequences` consecutive sequences of `length` tokens (fewer when the text is short)."""
+    ids = np.asarray(tokenizer.encode(text), dtype=np.int32)
+    if ids.size < 2:
+        raise StudioError(f"{label} holds too little text to calibrate with.")
+    length = min(length, ids.size)
+    count = max(1, min(sequences, ids.size // length))
+    tokens = ids[: count * length].reshape(count, length)
+    digest = hashlib.sha256(tokens.tobytes() + f"{count}x{length}".encode()).hexdigest()
+    return Corpus(tokens, label, digest)
+
+
+def load_corpus(model_root: Path, path: str | Path | None = None, sequences: int = DEFAULT_SEQUENCES,
+                length: int = DEFAULT_LENGTH) -> Corpus:
+    from mlx_lm.utils import load_tokenizer
+
+    text, label = read_corpus_text(path)
+    try:
+        tokenizer = load_tokenizer(Path(model_root))
+    except Exception as exc:
+        raise StudioError(f"the tokenizer of {model_root} could not be loaded to calibrate ({exc}).") from None
+    return tokenize(tokenizer, text, label, sequences, length)

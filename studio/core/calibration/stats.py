@@ -1,0 +1,97 @@
+"""What a calibration pass learns, and its cache on disk.
+
+Per quantizable unit: the sum of each input channel's squared activation and
+the number of rows (tokens) seen, per expert for a stacked unit. `importance`
+turns them into the mean squared activation the calibrated quantizer weighs
+its error by. An expert that saw fewer than `MIN_EXPERT_TOKENS` tokens gets
+the mean over all of its unit's tokens instead (the report counts them).
+
+Per cell (role, layer): the output-space sensitivity at each bit width, the
+relative error of the layer's output (the residual stream) with that cell
+alone quantized, from `studio.core.calibration.sensitivity`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+MIN_EXPERT_TOKENS = 8
+FORMAT = 1
+
+Cell = tuple[str, "int | None"]
+
+
+@dataclass
+class UnitStats:
+    sum_sq: np.ndarray  # [in] or [experts, in]
+    count: np.ndarray  # [] or [experts]
+
+
+@dataclass
+class CalibrationStats:
+    units: dict[str, UnitStats] = field(default_factory=dict)
+    # (role, layer) -> {bits: relative output error}, at `group_size`
+    sensitivity: dict[Cell, dict[int, float]] = field(default_factory=dict)
+    group_size: int = 64
+    corpus_label: str = ""
+    tokens: int = 0
+    seconds: float = 0.0
+
+    def importance(self, path: str):
+        """Mean squared activation per input channel ([in] or [experts, in]) as an MLX array, or None."""
+        import mlx.core as mx
+
+        stats = self.units.get(path)
+        if stats is None:
+            return None
+        total = float(np.sum(stats.count))
+        if total <= 0:
+            return None
+        pooled = stats.sum_sq.reshape(-1, stats.sum_sq.shape[-1]).sum(axis=0) / total
+        if stats.sum_sq.ndim == 1:
+            return mx.array(stats.sum_sq / total, dtype=mx.float32)
+        counts = stats.count[:, None]
+        per_expert = stats.sum_sq / np.maximum(counts, 1)
+        per_expert = np.where(counts >= MIN_EXPERT_TOKENS, per_expert, pooled[None, :])
+        return mx.array(per_expert, dtype=mx.float32)
+
+    def thin_experts(self) -> tuple[int, int]:
+        """(experts that fell back to their unit's mean, experts in all)."""
+        thin = total = 0
+        for stats in self.units.values():
+            if stats.count.ndim == 1:
+                total += stats.count.size
+                thin += int(np.sum(stats.count < MIN_EXPERT_TOKENS))
+        return thin, total
+
+    # ------------------------------------------------------------------ cache
+
+    def save(self, path: Path) -> None:
+        arrays = {}
+        for i, (name, stats) in enumerate(self.units.items()):
+            arrays[f"s{i}"] = stats.sum_sq
+            arrays[f"c{i}"] = stats.count
+        meta = {"format": FORMAT, "names": list(self.units), "group_size": self.group_size,
+                "corpus_label": self.corpus_label, "tokens": self.tokens, "seconds": self.seconds,
+                "sensitivity": [[r, l, {str(b): e for b, e in v.items()}] for (r, l), v in self.sensitivity.items()]}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp.npz")
+        np.savez(tmp, meta=np.array(json.dumps(meta)), **arrays)
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: Path) -> "CalibrationStats | None":
+        try:
+            with np.load(path) as data:
+                meta = json.loads(str(data["meta"]))
+                if meta.get("format") != FORMAT:
+                    return None
+                units = {name: UnitStats(data[f"s{i}"], data[f"c{i}"]) for i, name in enumerate(meta["names"])}
+        except (OSError, ValueError, KeyError):
+            return None
+        sensitivity = {(r, l): {int(b): float(e) for b, e in v.items()} for r, l, v in meta["sensitivity"]}
+        return cls(units, sensitivity, meta["group_size"], meta["corpus_label"], meta["tokens"], meta["seconds"])
