@@ -1,4 +1,4 @@
-"""`configi-studio convert MODEL OUT [--policy ...] [--force]`: write an MLX folder, with a progress line."""
+"""`configi-studio convert MODEL OUT [--policy ...] [--force] [--calibrate [FILE]]`: write an MLX folder, with a progress line."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import signal
 import sys
 import time
 
+from studio.commands.calibrating import add_arguments as add_calibration_arguments
+from studio.commands.calibrating import run_calibration
 from studio.core.formatting import human_bytes
 
 
@@ -21,6 +23,8 @@ def configure_parser(parser):
     parser.add_argument("--no-errors", action="store_true",
                         help="skip measuring each tensor's quantization error (quant_errors.json); "
                              "measuring dequantizes every chunk again, which costs time, most on CPU")
+    add_calibration_arguments(parser, "--calibrate", "choose each group's scales and biases for the output "
+                              "(same tensors and bytes as without)")
 
 
 def _format_eta(seconds: float | None) -> str:
@@ -97,6 +101,14 @@ def run(args) -> int:
 
     if args.keep_source:
         _keep_source(project)
+    quantizer = None
+    if args.calibrate is not None:
+        from studio.core.calibration.convert_hook import CalibratedQuantizer
+
+        stats = run_calibration(project, args.calibrate, sensitivity=False)
+        if stats is None:
+            return 130
+        quantizer = CalibratedQuantizer(stats)
     cancel = CancelToken()
     line = ProgressLine()
 
@@ -108,7 +120,7 @@ def run(args) -> int:
     started = time.monotonic()
     try:
         result = convert(project, args.out, force=args.force, progress=line, cancel=cancel,
-                         max_shard_bytes=int(args.shard_gb * 1e9), measure_errors=not args.no_errors)
+                         max_shard_bytes=int(args.shard_gb * 1e9), measure_errors=not args.no_errors, quantizer=quantizer)
     except ConversionCancelled as exc:
         line.end()
         print(f"configi-studio: {exc}", file=sys.stderr)

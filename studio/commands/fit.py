@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import sys
 
+from studio.commands.calibrating import add_arguments as add_calibration_arguments
+from studio.commands.calibrating import run_calibration
 from studio.core.formatting import human_bytes, table
 from studio.core.memory import CONTEXT_CHOICES, MAC_MEMORY_GB
 
@@ -28,6 +30,8 @@ def configure_parser(parser):
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--sample", type=int, default=None, metavar="N",
                         help="values sampled per unit for the error survey (default 4194304)")
+    add_calibration_arguments(parser, "--sensitivity", "spend the budget by output-space sensitivity instead of "
+                              "weight error, with an exact knapsack")
 
 
 def _percent(error: float) -> str:
@@ -52,16 +56,28 @@ def run(args) -> int:
             sys.stderr.write(f"\rsurveying errors {100 * p.fraction:5.1f}% [{p.done}/{p.total}] {p.unit[-60:]:<60}")
             sys.stderr.flush()
 
-    cells = survey(project, progress=progress, max_elements_per_unit=args.sample or DEFAULT_MAX_ELEMENTS)
-    if interactive:
-        sys.stderr.write("\n")
-    result = fit_to_budget(project, budget, cells)
+    if args.sensitivity is not None:
+        from studio.core.calibration.budget_fit import propose_sensitive
+
+        stats = run_calibration(project, args.sensitivity, sensitivity=True)
+        if stats is None:
+            return 130
+        result = fit_to_budget(project, budget, stats.sensitivity, propose_sensitive)
+        seconds, measure = stats.seconds, "relative error of the layer outputs, RMS, on calibration tokens"
+    else:
+        cells = survey(project, progress=progress, max_elements_per_unit=args.sample or DEFAULT_MAX_ELEMENTS)
+        if interactive:
+            sys.stderr.write("\n")
+        result = fit_to_budget(project, budget, cells)
+        seconds, measure = cells.seconds, "relative error of the quantized weights, RMS, on samples"
     proposal = result.proposal
     if args.out:
         proposal.policy.save(args.out)
     if args.json:
         out = {"model": project.inventory.source.label, "from_policy": project.policy.name,
-               "survey_seconds": round(cells.seconds, 3), **result.to_dict(), "written": args.out}
+               "survey_seconds": round(seconds, 3),
+               "measure": "output-space sensitivity" if args.sensitivity is not None else "weight error",
+               **result.to_dict(), "written": args.out}
         print(json.dumps(out, indent=2))
         return 0
     where = f"a {args.mac} GB Mac at {args.context:,} tokens" if args.mac else f"{args.target_gb:g} GB"
@@ -78,6 +94,6 @@ def run(args) -> int:
     print(f"size        {human_bytes(result.bytes_before)} -> {human_bytes(proposal.total_bytes)} "
           f"(budget {human_bytes(budget)})")
     print(f"error       {_percent(result.error_before)} -> {_percent(result.error_after)} "
-          "(relative error of the quantized weights, RMS, on samples)")
+          f"({measure})")
     print(f"policy      written to {args.out}" if args.out else "policy      not written (use --out FILE)")
     return 0

@@ -24,7 +24,7 @@ def target_bytes(project: Project, target_gb: float | None = None, mac_gb: int |
     if target_gb is not None:
         if target_gb <= 0:
             raise StudioError("the target size must be more than 0 GB.")
-        return int(target_gb * 1e9)
+        return int(round(target_gb * 1e9))  # round: 0.004123456 GB is 4,123,456 bytes, not one less
     if mac_gb is None:
         raise StudioError("give a target size in GB or a Mac's memory.")
     budget = weights_budget_bytes(project.inventory.text_config, mac_gb, context)
@@ -127,8 +127,11 @@ class BudgetFit:
                 "changes": [r.to_dict() for r in self.rows]}
 
 
-def fit_to_budget(project: Project, budget: int, cell_errors: dict) -> BudgetFit:
-    """Propose a policy within `budget` bytes from surveyed `cell_errors` and describe the change."""
-    proposal = propose(project, budget, cell_errors)
+def fit_to_budget(project: Project, budget: int, cell_errors: dict, proposer=propose) -> BudgetFit:
+    """Propose a policy within `budget` bytes from surveyed `cell_errors` and describe the change.
+
+    `proposer` is `propose` (weight error, greedy) or, for output-space sensitivity,
+    `studio.core.calibration.budget_fit.propose_sensitive` (the exact knapsack)."""
+    proposal = proposer(project, budget, cell_errors)
     return BudgetFit(proposal, change_rows(project, proposal), project.estimate.total_bytes,
                      overall_error(project, cell_errors), overall_error(project, cell_errors, proposal.policy))

@@ -101,8 +101,20 @@ def run_pass(project: Project, corpus: Corpus, *, sensitivity: bool = True, bits
     from studio.core.calibration import sensitivity as sens
     from studio.core.calibration.layers import Skeleton
 
-    started = time.monotonic()
     skeleton = Skeleton(project)
+    try:
+        return _stream(skeleton, project, corpus, sensitivity, bits_options, group_size, progress, cancel)
+    finally:
+        skeleton.reader.close()
+
+
+def _stream(skeleton, project, corpus, sensitivity, bits_options, group_size, progress, cancel) -> CalibrationStats:
+    import mlx.core as mx
+    from mlx_lm.models.base import create_attention_mask
+
+    from studio.core.calibration import sensitivity as sens
+
+    started = time.monotonic()
     dtype = _mx_dtype(project.plan.float_dtype)
     stats = CalibrationStats(group_size=group_size, corpus_label=corpus.label, tokens=int(corpus.tokens.size))
     layers = skeleton.num_layers
@@ -149,10 +161,11 @@ def run_pass(project: Project, corpus: Corpus, *, sensitivity: bool = True, bits
         mx.eval(out)
         del outs
         for path, p in probes.items():
-            stats.units[path] = UnitStats(p.sum_sq, np.asarray(p.count))
+            xtx = None if p.xtx is None else np.asarray(p.xtx, dtype=np.float32)
+            stats.units[path] = UnitStats(p.sum_sq, np.asarray(p.count), xtx)
         if sensitivity:
             stats.sensitivity.update(sens.measure_layer(
-                lambda x: layer(x, mask), probes, h[:probe], out[:probe], stats.importance, bits_options,
+                lambda x: layer(x, mask), probes, h[:probe], out[:probe], stats, bits_options,
                 group_size, dtype, check_cancel))
         h = out
         skeleton.free_layer(index)

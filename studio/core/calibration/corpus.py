@@ -52,7 +52,11 @@ def read_corpus_text(path: str | Path | None) -> tuple[str, str]:
 def tokenize(tokenizer, text: str, label: str, sequences: int = DEFAULT_SEQUENCES,
              length: int = DEFAULT_LENGTH) -> Corpus:
     """Up to `sequences` consecutive sequences of `length` tokens (fewer when the text is short)."""
-    ids = np.asarray(tokenizer.encode(text), dtype=np.int32)
+    try:  # verbose=False: we cut the ids into sequences ourselves; no "too long" notice
+        ids = tokenizer.encode(text, verbose=False)
+    except TypeError:  # a tokenizer without Hugging Face's keyword
+        ids = tokenizer.encode(text)
+    ids = np.asarray(ids, dtype=np.int32)
     if ids.size < 2:
         raise StudioError(f"{label} holds too little text to calibrate with.")
     length = min(length, ids.size)

@@ -18,11 +18,10 @@ import mlx.nn as nn
 from mlx.utils import tree_unflatten
 
 from studio.core.calibration.probes import LinearProbe, SwitchProbe, is_linear, is_switch
-from studio.core.dequantize import SourceReader
 from studio.core.errors import StudioError
 from studio.core.project import Project
 from studio.core.unit_source import read_unit_rows, unit_values
-from studio.core.units import Unit
+from studio.core.unit import Unit
 
 
 def _get(module, path: str):
@@ -57,7 +56,7 @@ class Skeleton:
         except Exception as exc:  # an architecture mlx-lm does not know
             raise StudioError(f"mlx-lm cannot build a {inventory.model_type or 'model'} of this config to "
                               f"calibrate ({exc}).") from None
-        self.reader = SourceReader(inventory.root)
+        self.reader = inventory.source.reader()
         units = project.units
         embedding = [u for u in units if u.role == "embedding" and u.kind == "module"]
         if not embedding:

@@ -22,16 +22,26 @@ import mlx.nn as nn
 import numpy as np
 
 from studio.core.unit_source import unit_values
-from studio.core.units import Unit
+from studio.core.unit import Unit
 
 # A replacement maps (float32 weight [out, in], expert index or None) to the weight to use.
 Replacement = Callable[[mx.array, "int | None"], mx.array]
+
+
+# Keep the full input covariance X^T X (for GPTQ) of units whose copy of it is at most this big.
+FULL_HESSIAN_BYTES = 64 * 2**20
+
+
+def _keeps_hessian(experts: int, inputs: int) -> bool:
+    return experts * inputs * inputs * 4 <= FULL_HESSIAN_BYTES
 
 
 class LinearProbe(nn.Module):
     def __init__(self, unit: Unit, weight: mx.array, bias: mx.array | None):
         super().__init__()
         self._unit, self._weight, self._bias = unit, weight, bias
+        inputs = weight.shape[-1]
+        self.xtx = mx.zeros((inputs, inputs), dtype=mx.float32) if _keeps_hessian(1, inputs) else None
         self.sum_sq = np.zeros(weight.shape[-1], dtype=np.float64)
         self.count = 0
         self.recording = True
@@ -46,6 +56,9 @@ class LinearProbe(nn.Module):
             flat = x.reshape(-1, x.shape[-1])
             self.sum_sq += np.asarray(mx.sum(flat * flat, axis=0), dtype=np.float64)
             self.count += flat.shape[0]
+            if self.xtx is not None:
+                self.xtx = self.xtx + flat.T @ flat
+                mx.eval(self.xtx)
         w = self.weight32()
         if self.replace is not None:
             w = self.replace(w, None)
@@ -62,6 +75,7 @@ class SwitchProbe(nn.Module):
         experts, _, inputs = unit.shape
         self.sum_sq = np.zeros((experts, inputs), dtype=np.float64)
         self.count = np.zeros(experts, dtype=np.int64)
+        self.xtx = np.zeros((experts, inputs, inputs), dtype=np.float32) if _keeps_hessian(experts, inputs) else None
         self.recording = True
         self.replace: Replacement | None = None
 
@@ -84,6 +98,8 @@ class SwitchProbe(nn.Module):
             if self.recording:
                 self.sum_sq[e] += np.asarray(mx.sum(xe * xe, axis=0), dtype=np.float64)
                 self.count[e] += rows.size
+                if self.xtx is not None:
+                    self.xtx[e] += np.asarray(xe.T @ xe)
             w = self.expert32(e)
             if self.replace is not None:
                 w = self.replace(w, e)

@@ -25,8 +25,8 @@ import numpy as np
 
 # Candidate clipping ranges: (max - min) shrunk or stretched by these many steps of
 # `STEP` quantization bins around the plain range.
-STEPS = 20
-STEP = 0.1
+STEPS = 10
+STEP = 0.2
 SHIFTS = (-1.0,)  # the low end starts this many steps below; see _candidates
 
 

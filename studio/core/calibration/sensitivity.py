@@ -18,24 +18,44 @@ from typing import Callable
 import mlx.core as mx
 import numpy as np
 
+from studio.core.calibration.gptq import gptq_quantize
 from studio.core.calibration.quantizer import calibrated_quantize
-from studio.core.units import Unit
+from studio.core.unit import Unit
 
 HEAD_ROWS = 8192  # logits computed this many vocabulary rows at a time
 
 
-def round_trip(w: mx.array, group_size: int, bits: int, importance, dtype) -> mx.array:
+def round_trip(w: mx.array, group_size: int, bits: int, importance, dtype, hessian=None) -> mx.array:
     """float32 values of `w` after calibrated quantization (what the converter would write)."""
-    q, s, b = calibrated_quantize(w, group_size, bits, importance, dtype)
+    if hessian is not None:
+        q, s, b = gptq_quantize(w, group_size, bits, hessian, dtype)
+    else:
+        q, s, b = calibrated_quantize(w, group_size, bits, importance, dtype)
     return mx.dequantize(q, s, b, group_size, bits).astype(mx.float32)
 
 
-def _replacement(importance, group_size: int, bits: int, dtype):
+BLOCK_ELEMENTS = 16 * 2**20  # experts are quantized this many values at a time
+
+
+def _replacement(probe, importance, hessian, group_size: int, bits: int, dtype):
+    """The probe's weights after calibrated quantization. A stacked unit's experts are
+    quantized in blocks of about BLOCK_ELEMENTS values (the probe asks in expert order),
+    so small experts go many to a call and large ones one at a time."""
+    block = {"first": 0, "stop": 0, "values": None}
+
     def replace(w, expert):
-        a = importance if importance is None or expert is None else importance[expert]
-        if a is None:
-            a = mx.ones((w.shape[-1],), dtype=mx.float32)
-        return round_trip(w, group_size, bits, a, dtype)
+        if expert is None:
+            a = importance if importance is not None else mx.ones((w.shape[-1],), dtype=mx.float32)
+            return round_trip(w, group_size, bits, a, dtype, hessian)
+        if not block["first"] <= expert < block["stop"]:
+            per = max(1, BLOCK_ELEMENTS // max(w.size, 1))
+            stop = min(probe._unit.shape[0], expert + per)
+            stack = mx.stack([w] + [probe.expert32(e) for e in range(expert + 1, stop)])
+            a = importance[expert:stop] if importance is not None else mx.ones((w.shape[-1],), dtype=mx.float32)
+            values = round_trip(stack, group_size, bits, a, dtype, None if hessian is None else hessian[expert:stop])
+            mx.eval(values)
+            block.update(first=expert, stop=stop, values=values)
+        return block["values"][expert - block["first"]]
 
     return replace
 
@@ -56,7 +76,7 @@ def layer_cells(probes: dict, group_size: int) -> dict[tuple, list]:
 
 
 def measure_layer(run: Callable[[mx.array], mx.array], probes: dict, x: mx.array, reference: mx.array,
-                  importance: Callable[[str], object], bits_options, group_size: int, dtype,
+                  stats, bits_options, group_size: int, dtype,
                   check_cancel: Callable[[], None]) -> dict[tuple, dict[int, float]]:
     """{cell: {bits: relative output error}} for every measurable cell of one layer."""
     out = {}
@@ -67,7 +87,9 @@ def measure_layer(run: Callable[[mx.array], mx.array], probes: dict, x: mx.array
         for bits in bits_options:
             check_cancel()
             for probe in members:
-                probe.replace = _replacement(importance(probe._unit.path), group_size, bits, dtype)
+                path = probe._unit.path
+                probe.replace = _replacement(probe, stats.importance(path), stats.hessian(path), group_size, bits,
+                                             dtype)
             try:
                 y = run(x)
                 out[cell][bits] = _relative(y, reference)

@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 MIN_EXPERT_TOKENS = 8
-FORMAT = 1
+HESSIAN_TOKENS_PER_INPUT = 4
+FORMAT = 2
 
 Cell = tuple[str, "int | None"]
 
@@ -29,6 +30,7 @@ Cell = tuple[str, "int | None"]
 class UnitStats:
     sum_sq: np.ndarray  # [in] or [experts, in]
     count: np.ndarray  # [] or [experts]
+    xtx: np.ndarray | None = None  # [in, in] or [experts, in, in], for units small enough (probes.py)
 
 
 @dataclass
@@ -59,6 +61,25 @@ class CalibrationStats:
         per_expert = np.where(counts >= MIN_EXPERT_TOKENS, per_expert, pooled[None, :])
         return mx.array(per_expert, dtype=mx.float32)
 
+    def hessian(self, path: str) -> np.ndarray | None:
+        """Mean X^T X ([in, in] or [experts, in, in]), or None where too few tokens were seen to trust it:
+        fewer than HESSIAN_TOKENS_PER_INPUT tokens per input channel leaves X^T X rank-deficient, and
+        GPTQ then fits the calibration tokens at the expense of others. An expert that saw too few uses
+        its unit's mean over all tokens."""
+        stats = self.units.get(path)
+        if stats is None or stats.xtx is None:
+            return None
+        need = HESSIAN_TOKENS_PER_INPUT * stats.xtx.shape[-1]
+        total = float(np.sum(stats.count))
+        if total < need:
+            return None
+        if stats.xtx.ndim == 2:
+            return stats.xtx / total
+        pooled = stats.xtx.sum(axis=0) / total
+        counts = stats.count[:, None, None]
+        per_expert = stats.xtx / np.maximum(counts, 1)
+        return np.where(counts >= need, per_expert, pooled[None])
+
     def thin_experts(self) -> tuple[int, int]:
         """(experts that fell back to their unit's mean, experts in all)."""
         thin = total = 0
@@ -75,6 +96,8 @@ class CalibrationStats:
         for i, (name, stats) in enumerate(self.units.items()):
             arrays[f"s{i}"] = stats.sum_sq
             arrays[f"c{i}"] = stats.count
+            if stats.xtx is not None:
+                arrays[f"h{i}"] = stats.xtx
         meta = {"format": FORMAT, "names": list(self.units), "group_size": self.group_size,
                 "corpus_label": self.corpus_label, "tokens": self.tokens, "seconds": self.seconds,
                 "sensitivity": [[r, l, {str(b): e for b, e in v.items()}] for (r, l), v in self.sensitivity.items()]}
@@ -90,7 +113,8 @@ class CalibrationStats:
                 meta = json.loads(str(data["meta"]))
                 if meta.get("format") != FORMAT:
                     return None
-                units = {name: UnitStats(data[f"s{i}"], data[f"c{i}"]) for i, name in enumerate(meta["names"])}
+                units = {name: UnitStats(data[f"s{i}"], data[f"c{i}"], data[f"h{i}"] if f"h{i}" in data else None)
+                         for i, name in enumerate(meta["names"])}
         except (OSError, ValueError, KeyError):
             return None
         sensitivity = {(r, l): {int(b): float(e) for b, e in v.items()} for r, l, v in meta["sensitivity"]}

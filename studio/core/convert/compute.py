@@ -57,10 +57,13 @@ def to_numpy(array) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(array))
 
 
-def compute_chunk(plan: Plan, chunk: Chunk, parts: list[SourceRows], slots,
-                  measure: bool = True) -> tuple[list[list[np.ndarray]], tuple[float, float] | None]:
+def compute_chunk(plan: Plan, chunk: Chunk, parts: list[SourceRows], slots, measure: bool = True,
+                  quantizer=None) -> tuple[list[list[np.ndarray]], tuple[float, float] | None]:
     """The bytes of each of the unit's output tensors for the chunk's rows, in slot order,
-    and for a quantized chunk (when `measure`) its (squared error, squares) sums."""
+    and for a quantized chunk (when `measure`) its (squared error, squares) sums.
+
+    `quantizer(x, unit, decision, first, stop)`, when given, replaces `quantize_weight`
+    (it must return the same tensors: see studio.core.calibration.convert_hook)."""
     unit, decision = plan.units[chunk.unit_index], plan.decisions[chunk.unit_index]
     if raw_copy(unit, decision, plan):
         return [[np.ascontiguousarray(p.data) for p in parts]], None
@@ -69,7 +72,8 @@ def compute_chunk(plan: Plan, chunk: Chunk, parts: list[SourceRows], slots,
     x = unit_values(unit, parts)
     sums = []
     if decision.action == "quantize":
-        outs = quantize_weight(x, decision)
+        outs = quantize_weight(x, decision) if quantizer is None else \
+            quantizer(x, unit, decision, chunk.first, chunk.stop)
         if measure:
             # Every ERROR_ROW_STRIDE-th output row (counted across the whole unit, so any
             # chunking samples the same rows): dequantizing costs about twice what

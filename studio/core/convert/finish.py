@@ -110,7 +110,8 @@ def check_output(folder: Path) -> None:
         raise StudioError(f"{folder} has no tokenizer after finishing.")
 
 
-def finish_folder(project, folder: Path, layout: Layout, errors: dict[str, list[float]] | None) -> None:
+def finish_folder(project, folder: Path, layout: Layout, errors: dict[str, list[float]] | None,
+                  card_note: str = "") -> None:
     """Everything but the weights and the tokenizer; config.json last, so a folder with one is complete.
     The resume record stays until the folder is in place (see `move_into_place`)."""
     plan = project.plan
@@ -119,7 +120,8 @@ def finish_folder(project, folder: Path, layout: Layout, errors: dict[str, list[
     if len(layout.shards) > 1:
         (folder / INDEX_NAME).write_text(json.dumps(layout.index(), indent=2) + "\n")
     (folder / OWN_POLICY_FILE).write_text(plan.policy.to_json())
-    (folder / "README.md").write_text(model_card(plan, project.estimate, plan.inventory.source.card_source))
+    card = model_card(plan, project.estimate, plan.inventory.source.card_source)
+    (folder / "README.md").write_text(card + (f"\n{card_note}\n" if card_note else ""))
     tmp = folder / "config.json.tmp"
     tmp.write_text(json.dumps(output_config(plan), indent=2) + "\n")
     os.replace(tmp, folder / "config.json")

@@ -71,7 +71,7 @@ class Record:
             self.save()
 
 
-def fingerprint(plan: Plan, layout: Layout) -> str:
+def fingerprint(plan: Plan, layout: Layout, quantizer: str = "") -> str:
     """Policy + source identity + output layout: a resume only reuses shards of the same conversion."""
     inventory = plan.inventory
     h = hashlib.sha256()
@@ -80,6 +80,7 @@ def fingerprint(plan: Plan, layout: Layout) -> str:
     h.update(inventory.source.identity(inventory.shards).encode())
     h.update(f"{__version__}:{plan.float_dtype}:{chunks.CHUNK_ELEMENTS}".encode())
     h.update(layout.digest().encode())
+    h.update(quantizer.encode())  # a calibrated conversion never resumes a plain one's shards
     return h.hexdigest()
 
 

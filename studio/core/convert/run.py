@@ -83,10 +83,13 @@ def _planned_tensors(layout) -> dict[str, tuple[tuple[int, ...], str]]:
 
 def convert(project, out: str | Path, *, force: bool = False,
             progress: Callable[[Progress], None] | None = None, cancel: CancelToken | None = None,
-            max_shard_bytes: int = 5 * 10**9, measure_errors: bool = True) -> ConvertResult:
+            max_shard_bytes: int = 5 * 10**9, measure_errors: bool = True, quantizer=None) -> ConvertResult:
     """Write `project`'s plan as an MLX folder at `out`; see the package docstring.
 
-    `measure_errors=False` skips the per-unit error sums (no quant_errors.json)."""
+    `measure_errors=False` skips the per-unit error sums (no quant_errors.json).
+    `quantizer` (a `studio.core.calibration.convert_hook.CalibratedQuantizer`) chooses
+    the quantized values instead of MLX's round-to-nearest; its `identity` joins the
+    resume fingerprint and its `card_note` the model card."""
     started = time.monotonic()
     plan: Plan = project.plan
     out = Path(out).expanduser().absolute()
@@ -111,7 +114,8 @@ def convert(project, out: str | Path, *, force: bool = False,
         if not partial.exists():
             created.append(partial)
         try:
-            record, done = prepare_partial(partial, fingerprint(plan, layout), layout, plan)
+            identity = getattr(quantizer, "identity", "")
+            record, done = prepare_partial(partial, fingerprint(plan, layout, identity), layout, plan)
             write_extras(project, partial)
         except OSError as exc:
             raise disk_error(exc, out.parent) from None
@@ -123,10 +127,11 @@ def convert(project, out: str | Path, *, force: bool = False,
         lock.release()
         raise
     try:
-        errors = _write_shards(project, layout, partial, record, done, progress, cancel, measure_errors)
+        errors = _write_shards(project, layout, partial, record, done, progress, cancel, measure_errors, quantizer)
         try:
             verify(partial, layout, project.estimate.total_bytes)
-            finish_folder(project, partial, layout, errors if measure_errors else None)
+            finish_folder(project, partial, layout, errors if measure_errors else None,
+                          getattr(quantizer, "card_note", ""))
             check_output(partial)
             move_into_place(partial, out, force)
         except OSError as exc:
@@ -154,7 +159,7 @@ def _remove_created(paths: list[Path]) -> None:
 
 
 def _write_shards(project, layout, partial: Path, record, done: set[int], progress, cancel,
-                  measure_errors: bool) -> dict[str, list[float]]:
+                  measure_errors: bool, quantizer=None) -> dict[str, list[float]]:
     """Run the reader, compute and writer over every shard not already done; the error sums per unit."""
     plan = project.plan
     estimate = project.estimate
@@ -190,7 +195,7 @@ def _write_shards(project, layout, partial: Path, record, done: set[int], progre
                 raise item
             chunk, parts = item
             slots = layout.slots_by_unit[chunk.unit_index]
-            pieces, error = compute_chunk(plan, chunk, parts, slots, measure_errors)
+            pieces, error = compute_chunk(plan, chunk, parts, slots, measure_errors, quantizer)
             del parts
             if error is not None:
                 sums = errors.setdefault(plan.units[chunk.unit_index].path, [0.0, 0.0])

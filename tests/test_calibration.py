@@ -1,0 +1,174 @@
+"""Calibrated quantization, the streamed calibration pass, and the output-space knapsack."""
+
+import itertools
+import json
+import random
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+from studio.core.calibration.knapsack import solve
+from studio.core.calibration.quantizer import calibrated_quantize, pack
+from studio.core.errors import StudioError
+
+TOKENS = dict(sequences=8, length=64)  # a tiny pass: 512 tokens
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4, 5, 6, 8])
+def test_packing_is_mlx_layout(bits):
+    rng = np.random.default_rng(bits)
+    levels = mx.array(rng.integers(0, 2**bits, size=(3, 128)).astype(np.uint32))
+    scales = mx.ones((3, 2), dtype=mx.float32)
+    biases = mx.zeros((3, 2), dtype=mx.float32)
+    back = mx.dequantize(pack(levels, bits), scales, biases, 64, bits)
+    assert np.array_equal(np.asarray(back), np.asarray(levels).astype(np.float32))
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4])
+def test_calibrated_quantization_beats_round_to_nearest_on_the_output(bits):
+    mx.random.seed(bits)
+    w = (mx.random.normal((64, 256)) * 0.02).astype(mx.bfloat16)
+    importance = mx.exp(mx.random.normal((256,)) * 1.5)  # channels of very different energy
+    x = mx.random.normal((512, 256)) * mx.sqrt(importance)
+    plain = mx.quantize(w, 64, bits)
+    calibrated = calibrated_quantize(w, 64, bits, importance, mx.bfloat16)
+    for a, b in zip(plain, calibrated):
+        assert (a.shape, a.dtype) == (b.shape, b.dtype)
+    ref = x @ w.astype(mx.float32).T
+
+    def error(q):
+        return mx.sum(mx.square(x @ mx.dequantize(*q, 64, bits).astype(mx.float32).T - ref)).item()
+
+    assert error(calibrated) < 0.8 * error(plain)
+
+
+def test_knapsack_is_optimal_and_within_budget_to_the_byte():
+    rng = random.Random(3)
+    for _ in range(60):
+        cells = {i: [(b, rng.randint(1, 40) * 16 + b * 48, rng.random() / b) for b in (2, 3, 4, 8)]
+                 for i in range(5)}
+        low = sum(min(o[1] for o in v) for v in cells.values())
+        high = sum(max(o[1] for o in v) for v in cells.values())
+        budget = rng.randint(low, high)
+        choice, total, cost = solve(cells, budget)
+        best = min(sum(o[2] for o in combo) for combo in itertools.product(*cells.values())
+                   if sum(o[1] for o in combo) <= budget)
+        assert total <= budget
+        assert total == sum(next(o[1] for o in cells[k] if o[0] == v) for k, v in choice.items())
+        assert cost == pytest.approx(best, abs=1e-12)
+
+
+def test_knapsack_refuses_a_budget_below_the_smallest():
+    with pytest.raises(StudioError, match="below the smallest"):
+        solve({"a": [(2, 100, 1.0)]}, 99)
+
+
+@pytest.fixture(scope="module")
+def calibrated(tiny_model, tmp_path_factory):
+    from studio.core.calibration.calibrate import calibrate
+    from studio.core.project import Project
+
+    source = tiny_model("minimax_m3_vl")
+    project = Project.open(source, "config-i")
+    cache = tmp_path_factory.mktemp("calibration-cache")
+    stats = calibrate(project, sensitivity=True, bits_options=(2, 4, 8), cache_dir=cache, **TOKENS)
+    return source, project, stats, cache
+
+
+def test_the_pass_collects_statistics_per_unit_and_per_expert(calibrated):
+    _, project, stats, _ = calibrated
+    experts = [u for u in project.units if u.role == "expert_gate"]
+    assert experts and all(stats.units[u.path].sum_sq.shape == (u.shape[0], u.shape[2]) for u in experts)
+    for u in experts:  # top-2 routing: every token went to exactly two experts of each MoE layer
+        assert int(stats.units[u.path].count.sum()) == 2 * 512
+    attention = [u for u in project.units if u.role == "attn_q"]
+    assert all(int(stats.units[u.path].count) == 512 for u in attention)
+    assert stats.thin_experts()[1] == sum(u.shape[0] for u in project.units
+                                          if u.kind == "module" and len(u.shape) == 3)
+
+
+def test_sensitivity_falls_with_bits_and_covers_the_grid(calibrated):
+    _, project, stats, _ = calibrated
+    assert ("lm_head", None) in stats.sensitivity and ("embedding", None) in stats.sensitivity
+    for role in ("expert_gate", "expert_down", "attn_v"):
+        cell = next(c for c in stats.sensitivity if c[0] == role)
+        errors = stats.sensitivity[cell]
+        assert errors[2] > errors[4] > errors[8] >= 0
+
+
+def test_results_are_cached_and_reused(calibrated, monkeypatch):
+    from studio.core.calibration import calibrate as module
+
+    _, project, stats, cache = calibrated
+    monkeypatch.setattr(module, "run_pass", lambda *a, **k: pytest.fail("the cached pass was run again"))
+    again = module.calibrate(project, sensitivity=True, bits_options=(2, 4, 8), cache_dir=cache, **TOKENS)
+    assert again.sensitivity == stats.sensitivity
+    assert np.array_equal(again.units[next(iter(stats.units))].sum_sq, stats.units[next(iter(stats.units))].sum_sq)
+
+
+def test_cancel_stops_the_pass(calibrated, tmp_path):
+    from studio.core.calibration.calibrate import CalibrationCancelled, calibrate
+    from studio.core.cancel import CancelToken
+
+    _, project, _, _ = calibrated
+    token = CancelToken()
+    seen = []
+
+    def progress(p):
+        seen.append(p)
+        if p.step == 1:
+            token.cancel()
+
+    with pytest.raises(CalibrationCancelled):
+        calibrate(project, sensitivity=False, cache_dir=tmp_path, progress=progress, cancel=token, **TOKENS)
+    assert not list(tmp_path.iterdir())
+
+
+def _logits(folder, tokens):
+    from studio.core.evaluate import load_model
+
+    model, _ = load_model(folder)
+    return model(mx.array(tokens)).astype(mx.float32)
+
+
+def test_calibrated_conversion_is_the_plain_layout_with_less_output_error(calibrated, tmp_path):
+    from studio.core.calibration.convert_hook import CalibratedQuantizer
+    from studio.core.calibration.corpus import load_corpus
+    from studio.core.convert import convert
+    from studio.core.inventory import read_header
+
+    source, project, stats, _ = calibrated
+    plain, calib = tmp_path / "plain", tmp_path / "calibrated"
+    convert(project, plain)
+    quantizer = CalibratedQuantizer(stats)
+    convert(project, calib, quantizer=quantizer)
+    assert quantizer.used
+    shards = sorted(p.name for p in plain.glob("*.safetensors"))
+    assert shards == sorted(p.name for p in calib.glob("*.safetensors"))
+    for name in shards:
+        a = [(e.name, e.dtype, e.shape, e.start, e.nbytes) for e in read_header(plain / name)]
+        b = [(e.name, e.dtype, e.shape, e.start, e.nbytes) for e in read_header(calib / name)]
+        assert a == b
+    assert json.loads((plain / "config.json").read_text()) == json.loads((calib / "config.json").read_text())
+    assert "## Calibration" in (calib / "README.md").read_text()
+
+    tokens = load_corpus(source, **TOKENS).tokens  # the calibration tokens, through all three models
+    ref = _logits(source, tokens)
+
+    def error(folder):
+        return mx.sum(mx.square(_logits(folder, tokens) - ref)).item()
+
+    assert error(calib) < error(plain)
+
+
+def test_output_space_fit_is_exact_to_the_byte(calibrated):
+    from studio.core.calibration.budget_fit import propose_sensitive
+    from studio.core.project import Project
+
+    source, project, stats, _ = calibrated
+    target = project.estimate.total_bytes - 5000
+    proposal = propose_sensitive(project, target, stats.sensitivity, options=(2, 4, 8))
+    assert proposal.total_bytes <= target
+    assert Project.open(source, proposal.policy).estimate.total_bytes == proposal.total_bytes
+    assert proposal.error_after <= proposal.error_before or proposal.changes
