@@ -40,9 +40,10 @@ PAINT_MODE = Key("paint/mode", str, "affine", "mode of painted quantize values")
 MEASURE_ERRORS = Key("convert/measure_errors", bool, True, "write quant_errors.json while converting")
 CONVERT_RATE = Key("convert/rate", float, 0.0, "bytes of source a second the last conversion read (0: none yet)")
 RECOVERY = Key("session/recovery", str, "", "unsaved policy edits and their model (JSON), cleared on a clean end")
+CALIBRATE = Key("convert/calibrate", bool, False, "calibrate quantization on the bundled corpus while converting")
 
 KEYS = (WINDOW_GEOMETRY, WINDOW_STATE, RECENT_MODELS, RECENT_HUB_REPOS, LAST_POLICY, LAST_POLICY_DIR, MAC_GB, CONTEXT,
-        OUTPUT_DIR, PAINT_GROUP_SIZE, PAINT_MODE, MEASURE_ERRORS, CONVERT_RATE, RECOVERY)
+        OUTPUT_DIR, PAINT_GROUP_SIZE, PAINT_MODE, MEASURE_ERRORS, CONVERT_RATE, RECOVERY, CALIBRATE)
 
 
 def store() -> QSettings:

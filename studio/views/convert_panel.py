@@ -49,6 +49,11 @@ class ConvertPanel(QWidget):
                                  "quantization error (costs extra time, most on CPU)")
         self.measure.setChecked(settings.get(settings.MEASURE_ERRORS))
         self.measure.toggled.connect(lambda on: settings.put(settings.MEASURE_ERRORS, on))
+        self.calibrate = QCheckBox("Calibrate", toolTip="Run the bundled calibration text through the source one "
+                                   "layer at a time first, and choose the quantized values for the output (same "
+                                   "size and tensors; better at 2-4 bits; cached for the next conversion)")
+        self.calibrate.setChecked(settings.get(settings.CALIBRATE))
+        self.calibrate.toggled.connect(lambda on: settings.put(settings.CALIBRATE, on))
         self.convert_button = QPushButton(icon("convert"), "Convert", toolTip="Convert with this policy (Ctrl+Enter)")
         self.convert_button.clicked.connect(self.start)
         self.cancel_button = QPushButton(icon("cancel"), "Cancel", toolTip="Stop after the current tensor")
@@ -84,6 +89,7 @@ class ConvertPanel(QWidget):
         options = QHBoxLayout()
         options.addWidget(self.force)
         options.addWidget(self.measure)
+        options.addWidget(self.calibrate)
         options.addStretch(1)
         buttons = QHBoxLayout()
         buttons.addWidget(self.convert_button)
@@ -185,12 +191,15 @@ class ConvertPanel(QWidget):
         self._message("Convert", text)
 
     def _begin(self, out: str) -> bool:
+        from studio.core.calibration.calibrate import CalibrationCancelled
+        from studio.core.calibration.convert_hook import calibrate_and_convert
         from studio.core.convert import ConversionCancelled, convert  # loads MLX: only when converting
 
         snapshot = copy.copy(self.controller.project)  # later policy edits must not reach the running plan
-        fn = functools.partial(convert, snapshot, out, force=self.force.isChecked(),
-                               measure_errors=self.measure.isChecked())
-        self.worker = Worker(fn, cancelled_errors=(ConversionCancelled,), interval_s=0.1, parent=self)
+        fn = functools.partial(calibrate_and_convert if self.calibrate.isChecked() else convert, snapshot, out,
+                               force=self.force.isChecked(), measure_errors=self.measure.isChecked())
+        self.worker = Worker(fn, cancelled_errors=(ConversionCancelled, CalibrationCancelled), interval_s=0.1,
+                             parent=self)
         self.worker.progress.connect(self._progress)
         self.worker.succeeded.connect(self._succeeded)
         self.worker.failed.connect(self._failed)
@@ -218,6 +227,10 @@ class ConvertPanel(QWidget):
     def _progress(self, p) -> None:
         """`p` is a studio.core.convert.Progress."""
         self.bar.setValue(int(1000 * p.fraction))
+        if p.phase == "calibrating":
+            self.status.setText(f"Calibrating: {p.unit}\nstep {p.units_done} of {p.units_total}\n"
+                                f"about {_duration(p.eta_s)} left")
+            return
         self.status.setText(f"{p.phase.capitalize()} {p.unit}\n{p.units_done}/{p.units_total} units, "
                             f"{human_bytes(p.bytes_done)} of {human_bytes(p.bytes_total)}\n"
                             f"{human_bytes(p.bytes_per_s)}/s, about {_duration(p.eta_s)} left")

@@ -26,7 +26,8 @@ from typing import Callable
 import numpy as np
 
 from studio import __version__
-from studio.core.calibration.corpus import DEFAULT_LENGTH, DEFAULT_SEQUENCES, Corpus, load_corpus
+from studio.core.calibration import corpus as corpus_module
+from studio.core.calibration.corpus import Corpus, load_corpus
 from studio.core.calibration.stats import CalibrationStats, UnitStats
 from studio.core.cancel import CancelToken
 from studio.core.errors import StudioError
@@ -68,11 +69,12 @@ def cache_key(project: Project, corpus: Corpus, sensitivity: bool, bits, group_s
 
 
 def calibrate(project: Project, text: str | Path | None = None, *, sensitivity: bool = True,
-              bits_options=BIT_OPTIONS, group_size: int = GROUP_SIZE, sequences: int = DEFAULT_SEQUENCES,
-              length: int = DEFAULT_LENGTH, progress: Callable[[CalibrationProgress], None] | None = None,
+              bits_options=BIT_OPTIONS, group_size: int = GROUP_SIZE, sequences: int | None = None,
+              length: int | None = None, progress: Callable[[CalibrationProgress], None] | None = None,
               cancel: CancelToken | None = None, cache_dir: Path | None = None,
               use_cache: bool = True) -> CalibrationStats:
-    corpus = load_corpus(project.inventory.root, text, sequences, length)
+    corpus = load_corpus(project.inventory.root, text, sequences or corpus_module.DEFAULT_SEQUENCES,
+                         length or corpus_module.DEFAULT_LENGTH)
     path = (cache_dir or cache_folder()) / f"{cache_key(project, corpus, sensitivity, bits_options, group_size)}.npz"
     if use_cache and path.exists():
         cached = CalibrationStats.load(path)

@@ -62,3 +62,17 @@ class CalibratedQuantizer:
             "evaluation text (see Quality).",
             "",
         ])
+
+
+def calibrate_and_convert(project, out, *, text=None, progress=None, cancel=None, **kwargs):
+    """The window's calibrated conversion: the calibration pass (cached), then `convert` with
+    its quantizer; calibration progress arrives as convert Progress with phase "calibrating"."""
+    from studio.core.calibration.calibrate import calibrate
+    from studio.core.convert import Progress, convert
+
+    def calibrating(p) -> None:
+        if progress is not None:
+            progress(Progress(p.label, p.step, p.total, p.step, p.total, 0.0, p.eta_s, "calibrating"))
+
+    stats = calibrate(project, text, sensitivity=False, progress=calibrating, cancel=cancel)
+    return convert(project, out, progress=progress, cancel=cancel, quantizer=CalibratedQuantizer(stats), **kwargs)
