@@ -12,7 +12,7 @@ from studio.core.calibration.knapsack import solve
 from studio.core.calibration.quantizer import calibrated_quantize, pack
 from studio.core.errors import StudioError
 
-TOKENS = dict(sequences=8, length=64)  # a tiny pass: 512 tokens
+TOKENS = dict(sequences=4, length=32)  # a tiny pass: 128 tokens (too few for GPTQ: the diagonal method)
 
 
 @pytest.mark.parametrize("bits", [2, 3, 4, 5, 6, 8])
@@ -41,6 +41,27 @@ def test_calibrated_quantization_beats_round_to_nearest_on_the_output(bits):
         return mx.sum(mx.square(x @ mx.dequantize(*q, 64, bits).astype(mx.float32).T - ref)).item()
 
     assert error(calibrated) < 0.8 * error(plain)
+
+
+def test_gptq_feeds_errors_forward_and_beats_the_diagonal_method():
+    from studio.core.calibration.gptq import gptq_quantize
+
+    mx.random.seed(7)
+    w = (mx.random.normal((2, 32, 128)) * 0.02).astype(mx.bfloat16)  # two experts
+    x = mx.random.normal((1024, 16)) @ mx.random.normal((16, 128)) + 0.3 * mx.random.normal((1024, 128))
+    h = np.asarray((x.T @ x) / 1024)  # correlated channels, as real activations are
+    hessian = np.stack([h, h])
+    plain = mx.quantize(w, 64, 2)
+    diagonal = calibrated_quantize(w, 64, 2, mx.array(np.diagonal(hessian, axis1=1, axis2=2).copy()), mx.bfloat16)
+    gptq = gptq_quantize(w, 64, 2, hessian, mx.bfloat16)
+    for a, b in zip(plain, gptq):
+        assert (a.shape, a.dtype) == (b.shape, b.dtype)
+
+    def error(q):
+        d = mx.dequantize(*q, 64, 2).astype(mx.float32) - w.astype(mx.float32)
+        return sum(mx.sum(mx.square(x @ d[e].T)).item() for e in range(2))
+
+    assert error(gptq) < 0.7 * error(diagonal) < 0.7 * error(plain)
 
 
 def test_knapsack_is_optimal_and_within_budget_to_the_byte():
@@ -81,9 +102,10 @@ def test_the_pass_collects_statistics_per_unit_and_per_expert(calibrated):
     experts = [u for u in project.units if u.role == "expert_gate"]
     assert experts and all(stats.units[u.path].sum_sq.shape == (u.shape[0], u.shape[2]) for u in experts)
     for u in experts:  # top-2 routing: every token went to exactly two experts of each MoE layer
-        assert int(stats.units[u.path].count.sum()) == 2 * 512
+        assert int(stats.units[u.path].count.sum()) == 2 * 128
     attention = [u for u in project.units if u.role == "attn_q"]
-    assert all(int(stats.units[u.path].count) == 512 for u in attention)
+    assert all(int(stats.units[u.path].count) == 128 for u in attention)
+    assert all(stats.hessian(u.path) is None for u in attention)  # 128 tokens < 4 per input channel
     assert stats.thin_experts()[1] == sum(u.shape[0] for u in project.units
                                           if u.kind == "module" and len(u.shape) == 3)
 
@@ -132,18 +154,23 @@ def _logits(folder, tokens):
     return model(mx.array(tokens)).astype(mx.float32)
 
 
-def test_calibrated_conversion_is_the_plain_layout_with_less_output_error(calibrated, tmp_path):
+def _convert_both(project, stats, folder):
     from studio.core.calibration.convert_hook import CalibratedQuantizer
-    from studio.core.calibration.corpus import load_corpus
     from studio.core.convert import convert
+
+    plain, calib = folder / "plain", folder / "calibrated"
+    convert(project, plain, measure_errors=False)
+    quantizer = CalibratedQuantizer(stats)
+    convert(project, calib, quantizer=quantizer, measure_errors=False)
+    assert quantizer.used
+    return plain, calib
+
+
+def test_calibrated_conversion_has_the_plain_layout(calibrated, tmp_path):
     from studio.core.inventory import read_header
 
-    source, project, stats, _ = calibrated
-    plain, calib = tmp_path / "plain", tmp_path / "calibrated"
-    convert(project, plain)
-    quantizer = CalibratedQuantizer(stats)
-    convert(project, calib, quantizer=quantizer)
-    assert quantizer.used
+    _, project, stats, _ = calibrated
+    plain, calib = _convert_both(project, stats, tmp_path)
     shards = sorted(p.name for p in plain.glob("*.safetensors"))
     assert shards == sorted(p.name for p in calib.glob("*.safetensors"))
     for name in shards:
@@ -153,7 +180,22 @@ def test_calibrated_conversion_is_the_plain_layout_with_less_output_error(calibr
     assert json.loads((plain / "config.json").read_text()) == json.loads((calib / "config.json").read_text())
     assert "## Calibration" in (calib / "README.md").read_text()
 
-    tokens = load_corpus(source, **TOKENS).tokens  # the calibration tokens, through all three models
+
+def test_a_calibrated_demo_model_has_less_output_error_on_its_calibration_tokens(tmp_path):
+    """The bundled demo model (trained, 7.5M parameters) under Config-I, with 512 calibration
+    tokens: enough for GPTQ on its 128-wide units."""
+    from studio.core.bundled import demo_model_path
+    from studio.core.calibration.calibrate import calibrate
+    from studio.core.calibration.corpus import load_corpus
+    from studio.core.project import Project
+
+    source = demo_model_path()
+    project = Project.open(source, "config-i")
+    tokens = dict(sequences=8, length=64)
+    stats = calibrate(project, sensitivity=False, cache_dir=tmp_path / "cache", **tokens)
+    assert any(stats.hessian(u.path) is not None for u in project.units if u.role == "expert_gate")
+    plain, calib = _convert_both(project, stats, tmp_path)
+    tokens = load_corpus(source, **tokens).tokens  # the calibration tokens, through all three models
     ref = _logits(source, tokens)
 
     def error(folder):
