@@ -214,3 +214,24 @@ def test_output_space_fit_is_exact_to_the_byte(calibrated):
     assert proposal.total_bytes <= target
     assert Project.open(source, proposal.policy).estimate.total_bytes == proposal.total_bytes
     assert proposal.error_after <= proposal.error_before or proposal.changes
+
+
+def test_fit_with_sensitivity_then_calibrated_convert_from_the_command_line(tiny_model, tmp_path, monkeypatch, capsys):
+    from studio.core.calibration import corpus
+    from studio.core.project import Project
+    from studio.main import main
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(corpus, "DEFAULT_SEQUENCES", 2)
+    monkeypatch.setattr(corpus, "DEFAULT_LENGTH", 32)
+    source = tiny_model("minimax_m3_vl")
+    target = Project.open(source, "config-i").estimate.total_bytes - 4096
+    policy = tmp_path / "p.json"
+    assert main(["fit", str(source), "--target-gb", repr(target / 1e9), "--sensitivity", "--out", str(policy),
+                 "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["measure"] == "output-space sensitivity" and report["bytes_after"] <= target
+    assert Project.open(source, str(policy)).estimate.total_bytes == report["bytes_after"]
+    out = tmp_path / "out"
+    assert main(["convert", str(source), str(out), "--policy", str(policy), "--calibrate"]) == 0
+    assert "## Calibration" in (out / "README.md").read_text()
