@@ -29,6 +29,7 @@ from studio.core.calibration.budget_fit import propose_sensitive  # noqa: E402
 from studio.core.calibration.calibrate import calibrate  # noqa: E402
 from studio.core.calibration.convert_hook import CalibratedQuantizer  # noqa: E402
 from studio.core.convert import convert  # noqa: E402
+from studio.core.errors import StudioError  # noqa: E402
 from studio.core.evaluate import evaluate  # noqa: E402
 from studio.core.formatting import table  # noqa: E402
 from studio.core.project import Project  # noqa: E402
@@ -63,12 +64,17 @@ def main():
             cal = Path(work) / f"{preset}-calibrated"
             convert(project, cal, measure_errors=False, quantizer=CalibratedQuantizer(stats))
             runs.append(("calibrated", budget, score(cal)))
-            start = Project.open(source, "config-i")
-            proposal = propose_sensitive(start, budget, stats.sensitivity)
+            start = Project.open(source, "config-i")  # as `fit MODEL --target-gb N` starts
+            try:
+                proposal = propose_sensitive(start, budget, stats.sensitivity)
+            except StudioError:  # below what Config-I's cells reach: `fit --policy PRESET` instead
+                start = Project.open(source, preset)
+                proposal = propose_sensitive(start, budget, stats.sensitivity)
+            fit_from = start.policy.name
             start.set_policy(proposal.policy)
             fitted = Path(work) / f"{preset}-fit"
             convert(start, fitted, measure_errors=False, quantizer=CalibratedQuantizer(stats))
-            runs.append(("fit + calibrated", start.estimate.total_bytes, score(fitted)))
+            runs.append((f"fit (from {fit_from}) + calibrated", start.estimate.total_bytes, score(fitted)))
             base_kl = runs[0][2][0]
             for name, size, (kl, ppl, top1, last) in runs:
                 rows.append([preset, name, f"{size:,}", f"{kl:.4f}", f"{kl / base_kl:.2f}x", f"{ppl:.2f}",

@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 
-from train_demo_model import fetch_deb, load_books, paragraphs  # noqa: E402
+from demo_model.corpus import fetch_deb, load_books, paragraphs  # noqa: E402
 
 OUT = ROOT / "studio" / "resources" / "calibration" / "corpus.txt"
 HERE = ROOT / "tools" / "calibration_corpus"

@@ -13,6 +13,7 @@ from __future__ import annotations
 from studio.core.budget.propose import BudgetProposal, CellChange, _cell_bytes, affine_cells
 from studio.core.calibration.knapsack import solve
 from studio.core.defaults import AFFINE_BITS
+from studio.core.errors import StudioError
 from studio.core.grid_paint import apply_stroke
 from studio.core.policy import Quantize
 from studio.core.project import Project
@@ -31,6 +32,11 @@ def propose_sensitive(project: Project, target_bytes: int, sensitivity: dict,
         bits_here = [b for b in options if b in measured] if all(b in measured for b in options) else [current[cell]]
         sizes[cell] = {b: _cell_bytes(project, members, b) for b in set(bits_here) | {current[cell]}}
         table[cell] = [(b, sizes[cell][b], measured.get(b, 0.0)) for b in bits_here]
+    least = fixed + sum(min(b for _, b, _ in options) for options in table.values())
+    if least > target_bytes:
+        raise StudioError(f"{target_bytes / 1e9:.4f} GB is below the smallest this policy can reach "
+                          f"({least / 1e9:.4f} GB with every measured cell at its fewest bits); start from a "
+                          "policy that quantizes more, e.g. --policy uniform-2bit.")
     choice, cell_bytes, after = solve(table, target_bytes - fixed)
 
     def error(cell, bits):
