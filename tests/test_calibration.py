@@ -235,3 +235,27 @@ def test_fit_with_sensitivity_then_calibrated_convert_from_the_command_line(tiny
     out = tmp_path / "out"
     assert main(["convert", str(source), str(out), "--policy", str(policy), "--calibrate"]) == 0
     assert "## Calibration" in (out / "README.md").read_text()
+
+
+def test_only_one_layer_is_in_memory_at_a_time(calibrated, tmp_path, monkeypatch):
+    """When layer i+1 loads, nothing holds layer i's probes (its weights) any more."""
+    import gc
+    import weakref
+
+    from studio.core.calibration.calibrate import calibrate
+    from studio.core.calibration.layers import Skeleton
+
+    _, project, _, _ = calibrated
+    earlier = []
+    load = Skeleton.load_layer
+
+    def watched(self, index):
+        gc.collect()
+        assert all(ref() is None for ref in earlier), f"layer {index - 1}'s probes outlived it"
+        probes = load(self, index)
+        earlier.extend(weakref.ref(p) for p in probes.values())
+        return probes
+
+    monkeypatch.setattr(Skeleton, "load_layer", watched)
+    calibrate(project, sensitivity=True, bits_options=(2,), cache_dir=tmp_path, sequences=2, length=32)
+    assert earlier

@@ -56,6 +56,34 @@ class CalibrationProgress:
         return self.step / self.total if self.total else 1.0
 
 
+def _one_layer(skeleton, index: int, h, mask, stats: CalibrationStats, probe: int, sensitivity: bool, bits_options,
+               group_size: int, dtype, check_cancel):
+    """Layer `index` over every hidden state: its statistics (and sensitivity) into `stats`; its outputs."""
+    import mlx.core as mx
+
+    from studio.core.calibration import sensitivity as sens
+
+    probes = skeleton.load_layer(index)
+    layer = skeleton.layer(index)
+
+    def run(x):
+        y = layer(x, mask)
+        mx.eval(y)
+        return y
+
+    outs = [run(h[a:a + SEQUENCES_PER_CALL]) for a in range(0, h.shape[0], SEQUENCES_PER_CALL)]
+    out = mx.concatenate(outs, axis=0) if len(outs) > 1 else outs[0]
+    mx.eval(out)
+    del outs
+    for path, p in probes.items():
+        xtx = None if p.xtx is None else np.asarray(p.xtx, dtype=np.float32)
+        stats.units[path] = UnitStats(p.sum_sq, np.asarray(p.count), xtx)
+    if sensitivity:
+        stats.sensitivity.update(sens.measure_layer(run, probes, h[:probe], out[:probe], stats, bits_options,
+                                                    group_size, dtype, check_cancel))
+    return out
+
+
 def cache_folder() -> Path:
     return default_cache_dir().parent / "calibration"
 
@@ -150,26 +178,10 @@ def _stream(skeleton, project, corpus, sensitivity, bits_options, group_size, pr
     for index in range(layers):
         check_cancel()
         report(index + 1, f"layer {index}")
-        probes = skeleton.load_layer(index)
-        layer = skeleton.layer(index)
-
-        def run(x):
-            y = layer(x, mask)
-            mx.eval(y)
-            return y
-
-        outs = [run(h[a:a + SEQUENCES_PER_CALL]) for a in range(0, h.shape[0], SEQUENCES_PER_CALL)]
-        out = mx.concatenate(outs, axis=0) if len(outs) > 1 else outs[0]
-        mx.eval(out)
-        del outs
-        for path, p in probes.items():
-            xtx = None if p.xtx is None else np.asarray(p.xtx, dtype=np.float32)
-            stats.units[path] = UnitStats(p.sum_sq, np.asarray(p.count), xtx)
-        if sensitivity:
-            stats.sensitivity.update(sens.measure_layer(
-                lambda x: layer(x, mask), probes, h[:probe], out[:probe], stats, bits_options,
-                group_size, dtype, check_cancel))
-        h = out
+        # In a function of its own: every reference to the layer (probes, closures, loop
+        # variables) is gone when it returns, so the next layer never loads beside it.
+        h = _one_layer(skeleton, index, h, mask, stats, probe, sensitivity, bits_options, group_size, dtype,
+                       check_cancel)
         skeleton.free_layer(index)
 
     check_cancel()
