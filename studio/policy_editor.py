@@ -43,6 +43,7 @@ class PolicyEditor(QWidget):
         self.brushes.brush_changed.connect(self._brush_changed)
         self.errors = ErrorRow(controller, self)
         self.errors.show_error_changed.connect(self.grid_model.set_show_error)
+        self.errors.sensitivity_changed.connect(self.grid_model.set_sensitivity)
         controller.errors_changed.connect(lambda _: self.grid_model.changed())
 
         hint = QLabel("Drag over cells with a brush, or use the arrows (Shift: a block) and Space. Right-click "

@@ -1,12 +1,14 @@
 """"Fit to budget…": choose a size or a Mac, survey the errors (on the worker), review the diff, accept or reject.
 
 Accepting applies the proposed policy as one undo step; rejecting changes nothing.
+Once the grid's "Sensitivity" has measured the model, "Propose by output-space
+sensitivity" spends the bytes by it instead (the exact knapsack) with no survey.
 """
 
 from __future__ import annotations
 
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, Qt
-from PySide6.QtWidgets import (QButtonGroup, QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QGridLayout,
+from PySide6.QtWidgets import (QButtonGroup, QCheckBox, QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QGridLayout,
                                QHeaderView, QLabel, QProgressBar, QPushButton, QRadioButton, QTableView, QVBoxLayout)
 
 from studio import settings
@@ -54,10 +56,11 @@ class ChangesModel(QAbstractTableModel):
 
 
 class BudgetDialog(QDialog):
-    def __init__(self, controller, runner, parent=None):
+    def __init__(self, controller, runner, parent=None, calibration=None):
         super().__init__(parent)
         self.setWindowTitle("Fit to budget")
         self.controller, self.runner = controller, runner
+        self.calibration = calibration  # CalibrationStats of this model, if its sensitivity was measured
         self.result = None
 
         self.by_size = QRadioButton("Output size at most")
@@ -81,6 +84,11 @@ class BudgetDialog(QDialog):
         self.by_mac.setChecked(True)
         self.by_mac.setToolTip("The Mac's GPU memory limit less the KV cache at this context and the runtime")
 
+        self.use_sensitivity = QCheckBox("Propose by output-space sensitivity (calibration pass)",
+                                         checked=calibration is not None, enabled=calibration is not None)
+        self.use_sensitivity.setToolTip(
+            "Spend the bytes where the layer outputs change least (exact knapsack), instead of by weight error"
+            if calibration is not None else "Measure it first with \"Sensitivity\" on the grid")
         self.propose_button = QPushButton("Propose", toolTip="Survey the errors if needed and propose bits")
         self.propose_button.clicked.connect(self.propose)
         self.bar = QProgressBar(visible=False)
@@ -107,6 +115,7 @@ class BudgetDialog(QDialog):
         grid.addWidget(self.mac, 1, 1)
         grid.addWidget(self.context, 1, 2)
         grid.addWidget(self.propose_button, 0, 3, 2, 1)
+        grid.addWidget(self.use_sensitivity, 2, 0, 1, 3)
         layout = QVBoxLayout(self)
         layout.addLayout(grid)
         layout.addWidget(self.bar)
@@ -130,6 +139,9 @@ class BudgetDialog(QDialog):
         self.controller.flush()
         self.accept_button.setEnabled(False)
         survey, project = self.controller.survey, self.controller.project
+        if self.use_sensitivity.isChecked():
+            self._compute(None)
+            return
         if survey is not None and project is not None and survey.covers(project.plan):
             self._compute(self.controller.survey)
             return
@@ -158,7 +170,12 @@ class BudgetDialog(QDialog):
         self.controller.flush()
         try:
             budget = target_bytes(project, **self.target())
-            self.result = fit_to_budget(project, budget, survey)
+            if self.use_sensitivity.isChecked():
+                from studio.core.calibration.budget_fit import propose_sensitive
+
+                self.result = fit_to_budget(project, budget, self.calibration.sensitivity, propose_sensitive)
+            else:
+                self.result = fit_to_budget(project, budget, survey)
         except StudioError as exc:
             self.result = None
             self.changes.set_rows([])
@@ -166,11 +183,13 @@ class BudgetDialog(QDialog):
             return
         r = self.result
         self.changes.set_rows(r.rows)
+        measure = ("output-space: relative error of the layer outputs, RMS, on calibration tokens"
+                   if self.use_sensitivity.isChecked() else "RMS over the quantized weights, measured on samples")
         self.summary.setText(
             f"{len(r.proposal.changes)} cell(s) change. Size {human_bytes(r.bytes_before)} → "
             f"{human_bytes(r.proposal.total_bytes)} for a budget of {human_bytes(r.proposal.target_bytes)}; "
             f"relative error {100 * r.error_before:.2f}% → {100 * r.error_after:.2f}% "
-            "(RMS over the quantized weights, measured on samples).")
+            f"({measure}).")
         self.accept_button.setEnabled(bool(r.proposal.changes))
 
     def accept(self) -> None:

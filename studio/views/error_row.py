@@ -3,8 +3,9 @@
 "Show error" turns the grid into a heat map of the relative error at each
 cell's current bits (surveying first if nothing is measured yet), "Survey"
 measures it on samples of the weights (on the worker), "Load errors…" reads a
-converted model's quant_errors.json, and "Fit to budget…" proposes bits for a
-size or a Mac. The status ("errors from out/quant_errors.json") has a line of
+converted model's quant_errors.json, "Sensitivity" runs the calibration pass
+(on the worker; cached) and shows each cell's output-space sensitivity as the
+heat map instead, and "Fit to budget…" proposes bits for a size or a Mac. The status ("errors from out/quant_errors.json") has a line of
 its own, so it is never squeezed to "err…".
 """
 
@@ -22,13 +23,15 @@ from studio.core.quant_error.error_map import ErrorMap
 from studio.core.quant_error.error_map import load as load_quant_errors
 from studio.views.budget_dialog import BudgetDialog
 from studio.views.icons import icon
-from studio.views.palette import ERROR_SCALE_TIP, error_legend_html
+from studio.views.palette import ERROR_SCALE_TIP, SENSITIVITY_SCALE_TIP, error_legend_html
+from studio.views.sensitivity_runner import SensitivityRunner
 from studio.views.survey_runner import SurveyRunner
 from studio.views.widgets import ElidedLabel
 
 
 class ErrorRow(QWidget):
     show_error_changed = Signal(bool)
+    sensitivity_changed = Signal(object)  # {(role, layer): {bits: output error}} to show, or None
 
     def __init__(self, controller, parent=None):
         super().__init__(parent)
@@ -40,6 +43,11 @@ class ErrorRow(QWidget):
         self.show_error.setToolTip("Colour cells by the measured relative quantization error at their current "
                                    "bits (runs the survey first if nothing is measured)\n\n" + ERROR_SCALE_TIP)
         self.show_error.toggled.connect(self.set_show_error)
+        self.sensitivity_runner = SensitivityRunner(controller, self)
+        self.show_sensitivity = QToolButton(text="Sensitivity", checkable=True)
+        self.show_sensitivity.setToolTip("Colour cells by their output-space sensitivity at their current bits "
+                                         "(runs the calibration pass first; cached)\n\n" + SENSITIVITY_SCALE_TIP)
+        self.show_sensitivity.toggled.connect(self.set_show_sensitivity)
         survey = QPushButton("Survey", toolTip="Measure every quantized tensor's error at 2-8 bits on samples "
                                                "of its weights")
         survey.clicked.connect(self.survey_runner.start)
@@ -51,6 +59,7 @@ class ErrorRow(QWidget):
         self.survey_bar.setRange(0, 1000)
         self.survey_cancel = QToolButton(text="Cancel", visible=False)
         self.survey_cancel.clicked.connect(self.survey_runner.cancel)
+        self.survey_cancel.clicked.connect(self.sensitivity_runner.cancel)
         self.legend = QLabel(error_legend_html(), visible=False, textFormat=Qt.TextFormat.RichText)
         self.legend.setToolTip(ERROR_SCALE_TIP)
         # "errors from out/quant_errors.json": cut in the middle if ever too long, never widening the window.
@@ -63,10 +72,16 @@ class ErrorRow(QWidget):
             lambda s: self._surveying(False, f"surveyed {len(s.units):,} tensors ({s.seconds:.1f} s)"))
         runner.stopped.connect(lambda reason: self._surveying(False, reason))
         controller.errors_changed.connect(self._errors_changed)
+        sens = self.sensitivity_runner
+        sens.started.connect(lambda: self._surveying(True, status="calibrating…"))
+        sens.progress.connect(self._survey_progress)
+        sens.finished.connect(self._sensitivity_measured)
+        sens.stopped.connect(self._sensitivity_stopped)
+        controller.project_changed.connect(lambda _: self.set_show_sensitivity(False))
 
         buttons = QHBoxLayout()
         buttons.setContentsMargins(0, 0, 0, 0)
-        for widget in (self.show_error, survey, load, self.survey_bar, self.survey_cancel, self.legend):
+        for widget in (self.show_error, self.show_sensitivity, survey, load, self.survey_bar, self.survey_cancel, self.legend):
             buttons.addWidget(widget)
         buttons.addStretch(1)
         buttons.addWidget(fit)
@@ -80,20 +95,49 @@ class ErrorRow(QWidget):
         if self.show_error.isChecked() != on:
             self.show_error.setChecked(on)  # comes back here through toggled
             return
+        if on:
+            self.show_sensitivity.setChecked(False)  # one heat map at a time
+            self.legend.setText(error_legend_html())
         self.legend.setVisible(on)
         self.show_error_changed.emit(on)
         if on and self.controller.errors is None:
             self.survey_runner.start()
 
-    def _surveying(self, on: bool, message: str = "") -> None:
+    def set_show_sensitivity(self, on: bool) -> None:
+        if self.show_sensitivity.isChecked() != on:
+            self.show_sensitivity.setChecked(on)  # comes back here through toggled
+            return
+        if on:
+            self.show_error.setChecked(False)
+            if self.sensitivity_runner.stats is None:
+                self.sensitivity_runner.start()
+            else:
+                self._sensitivity_measured(self.sensitivity_runner.stats)
+            return
+        self.legend.setVisible(self.show_error.isChecked())
+        self.sensitivity_changed.emit(None)
+
+    def _sensitivity_measured(self, stats) -> None:
+        self._surveying(False, f"output-space sensitivity from {stats.tokens:,} tokens of {stats.corpus_label} "
+                               f"({stats.seconds:.1f} s)")
+        if self.show_sensitivity.isChecked():
+            self.legend.setText(error_legend_html("output"))
+            self.legend.setVisible(True)
+            self.sensitivity_changed.emit(stats.sensitivity)
+
+    def _sensitivity_stopped(self, reason: str) -> None:
+        self._surveying(False, f"sensitivity: {reason}")
+        self.set_show_sensitivity(False)
+
+    def _surveying(self, on: bool, message: str = "", status: str = "surveying…") -> None:
         self.survey_bar.setVisible(on)
         self.survey_cancel.setVisible(on)
         self.survey_bar.setValue(0)
-        self.status.setText("surveying…" if on else message)
+        self.status.setText(status if on else message)
 
     def _survey_progress(self, p) -> None:
         self.survey_bar.setValue(int(1000 * p.fraction))
-        self.survey_bar.setFormat(f"{p.done}/{p.total}")
+        self.survey_bar.setFormat(f"{p.done}/{p.total}" if hasattr(p, "done") else f"{p.step}/{p.total} {p.label}")
 
     def _errors_changed(self, errors) -> None:
         if errors is not None and errors.source != "survey":
@@ -126,9 +170,10 @@ class ErrorRow(QWidget):
             return None
         if self.fit_dialog is not None:
             self.fit_dialog.close()
-        self.fit_dialog = BudgetDialog(self.controller, self.survey_runner, self)
+        self.fit_dialog = BudgetDialog(self.controller, self.survey_runner, self, self.sensitivity_runner.stats)
         self.fit_dialog.open()
         return self.fit_dialog
 
     def shutdown(self) -> None:
         self.survey_runner.shutdown()
+        self.sensitivity_runner.shutdown()

@@ -114,6 +114,10 @@ ERROR_SCALE_TIP = ("Relative error ||dequantize(quantize(W)) - W|| / ||W|| of ea
                    "4-bit 5-10%, 3-bit 12-20%, 2-bit 30-50%.\n"
                    "Pale yellow reads as near-lossless, orange as the usual 4-bit cost, dark red as damage; "
                    "grey cells are not quantized or not measured.")
+SENSITIVITY_SCALE_TIP = ("Output-space sensitivity: the relative error of the decoder layer's output (or the logits, "
+                         "for the embedding and head) when this cell alone is quantized to its current bits, "
+                         "measured on calibration text, same colour scale as the weight error.\n"
+                         "It says which cells matter to the output; \"Fit to budget\" can spend bits by it.")
 
 
 def error_colour(error: float | None) -> QColor:
@@ -130,14 +134,14 @@ def error_colour(error: float | None) -> QColor:
     return qcolor(ERROR_STOPS[-1][1])
 
 
-def error_legend_html() -> str:
+def error_legend_html(label: str = "error") -> str:
     """Swatches of the error scale, each labelled with its error, for a one-line legend."""
     cells = []
     for error, _bits in ERROR_LEGEND:
         colour = error_colour(error)
         cells.append(f"<span style='background-color:{colour.name()}; color:{text_on(colour).name()}'>"
                      f"&nbsp;{error_text(error)}&nbsp;</span>")
-    return "error " + "".join(cells)
+    return f"{label} " + "".join(cells)
 
 
 def error_text(error: float | None) -> str:

@@ -5,7 +5,10 @@ Which cell each unit is in is the core's (`studio.core.grid`); this model only s
 `PolicyGridModel` is a thin table over the controller's policy: a cell shows
 what the policy decides for that role in that layer, coloured by bits, or with
 `show_error` on, the measured relative error at the bits it has now (from the
-controller's ErrorMap), coloured by error; cells nobody measured show "–". While a
+controller's ErrorMap), coloured by error; cells nobody measured show "–". With
+`sensitivity` set (the calibration pass's per-cell output-space error by bits)
+the same heat map shows that instead: how much the layer's output moves when
+this cell alone is quantized to its current bits. While a
 stroke is painted the model overlays the stroke (`preview`); the view turns a
 whole stroke into one undo command and one dataChanged for its rectangle
 (the view is views/grid_view.py).
@@ -45,6 +48,7 @@ class PolicyGridModel(QAbstractTableModel):
         self.cells: dict[tuple[str, int | None], tuple[int, ...]] = {}
         self.preview: dict[tuple[str, int | None], object] = {}
         self.show_error = False
+        self.sensitivity: dict | None = None  # {(role, layer): {bits: output error}} while that map is shown
         self._bold = QFont()
         self._bold.setBold(True)
 
@@ -76,8 +80,15 @@ class PolicyGridModel(QAbstractTableModel):
         self.show_error = on
         self.changed()
 
+    def set_sensitivity(self, sensitivity: dict | None) -> None:
+        self.sensitivity = sensitivity
+        self.changed()
+
     def error(self, key, action) -> float | None:
-        """The cell's measured relative error at `action` (what it shows, painted or not), or None."""
+        """The cell's measured relative error at `action` (what it shows, painted or not), or None: its
+        output-space sensitivity while that map is on, else its weight error."""
+        if self.sensitivity is not None:
+            return self.sensitivity.get(key, {}).get(action.bits) if isinstance(action, Quantize) else None
         errors = self.controller.errors
         if errors is None or not isinstance(action, Quantize):
             return None
@@ -147,7 +158,7 @@ class PolicyGridModel(QAbstractTableModel):
         if not present:
             return None
         action, rule = self.action(*key)
-        if self.show_error and role in (Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.BackgroundRole,
+        if (self.show_error or self.sensitivity is not None) and role in (Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.BackgroundRole,
                                         Qt.ItemDataRole.ForegroundRole, item_roles.ERROR):
             return self._error_data(key, action, role)
         if role == Qt.ItemDataRole.DisplayRole:
@@ -194,7 +205,11 @@ class PolicyGridModel(QAbstractTableModel):
         size = sum(project.estimate.unit_bytes[i] for i in units)
         lines.append(f"{len(units)} unit(s), {human_bytes(size)} after conversion")
         errors = self.controller.errors
-        if isinstance(action, Quantize) and errors is not None:
+        if isinstance(action, Quantize) and self.sensitivity is not None:
+            error = self.error(key, action)
+            lines.append(f"output-space sensitivity at {action.label()}: {100 * error:.3g}% (calibration pass)"
+                         if error is not None else f"output-space sensitivity at {action.label()}: not measured")
+        elif isinstance(action, Quantize) and errors is not None:
             error = self.error(key, action)
             what = "from the survey" if errors.source == "survey" else f"from {errors.source}"
             lines.append(f"relative error at {action.label()}: {100 * error:.3g}% ({what})" if error is not None
