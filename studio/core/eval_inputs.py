@@ -9,6 +9,7 @@ import numpy as np
 
 from studio.core.bundled import resource
 from studio.core.errors import StudioError
+from studio.core.validation.files import read_text as read_text_file
 from studio.core.eval_defaults import MIN_CONTEXT, SAMPLE_NAME
 
 
@@ -21,18 +22,11 @@ def read_text(text_path: str | os.PathLike | None) -> tuple[str, str]:
     """(text, label): the user's file, or the bundled sample when ``text_path`` is None."""
     path = Path(text_path) if text_path is not None else sample_text_path()
     label = str(path) if text_path is not None else "the bundled sample text"
-    if not path.is_file():
+    if not path.exists():
         if text_path is None:
             raise StudioError("The bundled evaluation text is missing from this installation; pass --text FILE.")
         raise StudioError(f"The text file {path} does not exist.")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise StudioError(f"The text file {path} is not UTF-8 text.") from None
-    except OSError as exc:
-        raise StudioError(f"The text file {path} cannot be read ({exc.strerror}).") from None
-    if not text.strip():
-        raise StudioError(f"The text file {path} is empty.")
+    text = read_text_file(path, "the text file")
     return text, label
 
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from studio.core.bundled import resource
 from studio.core.errors import StudioError
+from studio.core.validation.files import read_text as read_text_file
 
 DEFAULT_SEQUENCES = 32
 DEFAULT_LENGTH = 256
@@ -36,16 +37,7 @@ def read_corpus_text(path: str | Path | None) -> tuple[str, str]:
     """(text, label) of the user's file, or of the bundled corpus when `path` is None."""
     file = Path(path).expanduser() if path is not None else bundled_corpus_path()
     label = str(file) if path is not None else BUNDLED_LABEL
-    try:
-        text = file.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise StudioError(f"the calibration text {file} does not exist.") from None
-    except UnicodeDecodeError:
-        raise StudioError(f"the calibration text {file} is not UTF-8 text.") from None
-    except OSError as exc:
-        raise StudioError(f"the calibration text {file} cannot be read ({exc.strerror}).") from None
-    if not text.strip():
-        raise StudioError(f"the calibration text {file} is empty.")
+    text = read_text_file(file, "the calibration text")
     return text, label
 
 

@@ -95,3 +95,15 @@ def inside(root: Path, name: str, what: str) -> Path:
         if pure.is_absolute() or pure.drive or ".." in pure.parts:
             raise StudioError(f"{what} names {name!r}, which is outside the model folder; refused.")
     return root / name
+
+
+def read_text(path: Path, what: str, limit: int = 256 * 1024 * 1024) -> str:
+    """The UTF-8 text of a regular, non-empty file of at most `limit` bytes; else one sentence."""
+    data = read_capped(path, what, limit)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise StudioError(f"{what} {path} is not UTF-8 text.") from None
+    if not text.strip():
+        raise StudioError(f"{what} {path} is empty.")
+    return text
