@@ -153,3 +153,21 @@ def test_a_finished_conversion_shows_its_errors_and_is_one_click_from_evaluating
     # Opening the output folder itself (a studio output) loads the same file.
     assert window.open_model(str(out))
     assert window.controller.errors is not None and len(window.controller.errors) == len(data)
+
+
+def test_the_panel_says_what_a_run_repaired(qtbot, window, tmp_path):
+    # A finished model beside the `.out.old` that a --force run killed before its cleanup leaves.
+    out = tmp_path / "out"
+    panel = window.convert
+    panel.output.setText(str(out))
+    with qtbot.waitSignal(panel.conversion_finished, timeout=WAIT_MS):
+        assert panel.start()
+    leftover = tmp_path / ".out.old"
+    leftover.mkdir()
+    (leftover / "config.json").write_text("{}")
+    panel.force.setChecked(True)
+    with qtbot.waitSignal(panel.conversion_finished, timeout=WAIT_MS):
+        assert panel.start()
+    assert not leftover.exists()
+    shown = panel.message.text().replace("\u200b", "")  # the label breaks paths with zero-width spaces
+    assert f"removed {leftover}" in shown

@@ -250,8 +250,10 @@ class ConvertPanel(QWidget):
         if not resumed:
             convert_confirm.remember_rate(self._snapshot, result.seconds)
         self.status.setText("")
+        # What the run found and repaired (an interrupted --force move) is news to the user too.
+        notes = "".join(f"\n{notice}" for notice in result.notices)
         self.say(f"Done: {result.path}\n"
-                 f"{human_bytes(result.bytes_written)} written in {_duration(result.seconds)}{extra}.")
+                 f"{human_bytes(result.bytes_written)} written in {_duration(result.seconds)}{extra}.{notes}")
         self.chat_button.setVisible(True)
         self.evaluate_button.setVisible(True)
         self.publish_button.setVisible(True)
