@@ -74,7 +74,7 @@ class ErrorRow(QWidget):
         controller.errors_changed.connect(self._errors_changed)
         sens = self.sensitivity_runner
         sens.started.connect(lambda: self._surveying(True, status="calibrating…"))
-        sens.progress.connect(self._survey_progress)
+        sens.progress.connect(self._calibration_progress)
         sens.finished.connect(self._sensitivity_measured)
         sens.stopped.connect(self._sensitivity_stopped)
         controller.project_changed.connect(lambda _: self.set_show_sensitivity(False))
@@ -135,9 +135,13 @@ class ErrorRow(QWidget):
         self.survey_bar.setValue(0)
         self.status.setText(status if on else message)
 
-    def _survey_progress(self, p) -> None:
+    def _survey_progress(self, p) -> None:  # SurveyProgress
         self.survey_bar.setValue(int(1000 * p.fraction))
-        self.survey_bar.setFormat(f"{p.done}/{p.total}" if hasattr(p, "done") else f"{p.step}/{p.total} {p.label}")
+        self.survey_bar.setFormat(f"{p.done}/{p.total}")
+
+    def _calibration_progress(self, p) -> None:  # CalibrationProgress
+        self.survey_bar.setValue(int(1000 * p.fraction))
+        self.survey_bar.setFormat(f"{p.step}/{p.total} {p.label}")
 
     def _errors_changed(self, errors) -> None:
         if errors is not None and errors.source != "survey":
