@@ -30,7 +30,7 @@ from studio.core.calibration.calibrate import calibrate  # noqa: E402
 from studio.core.calibration.convert_hook import CalibratedQuantizer  # noqa: E402
 from studio.core.convert import convert  # noqa: E402
 from studio.core.errors import StudioError  # noqa: E402
-from studio.core.evaluate import evaluate  # noqa: E402
+from studio.core.evaluate.run import evaluate  # noqa: E402
 from studio.core.formatting import table  # noqa: E402
 from studio.core.project import Project  # noqa: E402
 

@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from studio.core.generation import SamplingParams, build_prompt, load_model, stream_tokens  # noqa: E402
+from studio.core.runtime.generation import SamplingParams, build_prompt, load_model, stream_tokens  # noqa: E402
 
 PROMPT = [{"role": "user", "content": "Write a short story about a lighthouse keeper and the sea."}]
 

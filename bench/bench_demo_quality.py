@@ -16,7 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from studio.core.convert import convert  # noqa: E402
-from studio.core.evaluate import evaluate  # noqa: E402
+from studio.core.evaluate.run import evaluate  # noqa: E402
 from studio.core.formatting import table  # noqa: E402
 from studio.core.project import Project  # noqa: E402
 from studio.core.bundled import demo_model_path  # noqa: E402

@@ -14,8 +14,8 @@ import time
 from _replica import m3_replica
 from safetensors import safe_open
 
-from studio.core.inventory import find_shards, open_model
-from studio.core.policy import Layers, Quantize, Rule, load_preset
+from studio.core.model.inventory import find_shards, open_model
+from studio.core.policy.bit_policy import Layers, Quantize, Rule, load_preset
 from studio.core.project import Project
 
 

@@ -29,9 +29,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from studio.core.bundled import demo_model_path  # noqa: E402
-from studio.core.compute_path import device_name  # noqa: E402
+from studio.core.runtime.compute_path import device_name  # noqa: E402
 from studio.core.convert import convert  # noqa: E402
-from studio.core.evaluate import evaluate  # noqa: E402
+from studio.core.evaluate.run import evaluate  # noqa: E402
 from studio.core.formatting import table  # noqa: E402
 from studio.core.project import Project  # noqa: E402
 

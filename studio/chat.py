@@ -32,7 +32,7 @@ from PySide6.QtWidgets import (
 
 from studio.chat_host import ModelHost, Reply
 from studio.core.cancel import CancelToken
-from studio.core.generation import GenerationStats
+from studio.core.runtime.generation import GenerationStats
 from studio.views.conversation import CompareView, Conversation, ConversationView, SamplingControls, Turn
 from studio.views.widgets import MessageEdit
 

@@ -16,8 +16,8 @@ from PySide6.QtCore import QThread, Signal
 
 from studio.core.cancel import CancelToken
 from studio.core.errors import StudioError
-from studio.core.generation import SamplingParams
-from studio.core.mlx_thread import release_thread_streams
+from studio.core.runtime.generation import SamplingParams
+from studio.core.runtime.mlx_thread import release_thread_streams
 
 
 @dataclass
@@ -83,7 +83,7 @@ class ModelHost(QThread):
         release_thread_streams()
 
     def _load(self, request: Load) -> None:
-        from studio.core.generation import load_model
+        from studio.core.runtime.generation import load_model
 
         self._models.pop(request.side, None)  # free the old model first
         try:
@@ -97,7 +97,7 @@ class ModelHost(QThread):
             self.loaded.emit(request.side, loaded.describe())
 
     def _reply(self, request: Reply) -> None:
-        from studio.core.generation import build_prompt, prompt_opens_think, stream_tokens
+        from studio.core.runtime.generation import build_prompt, prompt_opens_think, stream_tokens
 
         side, rid = request.side, request.request_id
         loaded = self._models.get(side)

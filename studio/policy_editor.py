@@ -12,10 +12,10 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QCursor
 from PySide6.QtWidgets import QLabel, QMenu, QSplitter, QVBoxLayout, QWidget
 
-from studio.core.grid import cell_of
-from studio.core.grid_paint import apply_stroke, set_column, set_row
-from studio.core.roles import ROLE_BY_KEY
-from studio.core.suitability import rules_matching_nothing
+from studio.core.policy.grid import cell_of
+from studio.core.policy.grid_paint import apply_stroke, set_column, set_row
+from studio.core.model.roles import ROLE_BY_KEY
+from studio.core.policy.suitability import rules_matching_nothing
 from studio.views import item_roles
 from studio.views.brush_bar import BrushBar
 from studio.views.error_row import ErrorRow

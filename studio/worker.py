@@ -18,7 +18,7 @@ from PySide6.QtCore import QObject, QThread, Signal
 
 from studio.core.cancel import CancelToken
 from studio.core.errors import StudioError
-from studio.core.mlx_thread import release_thread_streams
+from studio.core.runtime.mlx_thread import release_thread_streams
 
 
 class Worker(QThread):

@@ -148,7 +148,7 @@ def test_cancel_stops_the_pass(calibrated, tmp_path):
 
 
 def _logits(folder, tokens):
-    from studio.core.evaluate import load_model
+    from studio.core.evaluate.run import load_model
 
     model, _ = load_model(folder)
     return model(mx.array(tokens)).astype(mx.float32)
@@ -167,7 +167,7 @@ def _convert_both(project, stats, folder):
 
 
 def test_calibrated_conversion_has_the_plain_layout(calibrated, tmp_path):
-    from studio.core.inventory import read_header
+    from studio.core.model.inventory import read_header
 
     _, project, stats, _ = calibrated
     plain, calib = _convert_both(project, stats, tmp_path)

@@ -6,7 +6,7 @@ import pytest
 from PySide6.QtCore import QTimer, QUrl
 
 from studio.chat import ChatPane, Turn
-from studio.core.generation import SamplingParams, load_model, reply
+from studio.core.runtime.generation import SamplingParams, load_model, reply
 from test_generation import USER, thinking_model_dir, tiny_model_dir
 
 WAIT_MS = 20000
@@ -218,7 +218,7 @@ def test_shutdown_while_generating_joins_the_thread(qtbot, llama_dir):
 
 
 def test_a_failing_generation_reports_and_the_thread_lives_on(qtbot, pane, llama_dir, monkeypatch):
-    import studio.core.generation as generation
+    import studio.core.runtime.generation as generation
 
     _open(qtbot, pane, llama_dir)
     _set(pane, SamplingParams(temperature=0.0, max_tokens=4))

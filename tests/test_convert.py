@@ -14,8 +14,8 @@ from factory import ARCHS, reference_weights
 from studio.core.convert import chunks, finish, pipeline
 from studio.core.convert import CancelToken, ConversionCancelled, Progress, convert
 from studio.core.errors import StudioError
-from studio.core.inventory import read_header
-from studio.core.policy import PRESET_NAMES, policy_from_dict
+from studio.core.model.inventory import read_header
+from studio.core.policy.bit_policy import PRESET_NAMES, policy_from_dict
 from studio.core.project import Project
 from studio.main import main
 

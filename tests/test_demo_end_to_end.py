@@ -8,7 +8,7 @@ import pytest
 
 from studio.core.bundled import demo_model_path
 from studio.core.convert import convert
-from studio.core.generation import SamplingParams
+from studio.core.runtime.generation import SamplingParams
 from studio.core.project import Project
 from studio.main import main
 from test_gui_fixtures import studio_settings  # noqa: F401

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from factory import reference_weights
 
-from studio.core.dequantize import SourceReader, dequantize, read_rows
+from studio.core.model.dequantize import SourceReader, dequantize, read_rows
 from studio.core.errors import StudioError
-from studio.core.inventory import open_model
+from studio.core.model.inventory import open_model
 
 
 def _values(reader, tensor, first=0, stop=None):

@@ -8,11 +8,11 @@ import pytest
 from safetensors.numpy import save_file
 
 from studio.core.dtypes import nbytes
-from studio.core.estimate import output_tensors
-from studio.core.plan import decide
-from studio.core.policy import PRESET_NAMES, Drop, Layers, Quantize, Rule, load_preset
+from studio.core.policy.estimate import output_tensors
+from studio.core.policy.plan import decide
+from studio.core.policy.bit_policy import PRESET_NAMES, Drop, Layers, Quantize, Rule, load_preset
 from studio.core.project import Project
-from studio.core.unit import Unit
+from studio.core.model.unit import Unit
 from studio.main import main
 
 MX_DTYPES = {"BF16": mx.bfloat16, "F16": mx.float16, "F32": mx.float32}

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from mlx_lm.models import llama
 
-from studio.core.eval_stats import summarize
-from studio.core.eval_verdict import make_verdict, relative_change
-from studio.core.evaluate import evaluate
+from studio.core.evaluate.stats import summarize
+from studio.core.evaluate.verdict import make_verdict, relative_change
+from studio.core.evaluate.run import evaluate
 
 # --- every statistic against a float64 hand computation ---------------------------------------------
 
@@ -195,7 +195,7 @@ def test_second_half_scoring_is_llama_cpps(tmp_path):
 
 
 def _result(**kw):
-    from studio.core.eval_result import EvalResult
+    from studio.core.evaluate.result import EvalResult
 
     base = dict(ppl=10.0, ppl_reference=10.0, kld_mean=0.0, kld_median=0.0, kld_p99=0.0, kld_max=0.0,
                 top1_agreement=1.0, tokens=4000, windows=8, context=512, kld_exact=True, kld_tail_mass=None,
@@ -243,8 +243,8 @@ def _float64_figures(ref, out) -> dict:
     """Both models with every weight dequantized to its stored value and run in float64 by MLX."""
     from mlx_lm import load
 
-    from studio.core.compute_path import dequantize_model
-    from studio.core.eval_inputs import encode, make_windows
+    from studio.core.runtime.compute_path import dequantize_model
+    from studio.core.evaluate.inputs import encode, make_windows
 
     models = []
     for path in (ref, out):
@@ -270,7 +270,7 @@ def test_cpu_path_equals_float64_and_the_bf16_kernels_do_not(bf16_quant):
     """Measured on this tiny 4-bit llama: the dequantized float32 path is within 3e-8 (perplexity) and 2e-5
     (mean KL) of float64; the bfloat16 quantized kernels are off by 3.4e-4 in perplexity, 3.8% in mean KL
     and 1.2 points of top-1."""
-    from studio.core.compute_path import on_cpu_backend
+    from studio.core.runtime.compute_path import on_cpu_backend
 
     ref, out = bf16_quant
     with mx.stream(mx.cpu):  # float64 runs on the CPU only (Metal has none)
@@ -296,7 +296,7 @@ def test_cpu_path_equals_float64_and_the_bf16_kernels_do_not(bf16_quant):
 def test_chat_names_the_real_mix_of_a_mixed_output(tiny_model, tmp_path):
     """Issue 11 item 9: a mixed output was labelled by the config's top-level bits."""
     from studio.core.convert import convert
-    from studio.core.generation import load_model
+    from studio.core.runtime.generation import load_model
     from studio.core.project import Project
 
     project = Project.open(tiny_model("llama"), "mixed-3-6")

@@ -13,13 +13,13 @@ from mlx.utils import tree_flatten, tree_map
 from mlx_lm.models import llama
 from mlx_lm.models.cache import make_prompt_cache
 
-from studio.core import logits_cache as lc
+from studio.core.evaluate import logits_cache as lc
 from studio.core.cancel import CancelToken
 from studio.core.errors import StudioError
-from studio.core.eval_inputs import make_windows
-from studio.core.eval_result import EvalResult
-from studio.core.eval_verdict import make_verdict
-from studio.core.evaluate import EvalCancelled, evaluate
+from studio.core.evaluate.inputs import make_windows
+from studio.core.evaluate.result import EvalResult
+from studio.core.evaluate.verdict import make_verdict
+from studio.core.evaluate.run import EvalCancelled, evaluate
 
 VOCAB = 128
 CONTEXT = 64

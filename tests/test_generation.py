@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from studio.core.cancel import CancelToken
-from studio.core.compute_path import has_unquantized_experts
+from studio.core.runtime.compute_path import has_unquantized_experts
 from studio.core.errors import StudioError
-from studio.core.generation import (
+from studio.core.runtime.generation import (
     SamplingParams,
     build_prompt,
     load_model,
@@ -46,7 +46,7 @@ def _mlx_reference(loaded, prompt, params: SamplingParams) -> str:
     import mlx.core as mx
     from mlx_lm import generate
 
-    from studio.core.generation import make_sampling
+    from studio.core.runtime.generation import make_sampling
 
     sampler, processors = make_sampling(params)
     if params.seed is not None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-from studio.core.policy import Drop, Keep, Layers, Policy, Quantize, Rule, load_preset, policy_from_dict
-from studio.core.grid import stack_grid
-from studio.core.grid_paint import apply_stroke, compact, deciding_rules, same_decisions, set_column, set_row
+from studio.core.policy.bit_policy import Drop, Keep, Layers, Policy, Quantize, Rule, load_preset, policy_from_dict
+from studio.core.policy.grid import stack_grid
+from studio.core.policy.grid_paint import apply_stroke, compact, deciding_rules, same_decisions, set_column, set_row
 
 N = 60
 GRID = stack_grid(N)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from PySide6.QtCore import Qt
 
-from studio.core.evaluate import evaluate
+from studio.core.evaluate.run import evaluate
 from test_gui_fixtures import open_window, studio_settings  # noqa: F401
 
 
@@ -160,7 +160,7 @@ def test_panel_fields_per_layer_plot_and_model_card_line(qtbot, folders, tmp_pat
     from studio.core.convert import convert
     from studio.core.project import Project
     from studio.core.quant_error.error_map import layer_profile, load
-    from studio.core.roles import FAMILY_COLOURS
+    from studio.core.model.roles import FAMILY_COLOURS
 
     ref, mlx_out, text = folders
     out = tmp_path / "studio-q4"

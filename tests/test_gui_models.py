@@ -117,7 +117,7 @@ def _window(qtbot, path):
 
 def _change_policy(qtbot, window, preset="uniform-2bit"):
     """A policy change as the window makes it: the estimate now, the tree within TREE_FOLLOW_MS."""
-    from studio.core.policy import load_preset
+    from studio.core.policy.bit_policy import load_preset
 
     window.controller.replace_policy(load_preset(preset), "test")
     window.controller.flush()

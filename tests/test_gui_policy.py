@@ -9,7 +9,7 @@ from PySide6.QtWidgets import QApplication
 from PySide6.QtTest import QTest
 
 from studio.core.formatting import human_bytes
-from studio.core.policy import Quantize
+from studio.core.policy.bit_policy import Quantize
 from studio.views.palette import action_short
 from test_gui_fixtures import open_window, studio_settings, tiny_m3  # noqa: F401
 

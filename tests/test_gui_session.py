@@ -9,7 +9,7 @@ from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QApplication, QFileDialog, QMessageBox
 
 from studio import settings
-from studio.core.policy import load_policy_file
+from studio.core.policy.bit_policy import load_policy_file
 from studio.views import app as app_module
 from test_gui_fixtures import activate, open_window, studio_settings, tiny_m3  # noqa: F401
 

@@ -8,7 +8,7 @@ import pytest
 from safetensors.numpy import save_file
 
 from studio.core.errors import StudioError
-from studio.core.inventory import open_model
+from studio.core.model.inventory import open_model
 from studio.main import main
 
 

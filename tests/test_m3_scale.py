@@ -2,7 +2,7 @@
 
 import pytest
 
-from studio.core.policy import load_preset
+from studio.core.policy.bit_policy import load_preset
 from studio.core.project import Project
 from studio.main import main
 

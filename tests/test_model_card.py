@@ -33,7 +33,7 @@ def test_card_says_not_evaluated_then_records_evaluation(tiny_model, tmp_path, c
 
 
 def test_folders_not_made_here_are_left_alone(tiny_model, tmp_path):
-    from studio.core.model_card import record_evaluation
+    from studio.core.card.model_card import record_evaluation
 
     folder = tmp_path / "theirs"
     folder.mkdir()

@@ -8,10 +8,10 @@ be the policy it estimates.
 from __future__ import annotations
 
 from studio.core.budget.propose import propose, quantized_cells
-from studio.core.grid import cell_of
-from studio.core.grid_paint import apply_stroke, compact, same_decisions
-from studio.core.plan import make_plan
-from studio.core.policy import Drop, Keep, Layers, Policy, Quantize, Rule, load_preset
+from studio.core.policy.grid import cell_of
+from studio.core.policy.grid_paint import apply_stroke, compact, same_decisions
+from studio.core.policy.plan import make_plan
+from studio.core.policy.bit_policy import Drop, Keep, Layers, Policy, Quantize, Rule, load_preset
 from studio.core.project import Project
 
 

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from studio.core.errors import StudioError
-from studio.core.policy import (PRESET_NAMES, Drop, Keep, Layers, Policy, Quantize, Rule, load_policy_file,
+from studio.core.policy.bit_policy import (PRESET_NAMES, Drop, Keep, Layers, Policy, Quantize, Rule, load_policy_file,
                                 load_preset, policy_from_dict, resolve_policy)
 
 

@@ -11,14 +11,14 @@ import pytest
 from studio.core.quant_error import error_map as quant_errors
 from studio.core.budget.propose import quantized_cells
 from studio.core.convert import ERROR_ROW_STRIDE, CancelToken, ConversionCancelled, convert
-from studio.core.dequantize import SourceReader
+from studio.core.model.dequantize import SourceReader
 from studio.core.quant_error.survey import SurveyCancelled, sample_spans, survey
 from studio.core.budget.report import layers_text, target_bytes
 from studio.core.memory import weights_budget_bytes
-from studio.core.policy import Layers, Quantize, Rule
+from studio.core.policy.bit_policy import Layers, Quantize, Rule
 from studio.core.project import Project
 from studio.core.quant_error.round_trip import relative_error
-from studio.core.unit_source import read_unit_rows, unit_values, whole_only
+from studio.core.model.unit_source import read_unit_rows, unit_values, whole_only
 from studio.main import main
 
 SMALL_SHARDS = 200_000
@@ -188,7 +188,7 @@ def test_layers_text():
 
 
 def test_layer_profile_is_the_element_weighted_rms_by_family_and_layer():
-    from studio.core.roles import FAMILIES
+    from studio.core.model.roles import FAMILIES
 
     def entry(role, layer, error, elements):
         return {"role": role, "layer": layer, "bits": 4, "group_size": 64, "mode": "affine",

@@ -5,8 +5,8 @@ from factory import ARCHS, MOE_ARCHS
 from mlx.utils import tree_flatten
 from mlx_lm.utils import _get_classes
 
-from studio.core.estimate import output_tensors
-from studio.core.policy import Drop, Keep, Layers, Policy, Rule
+from studio.core.policy.estimate import output_tensors
+from studio.core.policy.bit_policy import Drop, Keep, Layers, Policy, Rule
 from studio.core.project import Project
 
 KEEP_ALL = Policy("keep", (Rule(("*",), Layers("all"), Keep()), Rule(("vision", "mtp"), Layers("all"), Drop())))
@@ -55,7 +55,7 @@ def test_quantizable_modules_match_mlx_lm(tiny_model):
 
 
 def test_every_role_sits_in_a_block_of_the_tree():
-    from studio.core.roles import BLOCK_ORDER, ROLES, block_of
+    from studio.core.model.roles import BLOCK_ORDER, ROLES, block_of
 
     assert all(block_of(role.key) in BLOCK_ORDER for role in ROLES)
     assert {block_of(r) for r in ("expert_gate", "expert_down", "shared_up", "router", "router_bias")} == {"MoE"}

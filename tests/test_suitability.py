@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from studio.core.policy import load_preset
+from studio.core.policy.bit_policy import load_preset
 from studio.core.project import Project
-from studio.core.suitability import is_moe, moe_policy_on_dense, suitable_preset
+from studio.core.policy.suitability import is_moe, moe_policy_on_dense, suitable_preset
 from studio.main import main
 
 
@@ -63,7 +63,7 @@ def test_the_commands_say_it(capsys, tmp_path):
 
 
 def test_rules_that_match_nothing_in_a_dense_model(tmp_path, tiny_model):
-    from studio.core.suitability import rules_matching_nothing
+    from studio.core.policy.suitability import rules_matching_nothing
 
     dense = Project.open(dense_llama(tmp_path / "llama"), "config-i")
     idle = {role for i in rules_matching_nothing(dense.policy, dense.grid) for role in dense.policy.rules[i].roles}

@@ -7,7 +7,7 @@ import pytest
 
 from studio.core.calibration.corpus import read_corpus_text
 from studio.core.errors import StudioError
-from studio.core.eval_inputs import read_text
+from studio.core.evaluate.inputs import read_text
 
 
 def _readers():

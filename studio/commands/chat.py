@@ -27,7 +27,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def _params(args):
-    from studio.core.generation import SamplingParams
+    from studio.core.runtime.generation import SamplingParams
 
     if args.max_tokens < 1:
         raise StudioError("--max-tokens must be at least 1.")
@@ -47,7 +47,7 @@ def _params(args):
 
 def _answer(loaded, history, params, system) -> str:
     """Stream one reply to stdout; stats to stderr; return the text."""
-    from studio.core.generation import stream_reply
+    from studio.core.runtime.generation import stream_reply
 
     parts = []
     stats = None
@@ -66,7 +66,7 @@ def _answer(loaded, history, params, system) -> str:
 
 def run(args) -> int:
     from studio.core.check_model import check_model
-    from studio.core.generation import load_model
+    from studio.core.runtime.generation import load_model
 
     params = _params(args)
     check_model(args.model, loadable=True)  # the same checks as every command, before mlx-lm is involved

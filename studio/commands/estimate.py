@@ -7,7 +7,7 @@ import json
 from studio.core.formatting import human_bytes, table
 from studio.core.memory import CONTEXT_CHOICES, MAC_MEMORY_GB
 from studio.core.project import Project
-from studio.core.roles import ROLE_BY_KEY
+from studio.core.model.roles import ROLE_BY_KEY
 
 
 def configure_parser(parser):

@@ -12,8 +12,7 @@ import json
 import sys
 import time
 
-from studio.core.eval_defaults import (
-    COMPUTE_CHOICES,
+from studio.core.evaluate.defaults import (
     DEFAULT_COMPUTE,
     DEFAULT_CONTEXT,
     DEFAULT_MAX_TOKENS,
@@ -21,6 +20,7 @@ from studio.core.eval_defaults import (
     SCORE_CHOICES,
 )
 from studio.core.errors import StudioError
+from studio.core.runtime.compute_path import COMPUTE_CHOICES
 
 STAGE_WORDS = {"reference": "reference pass", "output": "output pass", "together": "both models"}
 
@@ -69,8 +69,8 @@ class StderrProgress:
 
 
 def run(args: argparse.Namespace) -> int:
-    from studio.core.eval_record import evaluate_and_record
-    from studio.core.evaluate import EvalCancelled
+    from studio.core.card.eval_record import evaluate_and_record
+    from studio.core.evaluate.run import EvalCancelled
 
     if args.max_tokens < 2:
         raise StudioError(f"--max-tokens must be at least 2, not {args.max_tokens}.")
@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def format_report(result) -> str:
-    from studio.core.eval_report import figure_rows
+    from studio.core.evaluate.report import figure_rows
     from studio.core.formatting import table
 
     v = result.verdict()

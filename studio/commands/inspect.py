@@ -6,9 +6,9 @@ import json
 from collections import Counter, defaultdict
 
 from studio.core.formatting import human_bytes, table
-from studio.core.inventory import SOURCE_FORMATS
+from studio.core.model.inventory import SOURCE_FORMATS
 from studio.core.project import Project
-from studio.core.roles import ROLE_BY_KEY, classify
+from studio.core.model.roles import ROLE_BY_KEY, classify
 
 
 def configure_parser(parser):

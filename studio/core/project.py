@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import os
 
-from studio.core.estimate import Estimate, SourceSizes, estimate
-from studio.core.grid import Grid, grid_of
-from studio.core.inventory import Inventory, open_model
+from studio.core.policy.estimate import Estimate, SourceSizes, estimate
+from studio.core.policy.grid import Grid, grid_of
+from studio.core.model.inventory import Inventory, open_model
 from studio.core.hub.refs import hub_ref
 from studio.core.hub.source import open_hub_inventory
 from studio.core.memory import MemoryFit, default_context, memory_fit
-from studio.core.plan import Plan, make_plan
-from studio.core.policy import OWN_POLICY_FILE, Policy, resolve_policy
-from studio.core.suitability import policy_warnings
-from studio.core.units import build_units
+from studio.core.policy.plan import Plan, make_plan
+from studio.core.policy.bit_policy import OWN_POLICY_FILE, Policy, resolve_policy
+from studio.core.policy.suitability import policy_warnings
+from studio.core.model.units import build_units
 
 
 

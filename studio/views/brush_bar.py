@@ -10,7 +10,7 @@ from PySide6.QtWidgets import QButtonGroup, QComboBox, QHBoxLayout, QLabel, QToo
 
 from studio import settings
 from studio.core.defaults import AFFINE_BITS, DEFAULT_GROUP_SIZE, MODES
-from studio.core.policy import Drop, Keep, Quantize
+from studio.core.policy.bit_policy import Drop, Keep, Quantize
 from studio.views.palette import action_colour, text_on
 from studio.views.widgets import ElidedLabel
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from PySide6.QtCore import QObject, QTimer, Signal
 from PySide6.QtGui import QUndoCommand, QUndoStack
 
-from studio.core.policy import Policy
+from studio.core.policy.bit_policy import Policy
 from studio.core.project import Project
 
 THROTTLE_MS = 35

@@ -16,7 +16,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from studio.core.generation import GenerationStats, SamplingParams, split_thinking
+from studio.core.runtime.generation import GenerationStats, SamplingParams, split_thinking
 
 
 @dataclass

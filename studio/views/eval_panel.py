@@ -1,9 +1,9 @@
 """The Evaluate panel: pick a converted model, its reference and a text; run the evaluation off
 the UI thread and show its figures, verdict and plots.
 
-All numbers come from the core: ``studio.core.eval_record.evaluate_and_record``
+All numbers come from the core: ``studio.core.card.eval_record.evaluate_and_record``
 evaluates and records the result in the output's model card (the same function
-``configi-studio eval`` calls), ``studio.core.eval_report`` words the figures,
+``configi-studio eval`` calls), ``studio.core.evaluate.report`` words the figures,
 ``studio.core.quant_error.error_map.layer_profile`` gives the per-layer error of the
 conversion. The run goes through ``studio.worker.Worker``; the plots are
 ``eval_plots.EvalPlots``.
@@ -34,10 +34,10 @@ from PySide6.QtWidgets import (
 )
 
 from studio.core.errors import StudioError
-from studio.core.eval_defaults import DEFAULT_CONTEXT, DEFAULT_MAX_TOKENS
-from studio.core.eval_record import evaluate_and_record
-from studio.core.eval_report import FIGURE_NAMES, figure_rows
-from studio.core.eval_result import EvalCancelled
+from studio.core.evaluate.defaults import DEFAULT_CONTEXT, DEFAULT_MAX_TOKENS
+from studio.core.card.eval_record import evaluate_and_record
+from studio.core.evaluate.report import FIGURE_NAMES, figure_rows
+from studio.core.evaluate.result import EvalCancelled
 from studio.core.quant_error.error_map import FILE_NAME as QUANT_ERRORS
 from studio.core.quant_error.error_map import layer_profile
 from studio.core.quant_error.error_map import load as load_quant_errors
@@ -250,7 +250,7 @@ class EvalPanel(QWidget):
     def start(self, output_path, reference_path, text_path=None, **options) -> bool:
         """Start an evaluation on a worker thread; False (and nothing started) if one is running.
 
-        ``options`` go to ``studio.core.evaluate.evaluate`` (context, max_tokens, mode, compute, cache_dir).
+        ``options`` go to ``studio.core.evaluate.run.evaluate`` (context, max_tokens, mode, compute, cache_dir).
         """
         if self.running:
             return False

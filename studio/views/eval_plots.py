@@ -11,9 +11,9 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import QSizePolicy
 
-from studio.core.eval_defaults import KLD_PERCENTILES
-from studio.core.eval_stats import percentile_key
-from studio.core.roles import FAMILY_COLOURS, FAMILY_LABELS
+from studio.core.evaluate.defaults import KLD_PERCENTILES
+from studio.core.evaluate.stats import percentile_key
+from studio.core.model.roles import FAMILY_COLOURS, FAMILY_LABELS
 from studio.views.size_panel import layer_ticks
 
 PERCENT_STEPS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1, 1.5, 2, 3, 5, 7, 10, 15, 20, 30, 50, 70, 100)

@@ -13,9 +13,9 @@ from pathlib import Path
 
 from studio import settings
 from studio.core.errors import StudioError
-from studio.core.policy import OWN_POLICY_FILE, load_preset
+from studio.core.policy.bit_policy import OWN_POLICY_FILE, load_preset
 from studio.core.project import Project
-from studio.core.suitability import moe_policy_on_dense, suitable_preset
+from studio.core.policy.suitability import moe_policy_on_dense, suitable_preset
 
 
 def open_project(path: str, policy=None) -> tuple[Project, str, str]:

@@ -1,4 +1,4 @@
-"""Colours: the role palette from studio.core.roles and a sequential palette by bits.
+"""Colours: the role palette from studio.core.model.roles and a sequential palette by bits.
 
 Bits use the viridis ramp (perceptually ordered and colour-blind safe): few bits
 dark, many bits light. Kept floats are greys, drop is near-black with a marker.
@@ -11,8 +11,8 @@ from functools import lru_cache
 from PySide6.QtGui import QColor, QIcon, QPixmap
 
 from studio.core.defaults import default_group_size
-from studio.core.policy import Drop, Keep, Quantize
-from studio.core.roles import ROLE_BY_KEY
+from studio.core.policy.bit_policy import Drop, Keep, Quantize
+from studio.core.model.roles import ROLE_BY_KEY
 
 BITS_COLOURS = {2: "#440154", 3: "#3B528B", 4: "#21918C", 5: "#5EC962", 6: "#ADDC30", 8: "#FDE725"}
 KEEP_COLOURS = {"source": "#E6E6E6", "bfloat16": "#CFCFCF", "float16": "#B8B8B8", "float32": "#A0A0A0"}

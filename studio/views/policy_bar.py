@@ -11,8 +11,8 @@ from PySide6.QtWidgets import (QComboBox, QFileDialog, QHBoxLayout, QLabel, QMes
 
 from studio import settings
 from studio.core.errors import StudioError
-from studio.core.policy import PRESET_NAMES, load_policy_file, load_preset
-from studio.core.suitability import policy_warnings
+from studio.core.policy.bit_policy import PRESET_NAMES, load_policy_file, load_preset
+from studio.core.policy.suitability import policy_warnings
 from studio.views import shortcuts
 from studio.views.icons import icon
 

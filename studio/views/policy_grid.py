@@ -1,6 +1,6 @@
 """The policy grid: layers (rows: outside the layers, the stack, then any MTP layers) by roles (columns).
 
-Which cell each unit is in is the core's (`studio.core.grid`); this model only shows it.
+Which cell each unit is in is the core's (`studio.core.policy.grid`); this model only shows it.
 
 `PolicyGridModel` is a thin table over the controller's policy: a cell shows
 what the policy decides for that role in that layer, coloured by bits, or with
@@ -20,9 +20,9 @@ from PySide6.QtCore import QAbstractTableModel, QModelIndex, Qt
 from PySide6.QtGui import QColor, QFont
 
 from studio.core.formatting import human_bytes
-from studio.core.plan import decide
-from studio.core.policy import Quantize
-from studio.core.roles import ROLE_BY_KEY
+from studio.core.policy.plan import decide
+from studio.core.policy.bit_policy import Quantize
+from studio.core.model.roles import ROLE_BY_KEY
 from studio.views import item_roles
 from studio.views.palette import (TYPICAL_ERROR, action_colour, action_short, error_colour, error_text,
                                   text_on)

@@ -6,7 +6,7 @@ from PySide6.QtCore import QAbstractTableModel, QModelIndex, Qt
 from PySide6.QtGui import QFont, QPalette
 from PySide6.QtWidgets import QHeaderView, QTableView
 
-from studio.core.policy import Policy
+from studio.core.policy.bit_policy import Policy
 from studio.views.palette import action_colour, text_on
 
 COLUMNS = ("#", "Roles", "Layers", "Action", "Note")

@@ -21,7 +21,7 @@ from PySide6.QtWidgets import QMessageBox
 
 from studio import settings
 from studio.core.errors import StudioError
-from studio.core.policy import policy_from_dict
+from studio.core.policy.bit_policy import policy_from_dict
 
 
 class Session(QObject):

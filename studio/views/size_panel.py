@@ -14,7 +14,7 @@ from PySide6.QtWidgets import QComboBox, QGridLayout, QHBoxLayout, QLabel, QSize
 from studio import settings
 from studio.core.formatting import human_bytes
 from studio.core.memory import CONTEXT_CHOICES, MAC_MEMORY_GB, default_context
-from studio.core.roles import ROLE_BY_KEY
+from studio.core.model.roles import ROLE_BY_KEY
 from studio.views.palette import role_colour, tint
 from studio.views.policy_grid import SHORT
 

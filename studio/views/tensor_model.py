@@ -21,7 +21,7 @@ from PySide6.QtGui import QColor, QFont, QIcon, QPalette
 
 from studio.core.formatting import human_bytes
 from studio.core.project import Project
-from studio.core.roles import BLOCK_ORDER, ROLE_BY_KEY, block_of
+from studio.core.model.roles import BLOCK_ORDER, ROLE_BY_KEY, block_of
 from studio.views import item_roles
 from studio.views.palette import role_colour, role_icon, tint
 

@@ -6,7 +6,7 @@ from PySide6.QtCore import QItemSelectionModel, QModelIndex, QPoint, Qt, Signal
 from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QTreeView, QVBoxLayout,
                                QWidget)
 
-from studio.core.roles import ROLE_BY_KEY
+from studio.core.model.roles import ROLE_BY_KEY
 from studio.views import item_roles
 from studio.views.tensor_filter import TensorFilterModel
 from studio.views.tensor_model import AFTER, BEFORE, COLUMNS, DECISION, ERROR, NAME, TensorTreeModel

@@ -12,8 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from studio.core.errors import StudioError
-from studio.core.output_config import output_config
-from studio.core.policy import policy_from_dict
+from studio.core.convert.output_config import output_config
+from studio.core.policy.bit_policy import policy_from_dict
 from studio.core.project import Project
 from studio.core.validation.loadable import check_parameters
 
@@ -49,7 +49,7 @@ def _opened_or_refused(folder, deep: bool) -> None:
         project = Project.open(folder, "config-i")
         project.memory_fit(256, 32768)
         if deep:
-            from studio.core.shard_layout import plan_layout
+            from studio.core.convert.shard_layout import plan_layout
 
             layout = plan_layout(project.plan, 10**9)
             check_parameters(output_config(project.plan),

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from studio.core.errors import StudioError
-from studio.core.output_config import output_config
+from studio.core.convert.output_config import output_config
 from studio.core.project import Project
-from studio.core.shard_layout import plan_layout
+from studio.core.convert.shard_layout import plan_layout
 from studio.core.validation.loadable import check_parameters
 
 

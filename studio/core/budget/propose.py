@@ -21,11 +21,11 @@ from dataclasses import dataclass
 
 from studio.core.defaults import AFFINE_BITS
 from studio.core.errors import StudioError
-from studio.core.estimate import unit_bytes
-from studio.core.grid import Cell, cell_of
-from studio.core.plan import decide
-from studio.core.policy import Policy, Quantize
-from studio.core.grid_paint import apply_stroke
+from studio.core.policy.estimate import unit_bytes
+from studio.core.policy.grid import Cell, cell_of
+from studio.core.policy.plan import decide
+from studio.core.policy.bit_policy import Policy, Quantize
+from studio.core.policy.grid_paint import apply_stroke
 from studio.core.project import Project
 
 

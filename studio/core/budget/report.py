@@ -15,7 +15,7 @@ from studio.core.budget.propose import BudgetProposal, affine_cells, propose
 from studio.core.errors import StudioError
 from studio.core.memory import weights_budget_bytes
 from studio.core.project import Project
-from studio.core.roles import ROLE_BY_KEY
+from studio.core.model.roles import ROLE_BY_KEY
 
 
 def target_bytes(project: Project, target_gb: float | None = None, mac_gb: int | None = None,

@@ -14,8 +14,8 @@ from studio.core.budget.propose import BudgetProposal, CellChange, _cell_bytes, 
 from studio.core.calibration.knapsack import solve
 from studio.core.defaults import AFFINE_BITS
 from studio.core.errors import StudioError
-from studio.core.grid_paint import apply_stroke
-from studio.core.policy import Quantize
+from studio.core.policy.grid_paint import apply_stroke
+from studio.core.policy.bit_policy import Quantize
 from studio.core.project import Project
 
 

@@ -31,7 +31,7 @@ from studio.core.calibration.corpus import Corpus, load_corpus
 from studio.core.calibration.stats import CalibrationStats, UnitStats
 from studio.core.cancel import CancelToken
 from studio.core.errors import StudioError
-from studio.core.logits_cache import default_cache_dir, folder_identity
+from studio.core.evaluate.logits_cache import default_cache_dir, folder_identity
 from studio.core.project import Project
 
 BIT_OPTIONS = (2, 3, 4, 5, 6, 8)

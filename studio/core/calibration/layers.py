@@ -20,8 +20,8 @@ from mlx.utils import tree_unflatten
 from studio.core.calibration.probes import LinearProbe, SwitchProbe, is_linear, is_switch
 from studio.core.errors import StudioError
 from studio.core.project import Project
-from studio.core.unit_source import read_unit_rows, unit_values
-from studio.core.unit import Unit
+from studio.core.model.unit_source import read_unit_rows, unit_values
+from studio.core.model.unit import Unit
 
 
 def _get(module, path: str):

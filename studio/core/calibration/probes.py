@@ -21,8 +21,8 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from studio.core.unit_source import unit_values
-from studio.core.unit import Unit
+from studio.core.model.unit_source import unit_values
+from studio.core.model.unit import Unit
 
 # A replacement maps (float32 weight [out, in], expert index or None) to the weight to use.
 Replacement = Callable[[mx.array, "int | None"], mx.array]

@@ -20,7 +20,7 @@ import numpy as np
 
 from studio.core.calibration.gptq import gptq_quantize
 from studio.core.calibration.quantizer import calibrated_quantize
-from studio.core.unit import Unit
+from studio.core.model.unit import Unit
 
 HEAD_ROWS = 8192  # logits computed this many vocabulary rows at a time
 

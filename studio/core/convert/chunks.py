@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from studio.core.dequantize import FP8_BLOCK
-from studio.core.plan import Plan
-from studio.core.shard_layout import Layout
-from studio.core.unit_source import whole_only
+from studio.core.model.dequantize import FP8_BLOCK
+from studio.core.policy.plan import Plan
+from studio.core.convert.shard_layout import Layout
+from studio.core.model.unit_source import whole_only
 
 # Values per chunk: about 64 MB as float32. Small enough that every chunk is a
 # short piece of GPU work on Metal and memory stays flat; big enough that the

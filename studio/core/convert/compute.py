@@ -13,11 +13,11 @@ from __future__ import annotations
 import numpy as np
 
 from studio.core.convert.chunks import Chunk, rows
-from studio.core.dequantize import SourceRows
-from studio.core.plan import Decision, Plan
+from studio.core.model.dequantize import SourceRows
+from studio.core.policy.plan import Decision, Plan
 from studio.core.quant_error.round_trip import round_trip_sums
-from studio.core.unit_source import unit_values
-from studio.core.unit import Unit
+from studio.core.model.unit_source import unit_values
+from studio.core.model.unit import Unit
 
 ERROR_ROW_STRIDE = 8  # quant_errors.json measures every 8th output row of each matrix
 

@@ -13,12 +13,12 @@ from studio.core.quant_error import error_map as quant_errors
 from studio.core.convert.resume import MARKER_NAME, RECORD_NAME
 from studio.core.errors import StudioError
 from studio.core.formatting import human_bytes
-from studio.core.inventory import read_header
-from studio.core.model_card import model_card
-from studio.core.output_config import copy_extra_files, output_config
-from studio.core.plan import Plan
-from studio.core.policy import OWN_POLICY_FILE
-from studio.core.shard_layout import INDEX_NAME, Layout
+from studio.core.model.inventory import read_header
+from studio.core.card.model_card import model_card
+from studio.core.convert.output_config import copy_extra_files, output_config
+from studio.core.policy.plan import Plan
+from studio.core.policy.bit_policy import OWN_POLICY_FILE
+from studio.core.convert.shard_layout import INDEX_NAME, Layout
 from studio.core.validation.config import check_config
 from studio.core.validation.json_input import CONFIG_BYTES, read_json
 from studio.core.validation.loadable import check_tokenizer_config, tokenizer_files

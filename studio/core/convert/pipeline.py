@@ -16,10 +16,10 @@ from pathlib import Path
 
 from studio.core.convert.chunks import Chunk
 from studio.core.convert.resume import file_digest
-from studio.core.dequantize import SourceReader, SourceRows
-from studio.core.plan import Plan
-from studio.core.shard_layout import Layout
-from studio.core.unit_source import read_unit_rows
+from studio.core.model.dequantize import SourceReader, SourceRows
+from studio.core.policy.plan import Plan
+from studio.core.convert.shard_layout import Layout
+from studio.core.model.unit_source import read_unit_rows
 
 END = object()
 

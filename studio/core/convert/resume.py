@@ -18,8 +18,8 @@ from pathlib import Path
 
 from studio import __version__
 from studio.core.convert import chunks
-from studio.core.plan import Plan
-from studio.core.shard_layout import Layout, ShardSpec
+from studio.core.policy.plan import Plan
+from studio.core.convert.shard_layout import Layout, ShardSpec
 
 RECORD_NAME = ".configi-convert.json"
 RECORD_BYTES = 64 * 2**20

@@ -18,9 +18,9 @@ from studio.core.convert.lock import DestinationLock
 from studio.core.convert.pipeline import END, Pipe, Reader, Writer
 from studio.core.convert.resume import fingerprint, prepare_partial
 from studio.core.errors import StudioError
-from studio.core.output_config import output_config
-from studio.core.plan import Plan
-from studio.core.shard_layout import plan_layout
+from studio.core.convert.output_config import output_config
+from studio.core.policy.plan import Plan
+from studio.core.convert.shard_layout import plan_layout
 from studio.core.validation.loadable import check_parameters, check_tokenizer, check_tokenizer_files
 
 PROGRESS_INTERVAL_S = 0.1

@@ -23,7 +23,7 @@ from typing import Callable
 from studio.core.cancel import CancelToken
 from studio.core.errors import StudioError
 from studio.core.hub.refs import endpoint, hub_errors, parse_ref
-from studio.core.policy import OWN_POLICY_FILE
+from studio.core.policy.bit_policy import OWN_POLICY_FILE
 
 _REQUIRED = ("config.json", OWN_POLICY_FILE, "README.md")
 _UNFINISHED = ("CONVERSION_INCOMPLETE.txt", ".configi-convert.json")  # convert.resume's marker and record
@@ -43,7 +43,7 @@ class PublishResult:
 
 def check_output(folder: str | os.PathLike) -> list[Path]:
     """The files of `folder` if it is a complete studio output whose shards match their headers."""
-    from studio.core.inventory import open_model
+    from studio.core.model.inventory import open_model
 
     folder = Path(folder).expanduser()
     if not folder.is_dir():

@@ -88,7 +88,7 @@ def small_files(remote: RemoteRepo) -> Path:
 def shard_names(remote: RemoteRepo, snapshot: Path) -> tuple[list[str], dict[str, str] | None]:
     """The shards named by the index (checked as a local folder's is) and its weight map,
     or every top-level .safetensors file and None."""
-    from studio.core.inventory import _index_weight_map
+    from studio.core.model.inventory import _index_weight_map
 
     if INDEX_NAME in remote.sizes:
         weight_map = _index_weight_map(snapshot / INDEX_NAME, snapshot)

@@ -13,11 +13,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from studio.core.dequantize import SourceReader
+from studio.core.model.dequantize import SourceReader
 from studio.core.hub.ranged import RangeFetcher
 from studio.core.hub.refs import RepoRef, endpoint
 from studio.core.hub.remote import RemoteRepo, download, resolve, shard_headers, shard_names, small_files
-from studio.core.inventory import Inventory, RawTensor, build_inventory, load_config, parse_header, read_header
+from studio.core.model.inventory import Inventory, RawTensor, build_inventory, load_config, parse_header, read_header
 
 
 class HubReader(SourceReader):

@@ -20,8 +20,8 @@ import math
 from pathlib import Path
 
 from studio.core.errors import StudioError
-from studio.core.plan import Decision, Plan
-from studio.core.unit import Unit
+from studio.core.policy.plan import Decision, Plan
+from studio.core.model.unit import Unit
 
 FILE_NAME = "quant_errors.json"
 Setting = tuple[int, int, str]  # bits, group size, mode
@@ -71,7 +71,7 @@ def layer_profile(data: dict[str, dict]) -> dict[str, dict[int, float]]:
     """Relative error by role family and layer, from a quant_errors.json's entries: for each
     family (in `roles.FAMILIES` order) and layer, the element-weighted RMS of its units' figures,
     as `ErrorMap.cell_error` combines them. Units outside the layers are left out."""
-    from studio.core.roles import FAMILIES, ROLE_BY_KEY
+    from studio.core.model.roles import FAMILIES, ROLE_BY_KEY
 
     sums: dict[str, dict[int, list[float]]] = {}
     for e in data.values():

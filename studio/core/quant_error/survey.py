@@ -25,14 +25,14 @@ from typing import Callable
 
 import numpy as np
 
-from studio.core.dequantize import FP8_BLOCK
+from studio.core.model.dequantize import FP8_BLOCK
 from studio.core.errors import StudioError
-from studio.core.plan import Plan
+from studio.core.policy.plan import Plan
 from studio.core.defaults import AFFINE_BITS, MODES
 from studio.core.quant_error.error_map import ErrorMap, relative
 from studio.core.quant_error.round_trip import round_trip_sums
-from studio.core.unit_source import read_unit_rows, unit_values, whole_only
-from studio.core.unit import Unit
+from studio.core.model.unit_source import read_unit_rows, unit_values, whole_only
+from studio.core.model.unit import Unit
 
 DEFAULT_MAX_ELEMENTS = 2**22  # 16 MB of float32 per unit: seconds on a Mac for all of M3
 SAMPLE_EXPERTS = 4

@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from studio.core.dtypes import DTYPE_NAMES, FLOAT_DTYPES, KEEP_DTYPES
-from studio.core.grid import cell_of
-from studio.core.inventory import Inventory
-from studio.core.policy import Drop, Keep, Policy, Quantize
-from studio.core.unit import Unit
-from studio.core.units import build_units
+from studio.core.policy.grid import cell_of
+from studio.core.model.inventory import Inventory
+from studio.core.policy.bit_policy import Drop, Keep, Policy, Quantize
+from studio.core.model.unit import Unit
+from studio.core.model.units import build_units
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from studio.core.errors import StudioError
-from studio.core.tensors import RawTensor, Tensor
+from studio.core.model.tensors import RawTensor, Tensor
 
 FP8_BLOCK = 128
 

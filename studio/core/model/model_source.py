@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from studio.core.dequantize import SourceReader
+from studio.core.model.dequantize import SourceReader
 
 
 class FolderSource:

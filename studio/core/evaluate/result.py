@@ -32,7 +32,7 @@ class WindowStats:
 
 @dataclass
 class EvalResult:
-    # Figures (None when no position was finite); see ``studio.core.eval_stats`` for their definitions.
+    # Figures (None when no position was finite); see ``studio.core.evaluate.stats`` for their definitions.
     ppl: float | None
     ppl_reference: float | None
     kld_mean: float | None
@@ -99,7 +99,7 @@ class EvalResult:
         return compute_sentence(self.compute_device, self.compute_path)
 
     def verdict(self):
-        from studio.core.eval_verdict import make_verdict
+        from studio.core.evaluate.verdict import make_verdict
 
         return make_verdict(self)
 

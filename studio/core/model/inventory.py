@@ -14,8 +14,8 @@ from pathlib import Path
 
 from studio.core.dtypes import FLOAT_DTYPES, FP8_DTYPES
 from studio.core.errors import StudioError
-from studio.core.model_source import FolderSource
-from studio.core.tensors import RawTensor, Tensor
+from studio.core.model.model_source import FolderSource
+from studio.core.model.tensors import RawTensor, Tensor
 from studio.core.validation.config import check_config
 from studio.core.validation.fields import shown
 from studio.core.validation.files import check_regular, inside, open_regular

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from studio.core.policy import OWN_POLICY_FILE
+from studio.core.policy.bit_policy import OWN_POLICY_FILE
 
 
 def policy_name(folder: str | Path) -> str | None:
@@ -30,7 +30,7 @@ def quantized_mix(model) -> tuple[list[int], float] | None:
     bpw counts what the quantized weights occupy (packed values, scales and
     biases) per weight they stand for, as the studio's estimate and model cards do.
     """
-    from studio.core.compute_path import quantized_classes
+    from studio.core.runtime.compute_path import quantized_classes
 
     classes = quantized_classes()
     bits, stored, weights = set(), 0, 0

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from studio.core.roles import ROLE_BY_KEY
+from studio.core.model.roles import ROLE_BY_KEY
 
 
 @dataclass(slots=True)

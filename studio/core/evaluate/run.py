@@ -39,11 +39,11 @@ from typing import Any, Callable, NamedTuple, Sequence
 import mlx.core as mx
 import numpy as np
 
-from studio.core import compute_path
-from studio.core import logits_cache as lc
+from studio.core.runtime import compute_path
+from studio.core.evaluate import logits_cache as lc
 from studio.core.cancel import CancelToken
 from studio.core.errors import StudioError
-from studio.core.eval_defaults import (
+from studio.core.evaluate.defaults import (
     DEFAULT_COMPUTE,
     DEFAULT_CONTEXT,
     DEFAULT_MAX_TOKENS,
@@ -51,9 +51,9 @@ from studio.core.eval_defaults import (
     MIN_TOKENS,
     SCORE_CHOICES,
 )
-from studio.core.eval_inputs import check_folder, encode, load_tokenizer, make_windows, read_text
-from studio.core.eval_result import EvalCancelled, EvalResult, WindowStats
-from studio.core.eval_stats import summarize
+from studio.core.evaluate.inputs import check_folder, encode, load_tokenizer, make_windows, read_text
+from studio.core.evaluate.result import EvalCancelled, EvalResult, WindowStats
+from studio.core.evaluate.stats import summarize
 
 ModelLike = Any  # str | os.PathLike | tuple[nn.Module, tokenizer | None]
 
@@ -76,7 +76,7 @@ def _is_path(m: ModelLike) -> bool:
 
 def load_model(path: str | os.PathLike, what: str = "model", compute: str = DEFAULT_COMPUTE):
     """(model, compute path) of an MLX model folder, set up for ``compute``."""
-    from studio.core import generation
+    from studio.core.runtime import generation
 
     loaded = generation.load_model(check_folder(path, what), compute=compute)
     return loaded.model, loaded.compute_path

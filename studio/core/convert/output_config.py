@@ -15,8 +15,8 @@ import shutil
 from collections import Counter
 from pathlib import Path
 
-from studio.core.plan import Plan
-from studio.core.policy import OWN_POLICY_FILE
+from studio.core.policy.plan import Plan
+from studio.core.policy.bit_policy import OWN_POLICY_FILE
 
 # Files that are weights or describe them; everything else non-weight is copied.
 _SKIP = {"config.json", "model.safetensors.index.json", "README.md", OWN_POLICY_FILE}

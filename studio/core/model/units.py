@@ -12,10 +12,10 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 
-from studio.core.architectures import Architecture, architecture_for
-from studio.core.inventory import Inventory
-from studio.core.roles import classify
-from studio.core.unit import Unit, is_module
+from studio.core.model.architectures import Architecture, architecture_for
+from studio.core.model.inventory import Inventory
+from studio.core.model.roles import classify
+from studio.core.model.unit import Unit, is_module
 from studio.core.validation.tensors import check_expert_stack, expected_experts
 
 _EXPERT = re.compile(r"^(?P<owner>.*)\.experts\.(?P<index>\d+)\.(?P<proj>[A-Za-z0-9_]+)\.(?P<leaf>weight|bias)$")

@@ -11,9 +11,9 @@ projections get fewer bits than its attention.
 
 from __future__ import annotations
 
-from studio.core.plan import Plan
-from studio.core.roles import ROLE_BY_KEY
-from studio.core.unit import Unit
+from studio.core.policy.plan import Plan
+from studio.core.model.roles import ROLE_BY_KEY
+from studio.core.model.unit import Unit
 
 DENSE_PRESET = "uniform-4bit"   # what a dense model opens with in the window
 MOE_PRESET = "config-i"

@@ -1,6 +1,6 @@
 """Editing a policy the way the grid paints it: append rules, then drop dead ones.
 
-A paint stroke is a mapping {cell: action}, cells as `studio.core.grid` defines
+A paint stroke is a mapping {cell: action}, cells as `studio.core.policy.grid` defines
 them. It becomes one rule per (role, action) appended at the end of the policy
 (later rules win), with a `list` of layers, or `none` for the row of units
 outside any layer. Rules that no longer decide any cell of the model's grid
@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from studio.core.grid import Cell, Grid
-from studio.core.policy import Action, Layers, Policy, Rule
-from studio.core.roles import ROLE_BY_KEY
+from studio.core.policy.grid import Cell, Grid
+from studio.core.policy.bit_policy import Action, Layers, Policy, Rule
+from studio.core.model.roles import ROLE_BY_KEY
 
 
 def _domain(grid: Grid) -> list[Cell]:

@@ -10,7 +10,7 @@ import numpy as np
 from studio.core.bundled import resource
 from studio.core.errors import StudioError
 from studio.core.validation.files import read_text as read_text_file
-from studio.core.eval_defaults import MIN_CONTEXT, SAMPLE_NAME
+from studio.core.evaluate.defaults import MIN_CONTEXT, SAMPLE_NAME
 
 
 def sample_text_path() -> Path:

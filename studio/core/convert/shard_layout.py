@@ -15,8 +15,8 @@ import struct
 from dataclasses import dataclass, field
 
 from studio.core.dtypes import nbytes
-from studio.core.estimate import output_tensors
-from studio.core.plan import Plan
+from studio.core.policy.estimate import output_tensors
+from studio.core.policy.plan import Plan
 
 INDEX_NAME = "model.safetensors.index.json"
 

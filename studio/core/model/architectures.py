@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from studio.core.inventory import Inventory, Tensor
-from studio.core.unit import Unit, is_module
+from studio.core.model.inventory import Inventory, Tensor
+from studio.core.model.unit import Unit, is_module
 
 _W123 = {"w1": "gate_proj", "w2": "down_proj", "w3": "up_proj"}
 

@@ -1,6 +1,6 @@
 """The evaluation's statistics, from per-position figures, as llama.cpp's KL-divergence mode defines them.
 
-Pure numpy (float64), no MLX: the runner (``studio.core.evaluate``) collects,
+Pure numpy (float64), no MLX: the runner (``studio.core.evaluate.run``) collects,
 for every scored position, the negative log-likelihood of the true next token
 under each model, the KL divergence of the output's next-token distribution
 from the reference's, whether both models' top token is the same, and flags
@@ -34,7 +34,7 @@ import math
 
 import numpy as np
 
-from studio.core.eval_defaults import KLD_PERCENTILES
+from studio.core.evaluate.defaults import KLD_PERCENTILES
 
 
 def mean_and_stderr(x: np.ndarray) -> tuple[float, float]:

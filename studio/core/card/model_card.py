@@ -7,11 +7,11 @@ from collections import defaultdict
 from pathlib import Path
 
 from studio import __version__
-from studio.core.estimate import Estimate
+from studio.core.policy.estimate import Estimate
 from studio.core.formatting import human_bytes
-from studio.core.plan import Plan
-from studio.core.policy import OWN_POLICY_FILE
-from studio.core.roles import ROLE_BY_KEY, ROLES
+from studio.core.policy.plan import Plan
+from studio.core.policy.bit_policy import OWN_POLICY_FILE
+from studio.core.model.roles import ROLE_BY_KEY, ROLES
 
 
 def _layer_ranges(layers: list[int]) -> str:
@@ -97,7 +97,7 @@ QUALITY_HEADING = "## Quality"
 
 def quality_section(result) -> str:
     """The card's quality section from an evaluation: the figures, the verdict, and its limits."""
-    from studio.core.eval_report import figure_rows
+    from studio.core.evaluate.report import figure_rows
 
     verdict = result.verdict()
     lines = [

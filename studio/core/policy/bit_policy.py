@@ -16,7 +16,7 @@ from pathlib import Path
 
 from studio.core.defaults import DEFAULT_GROUP_SIZE, MODES, default_group_size
 from studio.core.errors import StudioError
-from studio.core.roles import expand_roles
+from studio.core.model.roles import expand_roles
 from studio.core.bundled import resource
 from studio.core.validation.fields import is_whole, shown
 from studio.core.validation.files import read_capped

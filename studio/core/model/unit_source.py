@@ -9,9 +9,9 @@ measures exactly the values a conversion would quantize.
 
 from __future__ import annotations
 
-from studio.core.dequantize import SourceReader, SourceRows, dequantize, read_rows
-from studio.core.inventory import Inventory
-from studio.core.unit import Unit
+from studio.core.model.dequantize import SourceReader, SourceRows, dequantize, read_rows
+from studio.core.model.inventory import Inventory
+from studio.core.model.unit import Unit
 
 
 def whole_only(unit: Unit) -> bool:

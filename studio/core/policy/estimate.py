@@ -16,8 +16,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from studio.core.dtypes import nbytes
-from studio.core.plan import Decision, Plan
-from studio.core.unit import Unit
+from studio.core.policy.plan import Decision, Plan
+from studio.core.model.unit import Unit
 
 
 def output_tensors(unit: Unit, decision: Decision) -> list[tuple[str, tuple[int, ...], str]]:

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from studio.core.roles import ROLES
-from studio.core.unit import Unit
+from studio.core.model.roles import ROLES
+from studio.core.model.unit import Unit
 
 Cell = tuple[str, "int | None"]
 

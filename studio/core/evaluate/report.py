@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from studio.core.eval_defaults import KLD_PERCENTILES
-from studio.core.eval_stats import percentile_key
-from studio.core.eval_verdict import relative_change
+from studio.core.evaluate.defaults import KLD_PERCENTILES
+from studio.core.evaluate.stats import percentile_key
+from studio.core.evaluate.verdict import relative_change
 from studio.core.formatting import nats
 
 MISSING = "–"

@@ -9,7 +9,7 @@ over a multi-turn history and a system prompt, sampling settings in one value,
 a cancel token (`studio.core.cancel.CancelToken`) checked on every token and
 between prefill chunks, and stats.
 
-How the model computes is `studio.core.compute_path`'s choice: on MLX's CPU
+How the model computes is `studio.core.runtime.compute_path`'s choice: on MLX's CPU
 backend each quantized weight is dequantized once and the model runs in
 float32 (the CPU's bfloat16 quantized kernels are slow and imprecise); on
 Metal the quantized kernels run as they are.
@@ -83,7 +83,7 @@ class LoadedModel:
     model: object = field(repr=False)
     tokenizer: object = field(repr=False)
     config: dict = field(repr=False)
-    compute_path: str = "?"  # see studio.core.compute_path
+    compute_path: str = "?"  # see studio.core.runtime.compute_path
     quantization: str = "unquantized"  # the real mix, e.g. "Config-I: 2/3/4/8-bit, 3.10 bpw"
 
     @property
@@ -130,7 +130,8 @@ def load_model(path: str | Path, compute: str = "auto") -> LoadedModel:
 
     from mlx_lm import load
 
-    from studio.core import compute_path, quant_summary
+    from studio.core.runtime import compute_path
+    from studio.core.runtime import quant_summary
 
     try:
         model, tokenizer, config = load(str(path), return_config=True)

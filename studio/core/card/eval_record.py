@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from studio.core.eval_result import EvalResult
+from studio.core.evaluate.result import EvalResult
 
 
 @dataclass
@@ -17,10 +17,10 @@ class RecordedEvaluation:
 
 
 def evaluate_and_record(output, reference, **options) -> RecordedEvaluation:
-    """``studio.core.evaluate.evaluate(output, reference, **options)``, then the output folder's
+    """``studio.core.evaluate.run.evaluate(output, reference, **options)``, then the output folder's
     model card and ``evaluation.json`` updated with the result (only for a folder the studio made)."""
-    from studio.core.evaluate import evaluate
-    from studio.core.model_card import record_evaluation
+    from studio.core.evaluate.run import evaluate
+    from studio.core.card.model_card import record_evaluation
 
     result = evaluate(output, reference, **options)
     recorded: bool | str = False

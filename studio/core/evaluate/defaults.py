@@ -9,8 +9,7 @@ SAMPLE_NAME = "eval_sample.txt"  # the bundled held-out text (package data)
 # KL percentiles reported, as llama.cpp's KL-divergence mode prints them (90, 95, 99, 99.9).
 KLD_PERCENTILES = (90.0, 95.0, 99.0, 99.9)
 
-# How the models compute: "auto" picks by backend (see studio.core.compute_path).
-COMPUTE_CHOICES = ("auto", "quantized", "dequantized")
+# How the models compute (the choices are studio.core.runtime.compute_path's; "auto" picks by backend).
 DEFAULT_COMPUTE = "auto"
 
 # Which positions of a window count: "all" of them, or "second-half" as llama.cpp's perplexity tool

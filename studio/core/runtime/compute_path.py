@@ -17,8 +17,7 @@ dequantized), ``"float32"`` (nothing was quantized; cast to float32) or
 
 from __future__ import annotations
 
-from studio.core.eval_defaults import COMPUTE_CHOICES
-
+COMPUTE_CHOICES = ("auto", "quantized", "dequantized")
 DEQUANTIZED = "dequantized_float32"
 FLOAT32 = "float32"
 KERNELS = "quantized_kernels"

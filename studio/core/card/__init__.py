@@ -1,0 +1,1 @@
+"""The model card a conversion writes, and the evaluation record added to it."""
