@@ -56,9 +56,10 @@ class CalibrationProgress:
         return self.step / self.total if self.total else 1.0
 
 
-def _one_layer(skeleton, index: int, h, mask, stats: CalibrationStats, probe: int, sensitivity: bool, bits_options,
+def _one_layer(skeleton, index: int, h, call, stats: CalibrationStats, probe: int, sensitivity: bool, bits_options,
                group_size: int, dtype, check_cancel):
-    """Layer `index` over every hidden state: its statistics (and sensitivity) into `stats`; its outputs."""
+    """Layer `index` over every hidden state: its statistics (and sensitivity) into `stats`; its outputs.
+    `call` passes the layer what the model's own `__call__` passes it (its mask above all)."""
     import mlx.core as mx
 
     from studio.core.calibration import sensitivity as sens
@@ -66,12 +67,12 @@ def _one_layer(skeleton, index: int, h, mask, stats: CalibrationStats, probe: in
     probes = skeleton.load_layer(index)
     layer = skeleton.layer(index)
 
-    def run(x):
-        y = layer(x, mask)
+    def run(x, first=0):
+        y = call(layer, x, first)
         mx.eval(y)
         return y
 
-    outs = [run(h[a:a + SEQUENCES_PER_CALL]) for a in range(0, h.shape[0], SEQUENCES_PER_CALL)]
+    outs = [run(h[a:a + SEQUENCES_PER_CALL], a) for a in range(0, h.shape[0], SEQUENCES_PER_CALL)]
     out = mx.concatenate(outs, axis=0) if len(outs) > 1 else outs[0]
     mx.eval(out)
     del outs
@@ -124,23 +125,21 @@ def _mx_dtype(name: str):
 
 
 def run_pass(project: Project, corpus: Corpus, *, sensitivity: bool = True, bits_options=BIT_OPTIONS,
-             group_size: int = GROUP_SIZE, progress=None, cancel: CancelToken | None = None) -> CalibrationStats:
-    import mlx.core as mx
-    from mlx_lm.models.base import create_attention_mask
-
-    from studio.core.calibration import sensitivity as sens
+             group_size: int = GROUP_SIZE, progress=None, cancel: CancelToken | None = None,
+             on_layer: Callable[[int, object], None] | None = None) -> CalibrationStats:
+    """The pass itself, uncached. `on_layer(i, h)` sees layer i's output hidden states as they are made."""
     from studio.core.calibration.layers import Skeleton
 
     skeleton = Skeleton(project)
     try:
-        return _stream(skeleton, project, corpus, sensitivity, bits_options, group_size, progress, cancel)
+        return _stream(skeleton, project, corpus, sensitivity, bits_options, group_size, progress, cancel, on_layer)
     finally:
         skeleton.reader.close()
 
 
-def _stream(skeleton, project, corpus, sensitivity, bits_options, group_size, progress, cancel) -> CalibrationStats:
+def _stream(skeleton, project, corpus, sensitivity, bits_options, group_size, progress, cancel,
+            on_layer) -> CalibrationStats:
     import mlx.core as mx
-    from mlx_lm.models.base import create_attention_mask
 
     from studio.core.calibration import sensitivity as sens
 
@@ -164,7 +163,7 @@ def _stream(skeleton, project, corpus, sensitivity, bits_options, group_size, pr
     tokens = mx.array(corpus.tokens)
     probe = min(PROBE_SEQUENCES, tokens.shape[0])
     report(0, "embedding")
-    h = skeleton.embed(tokens)
+    h, calls = skeleton.embed(tokens)
     count = int(corpus.tokens.size)
     hidden = h.shape[-1]
     stats.units[skeleton.embedding.path] = UnitStats(np.full(hidden, float(count)), np.array(count))
@@ -173,16 +172,17 @@ def _stream(skeleton, project, corpus, sensitivity, bits_options, group_size, pr
         stats.sensitivity[(skeleton.embedding.role, None)] = sens.measure_embedding(
             table, corpus.tokens[:probe], bits_options, group_size, dtype)
         del table
-    mask = create_attention_mask(h[:1], None)
 
     for index in range(layers):
         check_cancel()
         report(index + 1, f"layer {index}")
         # In a function of its own: every reference to the layer (probes, closures, loop
         # variables) is gone when it returns, so the next layer never loads beside it.
-        h = _one_layer(skeleton, index, h, mask, stats, probe, sensitivity, bits_options, group_size, dtype,
+        h = _one_layer(skeleton, index, h, calls[index], stats, probe, sensitivity, bits_options, group_size, dtype,
                        check_cancel)
         skeleton.free_layer(index)
+        if on_layer is not None:
+            on_layer(index, h)
 
     check_cancel()
     report(layers + 1, "head")

@@ -99,10 +99,10 @@ def _placeholder(shape, dtype: str):
 
 def _build(config: dict):
     """mlx-lm's model for `config`, quantized as its config says, parameters lazy."""
-    from mlx_lm.utils import _get_classes
+    from studio.core.mlx_classes import model_classes
 
     try:
-        model_class, args_class = _get_classes(config)
+        model_class, args_class = model_classes(config)
     except (ValueError, KeyError, TypeError):  # unknown, missing or odd model_type
         raise StudioError(f"mlx-lm has no model type {config.get('model_type')!r}, so it could not load the "
                           "output.") from None
