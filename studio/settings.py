@@ -8,6 +8,7 @@ never touches the user's settings.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from PySide6.QtCore import QByteArray, QSettings
 
@@ -48,6 +49,11 @@ KEYS = (WINDOW_GEOMETRY, WINDOW_STATE, RECENT_MODELS, RECENT_HUB_REPOS, LAST_POL
 
 def store() -> QSettings:
     return QSettings()
+
+
+def rescue_folder() -> Path:
+    """Where recovered edits whose model cannot be opened are kept: beside the settings file."""
+    return Path(store().fileName()).parent / "recovered-policies"
 
 
 def get(key: Key):

@@ -27,19 +27,34 @@ def _application():
 
 
 def build_window(model: str | None, policy: str | None):
-    """The main window with `model` (or the demo model, or the start page) open."""
+    """The main window with `model` (or the demo model, or the start page) open.
+
+    A plain start after a crash reopens the model the unsaved edits belong to (a
+    Hub repo by its id and commit) and puts them back. If that model cannot be
+    opened any more, the start goes on without it and the edits are kept in a
+    policy file the window names."""
     from studio.core.check_model import check_model
     from studio.views.main_window import MainWindow
-    from studio.views.session import pending_recovery
+    from studio.views.session import pending_recovery, rescue, same_model
 
     if model:
         check_model(model, policy=policy)  # the checks every command runs, before any window exists
     record = pending_recovery() if policy is None else None  # edits a crashed session left unsaved
     window = MainWindow()
-    path = model or (record and record["model"]) or (str(demo_model_path()) if demo_model_path() else None)
+    if record and not model:
+        try:
+            window.open_model(record["model"], None, raise_errors=True)
+        except (StudioError, OSError) as exc:
+            window.recovery_failed(record, str(exc), rescue(record))
+            record = None
+        else:
+            window.restore_session(record)
+            return window
+    demo = demo_model_path()
+    path = model or (str(demo) if demo else None)
     if path:
         window.open_model(path, policy, raise_errors=True)
-        if record and Path(path).resolve() == Path(record["model"]):
+        if record and same_model(path, record):
             window.restore_session(record)
     return window
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QEvent, Qt, QTimer
+from PySide6.QtCore import QEvent, QSize, Qt, QTimer
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
     QApplication,
@@ -17,6 +17,8 @@ from PySide6.QtWidgets import (
     QScrollArea,
     QStackedWidget,
     QTabWidget,
+    QVBoxLayout,
+    QWidget,
 )
 
 from studio import settings
@@ -38,7 +40,19 @@ from studio.views.start_page import StartPage
 from studio.views.tensor_tree import TensorTreePanel
 
 TREE_FOLLOW_MS = 100
+DEFAULT_SIZE = QSize(1600, 1000)
+NARROW = 1200  # px below which the first layout stacks the tensor tree under the size panel's tab
+SCREEN_MARGIN = QSize(24, 48)  # left for the window manager's frame and title bar
 GRID_ROOM = 700  # px the policy grid needs for MiniMax-M3's 20 role columns at their minimum width
+
+
+class PageStack(QStackedWidget):
+    """The start page and the tabs. It reports no height-for-width: a scroll area would otherwise give
+    it the tallest height any page could use at that width (the Evaluate tab's, ~900 px), not the room
+    there is, and the Policy page's rules list would scroll out of sight."""
+
+    def hasHeightForWidth(self) -> bool:
+        return False
 
 
 class MainWindow(QMainWindow):
@@ -46,6 +60,7 @@ class MainWindow(QMainWindow):
         super().__init__(parent)
         self.setWindowTitle("Config-I Studio")
         self._shut_down = False  # after shutdown() closing asks nothing: the threads are gone
+        self.startup_notice: QMessageBox | None = None  # why a crashed session's edits could not come back
         self.setWindowIcon(icon("app", "#333333"))
         self.controller = ProjectController(self)
         c = self.controller
@@ -63,10 +78,15 @@ class MainWindow(QMainWindow):
         self.tabs.addTab(self.editor, icon("reset"), "Policy")
         self.tabs.addTab(self.chat, icon("chat"), "Chat")
         self.tabs.addTab(self.evaluate, icon("evaluate"), "Evaluate")
-        self.stack = QStackedWidget()
+        self.stack = PageStack()
         self.stack.addWidget(self.start)
         self.stack.addWidget(self.tabs)
-        self.setCentralWidget(self.stack)
+        # Below the width the bars need (a 1024-pixel screen with both docks), the page scrolls
+        # rather than pushing the docks and the status bar off the screen.
+        holder = QWidget()
+        QVBoxLayout(holder).setContentsMargins(0, 0, 0, 0)
+        holder.layout().addWidget(self.stack)
+        self.setCentralWidget(QScrollArea(widgetResizable=True, frameShape=QFrame.Shape.NoFrame, widget=holder))
 
         self.docks = {}
         for name, title, widget, area in (
@@ -100,10 +120,9 @@ class MainWindow(QMainWindow):
         self._actions()
         self._connect()
         geometry = settings.get(settings.WINDOW_GEOMETRY)
-        if not geometry.isEmpty():
-            self.restoreGeometry(geometry)
-        else:
-            self.resize(1600, 1000)
+        if geometry.isEmpty() or not self.restoreGeometry(geometry):
+            self.resize(DEFAULT_SIZE)
+        self._fit_screen()
         state = settings.get(settings.WINDOW_STATE)
         if not state.isEmpty():
             self._docks_sized = self.restoreState(state)
@@ -225,6 +244,10 @@ class MainWindow(QMainWindow):
         if note:
             self.statusBar().showMessage(note, 30000)
         self.set_project(project, source)
+        if project.inventory.source.remote:  # a Hub repo named on the command line or by crash recovery
+            settings.add_recent(path, settings.RECENT_HUB_REPOS)
+            self.start.hub.refresh_recent()
+            return True
         if (Path(path) / QUANT_ERRORS).exists():  # a studio output: show what its conversion measured
             self.editor.load_errors(path, quiet=True)
         settings.add_recent(str(Path(path).resolve()))
@@ -233,13 +256,17 @@ class MainWindow(QMainWindow):
 
     def open_hub_dialog(self) -> HubOpenDialog:
         dialog = HubOpenDialog(self)
+        dialog.finished.connect(dialog.deleteLater)  # a new one each time: no hidden dialogs pile up
         dialog.box.opened.connect(self._hub_opened)
         dialog.open()
         return dialog
 
     def _hub_opened(self, project: Project, ref: str) -> None:
+        """A Hub repo has been read: it replaces the open model once unsaved edits are saved or let go."""
         if self.convert.busy:
             QMessageBox.information(self, "Open model", "Wait for the conversion to finish or cancel it first.")
+            return
+        if not self.session.confirm_discard(self, "Open from the Hub", lambda: self._hub_opened(project, ref)):
             return
         self.set_project(project, project.policy.name)
         self.start.hub.refresh_recent()
@@ -269,10 +296,30 @@ class MainWindow(QMainWindow):
         self.model_label.setToolTip("\n".join(warnings) if warnings else inv.source.label)
         self.setWindowTitle(f"{inv.name} — Config-I Studio")
 
+    def _fit_screen(self) -> None:
+        """No larger than the screen's free area (a window saved on a bigger monitor, or the default
+        1600x1000 on a 1280x800 laptop), and on it."""
+        screen = self.screen() or QApplication.primaryScreen()
+        if screen is None:
+            return
+        free = screen.availableGeometry()
+        room = QSize(free.width() - SCREEN_MARGIN.width(), free.height() - SCREEN_MARGIN.height())
+        now = QSize(self.width(), self.height())  # (self.size is the size panel)
+        size = now.boundedTo(room).expandedTo(self.minimumSizeHint())
+        if size != now:
+            self.resize(size)
+        frame = self.frameGeometry()
+        if not free.contains(frame):
+            frame.moveCenter(free.center())
+            self.move(max(free.left(), frame.left()), max(free.top(), frame.top()))
+
     def _size_docks(self) -> None:
         """First-run dock widths from the window's: the grid keeps room for every column of a
         MiniMax-M3 (20), the tree gets the rest up to 440 (1280: 274 | grid | 306; 1600: 440 | grid | 320)."""
         width = self.width()
+        if width < NARROW:  # the grid's bars and both side docks do not fit side by side: tree and size share a dock
+            self.tabifyDockWidget(self.docks["size"], self.docks["tensors"])
+            self.docks["size"].raise_()
         right = max(300, min(360, int(0.2 * width)))
         tree = max(230, min(440, width - right - GRID_ROOM))
         self.resizeDocks([self.docks["tensors"], self.docks["size"]], [tree, right], Qt.Orientation.Horizontal)
@@ -360,6 +407,17 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage("Recovered the unsaved policy edits of the last session "
                                      "(Edit > Undo drops them).", 30000)
         return True
+
+    def recovery_failed(self, record: dict, reason: str, kept) -> None:
+        """Say that a crashed session's model could not be reopened, and where its edits went."""
+        where = f"They are kept in {kept}; File > Load policy… applies them to a model." if kept else \
+            "They could not be written to a file either."
+        self.startup_notice = QMessageBox(QMessageBox.Icon.Warning, "Unsaved edits of the last session",
+                                          f"The last session ended with unsaved policy edits for {record['model']}, "
+                                          f"which cannot be opened now: {reason}\n\n{where}",
+                                          QMessageBox.StandardButton.Ok, self)
+        self.startup_notice.setWindowModality(Qt.WindowModality.WindowModal)
+        QTimer.singleShot(0, self.startup_notice.open)  # once the window is on screen, without blocking
 
     def closeEvent(self, event):
         if self.convert.busy:

@@ -6,12 +6,17 @@ edits away (quitting, opening another model) `confirm_discard` asks Save /
 Discard / Cancel. Every committed edit also writes the policy and its model to
 the settings at once (`settings.RECOVERY`), and a clean end clears it: if the
 app dies instead, the next launch finds the record and `restore` puts the edits
-back as one undoable step.
+back as one undoable step. A Hub model is recorded by its repo id and commit
+(the cache snapshot holds only its config and tokenizer), a folder by its path;
+a record whose model cannot be opened again never blocks a start: its policy
+is kept in a file instead (`rescue`).
 """
 
 from __future__ import annotations
 
 import json
+import re
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -21,6 +26,7 @@ from PySide6.QtWidgets import QMessageBox
 
 from studio import settings
 from studio.core.errors import StudioError
+from studio.core.hub.refs import hub_ref
 from studio.core.policy.bit_policy import policy_from_dict
 
 
@@ -49,8 +55,7 @@ class Session(QObject):
             self.clear()
             return
         c = self.controller
-        record = {"model": str(c.project.inventory.root.resolve()), "source": c.policy_source,
-                  "policy": c.policy.to_dict()}
+        record = {"model": model_reference(c.project), "source": c.policy_source, "policy": c.policy.to_dict()}
         settings.put(settings.RECOVERY, json.dumps(record))
         settings.store().sync()
 
@@ -87,6 +92,19 @@ class Session(QObject):
             proceed()
 
 
+def model_reference(project) -> str:
+    """What opens this model again: a Hub repo as `org/name@commit`, a folder as its full path."""
+    source = project.inventory.source
+    return source.card_source if source.remote else str(project.inventory.root.resolve())
+
+
+def same_model(reference: str, record: dict) -> bool:
+    """Whether `reference` (a path or a Hub ref) names the model a recovery record belongs to."""
+    if reference == record["model"]:
+        return True
+    return hub_ref(reference) is None and Path(reference).resolve() == Path(record["model"])
+
+
 def pending_recovery() -> dict | None:
     """The record a crashed session left: {"model", "source", "policy"}, or None."""
     text = settings.get(settings.RECOVERY)
@@ -94,9 +112,26 @@ def pending_recovery() -> dict | None:
         return None
     try:
         record = json.loads(text)
-        return record if Path(record["model"]).is_dir() and isinstance(record["policy"], dict) else None
+        ok = isinstance(record["model"], str) and record["model"] and isinstance(record["policy"], dict)
+        return record if ok else None
     except (ValueError, KeyError, TypeError):
         return None
+
+
+def rescue(record: dict) -> Path | None:
+    """Keep a record whose model cannot be opened as a policy file beside the settings, and clear the
+    record (so it never stands in the way of a start again). The file's path, or None if none was written."""
+    name = re.sub(r"[^\w.-]+", "-", Path(record["model"]).name or "model").strip("-") or "model"
+    folder = settings.rescue_folder()
+    target = folder / f"recovered-{name}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps(record["policy"], indent=2))
+    except OSError:
+        return None
+    settings.put(settings.RECOVERY, "")
+    settings.store().sync()
+    return target
 
 
 def restore(controller, record: dict) -> bool:
