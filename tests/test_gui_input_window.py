@@ -105,7 +105,7 @@ def test_a_crashed_hub_session_starts_again_with_its_edits(qtbot, hub, tiny_m3, 
 
 def test_a_recovery_that_cannot_open_never_blocks_the_start(qtbot, hub, tiny_m3):
     from studio import settings
-    from studio.core.policy import load_policy_file
+    from studio.core.policy.bit_policy import load_policy_file
     from studio.views import app as app_module
 
     window, _ = _hub_model_with_unsaved_edits(qtbot, hub, tiny_m3)
