@@ -259,3 +259,21 @@ def test_only_one_layer_is_in_memory_at_a_time(calibrated, tmp_path, monkeypatch
     monkeypatch.setattr(Skeleton, "load_layer", watched)
     calibrate(project, sensitivity=True, bits_options=(2,), cache_dir=tmp_path, sequences=2, length=32)
     assert earlier
+
+
+@pytest.mark.parametrize("bits", [6, 8])
+def test_calibrated_quantization_is_never_worse_than_round_to_nearest_per_group(bits):
+    """Round-to-nearest is one of the candidates, so no group may end up worse than it (8-bit did, when
+    the candidate's levels were read back from a bfloat16 dequantize)."""
+    mx.random.seed(bits)
+    w = (mx.random.normal((128, 256)) * 0.02).astype(mx.bfloat16)
+    importance = mx.exp(mx.random.normal((256,)) * 1.5)
+    plain = mx.quantize(w, 64, bits)
+    calibrated = calibrated_quantize(w, 64, bits, importance, mx.bfloat16)
+
+    def group_errors(q):
+        exact = mx.dequantize(q[0], q[1].astype(mx.float32), q[2].astype(mx.float32), 64, bits)  # s * l + b
+        d = exact - w.astype(mx.float32)
+        return np.asarray(mx.sum((importance * mx.square(d)).reshape(128, 4, 64), axis=-1), dtype=np.float64)
+
+    assert np.all(group_errors(calibrated) <= group_errors(plain) * (1 + 1e-5))

@@ -82,3 +82,16 @@ def test_zero_tensor_and_bad_settings():
         relative_error(_normal((4, 64)), 4, 64, "int4")
     with pytest.raises(ValueError):
         relative_error(_normal((4, 64)), 3, 32, "mxfp4")
+
+
+def test_8bit_error_with_bfloat16_scales_is_the_formats_own():
+    """The bf16-scaled round trip (what the converter writes) is measured from the exact stored values
+    scale * level + bias, not from a bfloat16 dequantize, which is off by up to half a level at 8 bits."""
+    w = _normal((64, 256), seed=5) * 0.02
+    q, s, b = mx.quantize(w.astype(mx.bfloat16), group_size=64, bits=8)
+    levels = np.asarray(q).view(np.uint8).astype(np.float64)  # 8 bits: one level a byte, little-endian
+    scale = np.repeat(np.asarray(s.astype(mx.float32), dtype=np.float64), 64, axis=-1)
+    bias = np.repeat(np.asarray(b.astype(mx.float32), dtype=np.float64), 64, axis=-1)
+    a = np.asarray(w, dtype=np.float64)
+    exact = np.linalg.norm(scale * levels + bias - a) / np.linalg.norm(a)
+    assert relative_error(w, 8, 64, dtype=mx.bfloat16) == pytest.approx(exact, rel=1e-4)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from studio.core.calibration.quantizer import calibrated_quantize, pack
+from studio.core.quant_error.round_trip import dequantize_float32
 
 DAMP = 0.05  # of the mean diagonal, added to H: keeps the inverse stable for rarely seen channels
 
@@ -75,7 +76,8 @@ def gptq_quantize(w, group_size: int, bits: int, hessian, dtype):
     deq = levels * np.repeat(scales, group_size, axis=-1) + np.repeat(biases, group_size, axis=-1)
 
     plain = calibrated_quantize(w, group_size, bits, mx.array(diag.astype(np.float32)), dtype)
-    plain_deq = np.asarray(mx.dequantize(*plain, group_size, bits).astype(mx.float32), dtype=np.float64)
+    # In float32 (see dequantize_float32): a bfloat16 dequantize is off by up to half a level at 8 bits.
+    plain_deq = np.asarray(dequantize_float32(plain, bits, group_size), dtype=np.float64)
     better = _output_error(deq - w32, h) < _output_error(plain_deq - w32, h)  # [..., out]
     packed = np.where(better[..., None], np.asarray(pack(mx.array(levels.astype(np.uint32)), bits)),
                       np.asarray(plain[0]))

@@ -71,10 +71,17 @@ def _requantize(wg, scale, bias, nmax, dtype):
 
 
 def _rtn(w, group_size, bits, dtype):
-    """MLX's own round-to-nearest, as (scale, bias, levels) per group."""
+    """MLX's own round-to-nearest, as (scale, bias, levels) per group.
+
+    The levels are read back from a float32 dequantize (`dequantize_float32`): in
+    bfloat16 ``s * l + b`` keeps 8 significant bits, so at 6 and 8 bits the
+    candidate's error was measured off the true RTN values, and a group could
+    end up worse than plain conversion."""
+    from studio.core.quant_error.round_trip import dequantize_float32
+
     mx = _mx()
     q, s, b = mx.quantize(w.astype(dtype), group_size, bits)
-    deq = mx.dequantize(q, s, b, group_size, bits).astype(mx.float32)
+    deq = dequantize_float32((q, s, b), bits, group_size)
     shape = (*w.shape[:-1], w.shape[-1] // group_size)
     scale, bias = s.astype(mx.float32).reshape(shape), b.astype(mx.float32).reshape(shape)
     wg = deq.reshape(*shape, group_size)
