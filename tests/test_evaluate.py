@@ -412,3 +412,26 @@ def test_bundled_sample_text_is_the_default(folders):
     ref, _, _ = folders
     r = evaluate(ref, ref, max_tokens=130, context=64)  # 2 windows; a 2-token tail is dropped
     assert r.text == "the bundled sample text" and (r.windows, r.tokens) == (2, 126) and r.kld_mean == 0.0
+
+
+@pytest.mark.parametrize("mode", ["together", "cached"])
+def test_a_cancelled_evaluation_frees_both_models(folders, tmp_path, mode):
+    """The models loaded from folders are freed when the run is cancelled, not only when it finishes,
+    even while the caller still holds the exception (as the window's worker does)."""
+    import gc
+
+    ref, out, text = folders
+    gc.collect()
+    mx.clear_cache()
+    before = mx.get_active_memory()
+    stop = CancelToken()
+
+    def progress(p):
+        if p.stage != "reference":  # in cached mode: once the output is loaded
+            stop.cancel()
+
+    with pytest.raises(EvalCancelled) as caught:
+        evaluate(out, ref, text=TEXT, context=64, max_tokens=256, mode=mode, cache_dir=tmp_path,
+                 progress=progress, cancel=stop)
+    assert caught.value.__traceback__ is not None  # held, frames and all
+    assert mx.get_active_memory() - before < 64 * 1024  # the models take about 2 MB

@@ -33,6 +33,7 @@ from __future__ import annotations
 import gc
 import os
 import time
+import traceback
 from pathlib import Path
 from typing import Any, Callable, NamedTuple, Sequence
 
@@ -114,6 +115,15 @@ def fits_together(reference, output, compute: str = DEFAULT_COMPUTE, fraction: f
 def _free() -> None:
     gc.collect()
     mx.clear_cache()
+
+
+def _let_go(exc: BaseException) -> None:
+    """Models are freed on every way out of a run, not only at its end. A cancelled or failed run's
+    exception carries its traceback, and the traceback the frames it passed through, with their
+    locals: the models (in our frames, and as `self` in the model's own). The caller (the window's
+    worker, a test) may keep the exception for a while, so the frames below the one handling it let
+    go of their locals now; that frame deletes its own names in its `finally`."""
+    traceback.clear_frames(exc.__traceback__)
 
 
 def _logprobs(model, tokens: np.ndarray) -> tuple[mx.array, mx.array]:
@@ -290,9 +300,22 @@ class _Models:
 
 
 def _run_together(models: _Models, output, reference, ids, windows, run: _Run, tally: _Tally) -> _Tally:
-    ref_model = models.acquire(reference, "reference")
-    run.check()
-    out_model = models.acquire(output, "output")
+    ref_model = out_model = None
+    try:
+        ref_model = models.acquire(reference, "reference")
+        run.check()
+        out_model = models.acquire(output, "output")
+        _together_windows(ref_model, out_model, ids, windows, run, tally)
+    except BaseException as exc:
+        _let_go(exc)
+        raise
+    finally:
+        del ref_model, out_model
+        _free()
+    return tally
+
+
+def _together_windows(ref_model, out_model, ids, windows, run: _Run, tally: _Tally) -> None:
     for i, (a, b) in enumerate(windows):
         run.check()
         w = ids[a:b]
@@ -310,9 +333,6 @@ def _run_together(models: _Models, output, reference, ids, windows, run: _Run, t
                   nonfinite_ref=bad_ref, nonfinite_out=bad_out)
         del lp_ref, lp_out
         run.tick("together", i + 1, len(windows))
-    del ref_model, out_model
-    _free()
-    return tally
 
 
 def _cache_folder(cache_root: Path, identity: str, ids, windows, compute: str) -> Path:
@@ -327,9 +347,9 @@ def _find_cache(cache_root: Path, identity: str, ids, windows, compute: str) -> 
 
 def _build_cache(models: _Models, reference, identity, cache_root, ids, windows, positions, top_k, budget,
                  run: _Run):
-    ref_model = models.acquire(reference, "reference")
-    writer = None
+    ref_model = writer = None
     try:
+        ref_model = models.acquire(reference, "reference")
         offset = 0
         for i, (a, b) in enumerate(windows):
             run.check()
@@ -350,12 +370,13 @@ def _build_cache(models: _Models, reference, identity, cache_root, ids, windows,
             offset += b - a - 1
             run.tick("reference", i + 1, len(windows))
         return writer.commit()
-    except BaseException:
+    except BaseException as exc:
         if writer is not None:
             writer.abort()
+        _let_go(exc)
         raise
     finally:
-        # Free the reference before the output loads.
+        # Free the reference before the output loads (or the caller goes on after a failure).
         del ref_model
         _free()
 
@@ -363,7 +384,20 @@ def _build_cache(models: _Models, reference, identity, cache_root, ids, windows,
 def _run_against_cache(models: _Models, output, cached: lc.ReferenceCache, ids, windows, run: _Run,
                        tally: _Tally) -> _Tally:
     run.check()
-    out_model = models.acquire(output, "output")
+    out_model = None
+    try:
+        out_model = models.acquire(output, "output")
+        _windows_against_cache(out_model, cached, ids, windows, run, tally)
+    except BaseException as exc:
+        _let_go(exc)
+        raise
+    finally:
+        del out_model
+        _free()
+    return tally
+
+
+def _windows_against_cache(out_model, cached: lc.ReferenceCache, ids, windows, run: _Run, tally: _Tally) -> None:
     offset = 0
     for i, (a, b) in enumerate(windows):
         run.check()
@@ -388,6 +422,3 @@ def _run_against_cache(models: _Models, output, cached: lc.ReferenceCache, ids, 
                   nonfinite_ref=bad_ref, nonfinite_out=bad_out)
         offset += n
         run.tick("output", i + 1, len(windows))
-    del out_model
-    _free()
-    return tally
