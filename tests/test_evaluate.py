@@ -435,3 +435,20 @@ def test_a_cancelled_evaluation_frees_both_models(folders, tmp_path, mode):
                  progress=progress, cancel=stop)
     assert caught.value.__traceback__ is not None  # held, frames and all
     assert mx.get_active_memory() - before < 64 * 1024  # the models take about 2 MB
+
+
+@pytest.mark.parametrize("source_format", ["f32", "bf16", "fp8"])
+def test_memory_fit_counts_the_reference_in_its_own_dtype(tmp_path, source_format):
+    """Dequantized to float32 (the CPU path) a model takes 4 bytes a weight whatever its files hold: an f32
+    reference as much as its files, an FP8 one four times. The old rule (twice the files, as if 16-bit)
+    refused an f32 pair that fits and let an FP8 pair through that does not."""
+    from factory import make_tiny_model, param_count
+
+    from studio.core.evaluate.run import fits_together, memory_bytes
+
+    ref = make_tiny_model("llama", tmp_path / source_format, source_format=source_format)
+    _, params, _ = param_count(ref)
+    need = 2 * 4 * params  # the reference and (here, itself as) the output, float32
+    have = memory_bytes()
+    assert fits_together(ref, ref, "dequantized", fraction=1.01 * need / have)
+    assert not fits_together(ref, ref, "dequantized", fraction=0.99 * need / have)

@@ -41,6 +41,7 @@ import mlx.core as mx
 import numpy as np
 
 from studio.core.runtime import compute_path
+from studio.core.evaluate import footprint
 from studio.core.evaluate import logits_cache as lc
 from studio.core.cancel import CancelToken
 from studio.core.errors import StudioError
@@ -83,10 +84,6 @@ def load_model(path: str | os.PathLike, what: str = "model", compute: str = DEFA
     return loaded.model, loaded.compute_path
 
 
-def weights_bytes(path: str | os.PathLike) -> int:
-    return sum(f.stat().st_size for f in Path(path).glob("*.safetensors"))
-
-
 def memory_bytes() -> int | None:
     """Physical memory of this machine, or None when unknown."""
     try:
@@ -95,21 +92,18 @@ def memory_bytes() -> int | None:
         return mx.device_info().get("memory_size")
 
 
-def fits_together(reference, output, compute: str = DEFAULT_COMPUTE, fraction: float = 0.7) -> bool:
-    """Whether both models fit in memory as they will compute.
+def together_bytes(reference, output, compute: str = DEFAULT_COMPUTE) -> int:
+    """Bytes both model folders take in memory at once, as they will compute (see `footprint`):
+    from the dtypes their headers name, not an assumed 16 bits."""
+    dequantized = compute_path.resolve(compute) == "dequantized"
+    cpu = compute_path.on_cpu_backend()
+    return sum(footprint.folder_resident_bytes(m, dequantized, cpu) for m in (reference, output))
 
-    Dequantized to float32 each model takes about twice its 16-bit reference's
-    bytes; with the quantized kernels, the files' bytes (doubled on the CPU,
-    where 16-bit MoE experts become float32).
-    """
-    if compute_path.resolve(compute) == "dequantized":
-        need = 4 * weights_bytes(reference)
-    else:
-        need = weights_bytes(reference) + weights_bytes(output)
-        if compute_path.on_cpu_backend():
-            need *= 2
+
+def fits_together(reference, output, compute: str = DEFAULT_COMPUTE, fraction: float = 0.7) -> bool:
+    """Whether both models fit in `fraction` of this machine's memory as they will compute."""
     have = memory_bytes()
-    return have is not None and need <= fraction * have
+    return have is not None and together_bytes(reference, output, compute) <= fraction * have
 
 
 def _free() -> None:
