@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from bench_convert import build_model  # noqa: E402
 
 from studio.core.convert import convert, pipeline  # noqa: E402
-from studio.core.convert.resume import file_digest  # noqa: E402
+from studio.core.checksum import file_digest  # noqa: E402
 from studio.core.project import Project  # noqa: E402
 
 

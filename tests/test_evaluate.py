@@ -452,3 +452,39 @@ def test_memory_fit_counts_the_reference_in_its_own_dtype(tmp_path, source_forma
     have = memory_bytes()
     assert fits_together(ref, ref, "dequantized", fraction=1.01 * need / have)
     assert not fits_together(ref, ref, "dequantized", fraction=0.99 * need / have)
+
+
+def _truncate(folder):
+    path = folder / "logprobs.npy"
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _scribble(folder):  # same size, other bytes: a stray write, a bad disk
+    path = folder / "nll.npy"
+    data = bytearray(path.read_bytes())
+    data[-64:] = bytes(64)
+    path.write_bytes(bytes(data))
+
+
+def _lose_meta(folder):
+    (folder / "meta.json").unlink()
+
+
+@pytest.mark.parametrize("damage", [_truncate, _scribble, _lose_meta])
+def test_a_broken_cache_is_discarded_and_written_again(reference, damaged, tokens, tmp_path, damage):
+    first = evaluate((damaged, None), (reference, None), tokens=tokens, context=CONTEXT, mode="cached",
+                     cache_dir=tmp_path)
+    (folder,) = tmp_path.glob("ref-*")
+    keep = tmp_path / "ref-of-another-model"  # the user's other caches are not touched
+    keep.mkdir()
+    (keep / "meta.json").write_text("{}")
+    damage(folder)
+    again = evaluate((damaged, None), (reference, None), tokens=tokens, context=CONTEXT, mode="cached",
+                     cache_dir=tmp_path)
+    assert again.cache == "written"
+    assert again.kld_mean == first.kld_mean and again.ppl_reference == first.ppl_reference
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([folder.name, keep.name])
+    assert (keep / "meta.json").read_text() == "{}"
+    third = evaluate((damaged, None), (reference, None), tokens=tokens, context=CONTEXT, mode="cached",
+                     cache_dir=tmp_path)
+    assert third.cache == "reused" and third.kld_mean == first.kld_mean

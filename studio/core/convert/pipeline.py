@@ -15,7 +15,7 @@ import threading
 from pathlib import Path
 
 from studio.core.convert.chunks import Chunk
-from studio.core.convert.resume import file_digest
+from studio.core.checksum import file_digest
 from studio.core.model.dequantize import SourceReader, SourceRows
 from studio.core.policy.plan import Plan
 from studio.core.convert.shard_layout import Layout

@@ -17,13 +17,13 @@ import threading
 from pathlib import Path
 
 from studio import __version__
+from studio.core.checksum import DIGEST, file_digest
 from studio.core.convert import chunks
 from studio.core.policy.plan import Plan
 from studio.core.convert.shard_layout import Layout, ShardSpec
 
 RECORD_NAME = ".configi-convert.json"
 RECORD_BYTES = 64 * 2**20
-DIGEST = "xxh3_128"
 MARKER_NAME = "CONVERSION_INCOMPLETE.txt"
 
 
@@ -81,21 +81,6 @@ def fingerprint(plan: Plan, layout: Layout, quantizer: str = "") -> str:
     h.update(f"{__version__}:{plan.float_dtype}:{chunks.CHUNK_ELEMENTS}".encode())
     h.update(layout.digest().encode())
     h.update(quantizer.encode())  # a calibrated conversion never resumes a plain one's shards
-    return h.hexdigest()
-
-
-def file_digest(path: Path) -> str:
-    """xxh3-128 of a file's bytes, streamed in 8 MB blocks. A guard against bytes that changed by
-    accident (a disk, a stray write), not against an attacker; at ~20 GB/s it costs a conversion
-    almost nothing (bench/bench_checksum.py)."""
-    import xxhash
-
-    h = xxhash.xxh3_128()
-    block = bytearray(8 * 2**20)
-    view = memoryview(block)
-    with open(path, "rb", buffering=0) as f:
-        while n := f.readinto(block):
-            h.update(view[:n])
     return h.hexdigest()
 
 

@@ -39,7 +39,10 @@ What is stored, per scored position (a token that the model predicts):
 Layout on disk: ``<cache_dir>/ref-<key>/`` with ``meta.json`` and one ``.npy``
 per array. The folder is written under a temporary name and renamed into place
 only when complete, so a cancelled or killed run never leaves a cache that
-looks finished. ``<key>`` hashes the reference's identity (path plus names,
+looks finished. ``meta.json`` records each array's shape and checksum; a
+folder whose files do not match it (truncated, overwritten, a file missing, an
+older format) is not a cache: it is discarded and written again, and nothing
+else in the cache folder is touched. ``<key>`` hashes the reference's identity (path plus names,
 sizes and mtimes of its config, weight and tokenizer files, or a hash of the
 parameters of a model given in memory), the token ids and the window settings.
 """
@@ -58,7 +61,9 @@ from typing import Sequence
 import mlx.core as mx
 import numpy as np
 
-FORMAT_VERSION = 2  # 2: adds `nonfinite`
+from studio.core.checksum import file_digest
+
+FORMAT_VERSION = 3  # 2: adds `nonfinite`; 3: shapes and checksums in meta.json
 FULL_BUDGET_BYTES = 512 * 1024 * 1024
 DEFAULT_TOP_K = 256
 
@@ -167,6 +172,19 @@ def top_k_of(logprobs: mx.array, k: int) -> tuple[mx.array, mx.array]:
 # --- the file ----------------------------------------------------------------------------------
 
 
+def array_specs(storage: str, positions: int, vocab: int, k: int) -> dict[str, tuple[np.dtype, tuple]]:
+    """The arrays of a cache of this layout: name -> (dtype, shape)."""
+    specs = {"nll": (np.float32, (positions,)), "argmax": (np.int32, (positions,)),
+             "nonfinite": (np.bool_, (positions,))}
+    if storage == "full":
+        specs["logprobs"] = (np.float32, (positions, vocab))
+    elif storage == "topk":
+        specs.update(topk_idx=(np.int32, (positions, k)), topk_logprobs=(np.float32, (positions, k)))
+    else:
+        raise ValueError(f"unknown cache storage {storage!r}")
+    return {name: (np.dtype(dtype), tuple(int(n) for n in shape)) for name, (dtype, shape) in specs.items()}
+
+
 @dataclass
 class ReferenceCache:
     """A finished cache folder, memory-mapped for reading."""
@@ -186,23 +204,30 @@ class ReferenceCache:
 
     @classmethod
     def open(cls, folder: Path) -> "ReferenceCache | None":
-        """The cache in ``folder``, or None if there is none (or it is unreadable: it is then rebuilt)."""
+        """The cache in ``folder``, or None if there is none or it is not whole (see `broken`)."""
         meta_path = folder / "meta.json"
         try:
             meta = json.loads(meta_path.read_text())
-            if meta.get("format") != FORMAT_VERSION or not meta.get("complete"):
+            if not isinstance(meta, dict) or meta.get("format") != FORMAT_VERSION or not meta.get("complete"):
                 return None
-
-            def load(name):
-                return np.load(folder / f"{name}.npy", mmap_mode="r")
-
-            full = meta["storage"] == "full"
-            return cls(folder, meta, load("nll"), load("argmax"), load("nonfinite"),
-                       load("logprobs") if full else None,
-                       None if full else load("topk_idx"),
-                       None if full else load("topk_logprobs"))
-        except (OSError, ValueError, KeyError):
+            arrays = {}
+            for name, (dtype, shape) in array_specs(meta["storage"], meta["positions"], meta["vocab"],
+                                                    meta["k"]).items():
+                path = folder / f"{name}.npy"
+                if file_digest(path) != meta["digests"][name]:
+                    return None
+                arrays[name] = np.load(path, mmap_mode="r")
+                if arrays[name].dtype != dtype or arrays[name].shape != shape:
+                    return None
+            return cls(folder, meta, arrays["nll"], arrays["argmax"], arrays["nonfinite"], arrays.get("logprobs"),
+                       arrays.get("topk_idx"), arrays.get("topk_logprobs"))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return None
+
+    @staticmethod
+    def broken(folder: Path) -> bool:
+        """A folder in a cache's place that is not a whole cache: it can only be discarded."""
+        return folder.exists() and ReferenceCache.open(folder) is None
 
     def window(self, offset: int, n: int):
         """(nll, argmax, nonfinite, and the stored log-probs) of positions [offset, offset+n) as mx arrays."""
@@ -232,14 +257,8 @@ class ReferenceCacheWriter:
         def new(name, dtype, shape):
             return np.lib.format.open_memmap(self.tmp / f"{name}.npy", mode="w+", dtype=dtype, shape=shape)
 
-        self.nll = new("nll", np.float32, (positions,))
-        self.argmax = new("argmax", np.int32, (positions,))
-        self.nonfinite = new("nonfinite", np.bool_, (positions,))
-        if storage == "full":
-            self.logprobs = new("logprobs", np.float32, (positions, vocab))
-        else:
-            self.topk_idx = new("topk_idx", np.int32, (positions, k))
-            self.topk_logprobs = new("topk_logprobs", np.float32, (positions, k))
+        for name, (dtype, shape) in array_specs(storage, positions, vocab, k).items():
+            setattr(self, name, new(name, dtype, shape))
 
     def write(self, offset: int, nll: mx.array, argmax: mx.array, logprobs: mx.array, nonfinite: mx.array) -> None:
         n = nll.shape[0]
@@ -263,7 +282,11 @@ class ReferenceCacheWriter:
 
     def commit(self) -> ReferenceCache:
         self._close()
-        (self.tmp / "meta.json").write_text(json.dumps(dict(self.meta, complete=True), indent=1))
+        digests = {name: file_digest(self.tmp / f"{name}.npy")
+                   for name in array_specs(self.storage, self.meta["positions"], self.meta["vocab"], self.meta["k"])}
+        (self.tmp / "meta.json").write_text(json.dumps(dict(self.meta, digests=digests, complete=True), indent=1))
+        if ReferenceCache.broken(self.folder):
+            shutil.rmtree(self.folder, ignore_errors=True)  # only this key's folder: it can never be read
         try:
             os.replace(self.tmp, self.folder)
         except OSError:
