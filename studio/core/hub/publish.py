@@ -87,7 +87,7 @@ def publish(folder: str | os.PathLike, repo_id: str, *, private: bool = False,
             raise PublishCancelled(f"publishing cancelled; run it again to resume: files already on the Hub "
                                    "are not sent again.")
 
-    # huggingface_hub's LFS upload hands httpx2 a file as `data=`, which httpx2 deprecates;
+    # huggingface_hub's LFS upload hands its HTTP client (httpx2 from 2.0) a file as `data=`, which it deprecates;
     # the warning is about their code, not anything the user can act on.
     warnings.filterwarnings("ignore", message=r"Use 'content=<\.\.\.>'", category=DeprecationWarning)
     with hub_errors(ref.repo_id, "publish to"):

@@ -123,7 +123,7 @@ class RangeFetcher:
 
     def _request(self, name: str, start: int, buffer: memoryview) -> int:
         """One GET for the bytes still missing; returns how many arrived (raises _Retry on a glitch)."""
-        import httpx2
+        from huggingface_hub.utils import httpx
 
         url = self.direct.get(name) or self.urls[name]
         direct = url != self.urls[name]
@@ -155,7 +155,7 @@ class RangeFetcher:
                     got += take
                     if got >= wanted:
                         break
-        except (httpx2.TransportError, httpx2.StreamError) as exc:
+        except (httpx.TransportError, httpx.StreamError) as exc:
             if got:
                 return got  # keep what arrived; the next request asks for the rest
             raise _Retry(type(exc).__name__) from None

@@ -48,7 +48,7 @@ def endpoint() -> str:
 @contextlib.contextmanager
 def hub_errors(ref: RepoRef | str, action: str = "open"):
     """Turn huggingface_hub's and the network's exceptions into one clear StudioError."""
-    import httpx2
+    from huggingface_hub.utils import httpx
     from huggingface_hub import errors
 
     try:
@@ -74,6 +74,6 @@ def hub_errors(ref: RepoRef | str, action: str = "open"):
     except errors.HfHubHTTPError as exc:
         status = exc.response.status_code if exc.response is not None else "?"
         raise StudioError(f"the Hub answered HTTP {status} when asked to {action} {ref}.") from None
-    except (httpx2.TransportError, ConnectionError, TimeoutError) as exc:
+    except (httpx.TransportError, ConnectionError, TimeoutError) as exc:
         raise StudioError(f"cannot reach the Hub at {endpoint()} to {action} {ref} ({type(exc).__name__}); "
                           "check the network connection.") from None
