@@ -25,11 +25,11 @@ from typing import Callable
 
 import numpy as np
 
-from studio import __version__
 from studio.core.calibration import corpus as corpus_module
 from studio.core.calibration.corpus import Corpus, load_corpus
 from studio.core.calibration.stats import CalibrationStats, UnitStats
 from studio.core.cancel import CancelToken
+from studio.core.code_version import code_version
 from studio.core.errors import StudioError
 from studio.core.evaluate.logits_cache import default_cache_dir, folder_identity
 from studio.core.project import Project
@@ -89,11 +89,17 @@ def cache_folder() -> Path:
     return default_cache_dir().parent / "calibration"
 
 
+# The code the statistics and sensitivities are a function of: the pass, its probes and measures
+# (this package) and how it reads the source (model); mlx and mlx-lm versions come with it.
+# See studio.core.code_version for the rule every cache key follows.
+CODE = ("studio.core.calibration", "studio.core.model")
+
+
 def cache_key(project: Project, corpus: Corpus, sensitivity: bool, bits, group_size: int) -> str:
-    h = hashlib.sha256()
+    h = hashlib.sha256(code_version(CODE).encode())
     h.update(folder_identity(project.inventory.root).encode())
     h.update(corpus.digest.encode())
-    h.update(f"{__version__}:{sensitivity}:{tuple(bits)}:{group_size}:{PROBE_SEQUENCES}".encode())
+    h.update(f"{sensitivity}:{tuple(bits)}:{group_size}:{PROBE_SEQUENCES}".encode())
     return h.hexdigest()[:32]
 
 

@@ -1,7 +1,7 @@
 """The resume record: which shards of which conversion are complete in `.OUT.partial`.
 
-A rerun of the same conversion (same policy, source files, layout and studio
-version: the fingerprint) keeps the shards the record lists whose size, header
+A rerun of the same conversion (same policy, source files, layout and the
+code that writes them: the fingerprint) keeps the shards the record lists whose size, header
 and xxh3-128 checksum (taken when the shard was sealed) are still the same, and
 redoes the rest. The record stays until the output is in place, so a run
 killed while finishing resumes without recomputing anything.
@@ -16,8 +16,8 @@ import shutil
 import threading
 from pathlib import Path
 
-from studio import __version__
 from studio.core.checksum import DIGEST, file_digest
+from studio.core.code_version import code_version
 from studio.core.convert import chunks
 from studio.core.policy.plan import Plan
 from studio.core.convert.shard_layout import Layout, ShardSpec
@@ -71,14 +71,21 @@ class Record:
             self.save()
 
 
+# The code a converted shard (and its error sums, kept in the record) is a function of; see
+# studio.core.code_version for the rule every cache key follows.
+CODE = ("studio.core.convert", "studio.core.model", "studio.core.policy", "studio.core.quant_error",
+        "studio.core.calibration.quantizer", "studio.core.calibration.gptq", "studio.core.calibration.convert_hook")
+
+
 def fingerprint(plan: Plan, layout: Layout, quantizer: str = "") -> str:
-    """Policy + source identity + output layout: a resume only reuses shards of the same conversion."""
+    """Policy + source identity + output layout + the code that writes it: a resume only reuses
+    shards of the same conversion, by the same code."""
     inventory = plan.inventory
-    h = hashlib.sha256()
+    h = hashlib.sha256(code_version(CODE).encode())
     h.update(json.dumps(plan.policy.to_dict(), sort_keys=True).encode())
     h.update(json.dumps(inventory.config, sort_keys=True).encode())
     h.update(inventory.source.identity(inventory.shards).encode())
-    h.update(f"{__version__}:{plan.float_dtype}:{chunks.CHUNK_ELEMENTS}".encode())
+    h.update(f"{plan.float_dtype}:{chunks.CHUNK_ELEMENTS}".encode())
     h.update(layout.digest().encode())
     h.update(quantizer.encode())  # a calibrated conversion never resumes a plain one's shards
     return h.hexdigest()

@@ -62,6 +62,7 @@ import mlx.core as mx
 import numpy as np
 
 from studio.core.checksum import file_digest
+from studio.core.code_version import code_version
 
 FORMAT_VERSION = 3  # 2: adds `nonfinite`; 3: shapes and checksums in meta.json
 FULL_BUDGET_BYTES = 512 * 1024 * 1024
@@ -117,11 +118,18 @@ def choose_storage(positions: int, vocab: int, top_k: int = DEFAULT_TOP_K,
     return "topk", int(top_k)
 
 
+# The code the stored distributions are a function of: how the reference is loaded and prepared
+# (runtime: generation, compute_path), run and scored (evaluate.run, this module); mlx and mlx-lm
+# versions come with it. See studio.core.code_version for the rule every cache key follows.
+CODE = ("studio.core.evaluate.run", "studio.core.evaluate.logits_cache", "studio.core.runtime")
+
+
 def cache_key(reference_identity: str, tokens: np.ndarray, windows: Sequence[tuple[int, int]]) -> str:
     """The cache folder's key. The layout (full or top-k) is not part of it: it follows from the
     vocabulary and the number of positions, which the other parts fix, and is recorded in meta.json."""
     blob = json.dumps({
         "format": FORMAT_VERSION,
+        "code": code_version(CODE),
         "reference": reference_identity,
         "tokens": tokens_hash(tokens),
         "windows": [list(w) for w in windows],
