@@ -25,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from studio.core.bundled import demo_model_path  # noqa: E402
-from studio.core.calibration.budget_fit import propose_sensitive  # noqa: E402
+from studio.core.budget.propose import propose  # noqa: E402
 from studio.core.calibration.calibrate import calibrate  # noqa: E402
 from studio.core.calibration.convert_hook import CalibratedQuantizer  # noqa: E402
 from studio.core.convert import convert  # noqa: E402
@@ -66,10 +66,10 @@ def main():
             runs.append(("calibrated", budget, score(cal)))
             start = Project.open(source, "config-i")  # as `fit MODEL --target-gb N` starts
             try:
-                proposal = propose_sensitive(start, budget, stats.sensitivity)
+                proposal = propose(start, budget, stats.sensitivity)
             except StudioError:  # below what Config-I's cells reach: `fit --policy PRESET` instead
                 start = Project.open(source, preset)
-                proposal = propose_sensitive(start, budget, stats.sensitivity)
+                proposal = propose(start, budget, stats.sensitivity)
             fit_from = start.policy.name
             start.set_policy(proposal.policy)
             fitted = Path(work) / f"{preset}-fit"

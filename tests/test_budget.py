@@ -46,3 +46,41 @@ def test_unreachable_budget_is_one_sentence(tmp_path):
     project = Project.open(_tiny_moe(tmp_path), "config-i")
     with pytest.raises(StudioError, match="below the smallest this policy can reach"):
         propose(project, 1000, _errors(project))
+
+
+def test_the_smallest_size_is_decided_by_sizes_alone(tmp_path):
+    from studio.core.budget.propose import check_feasible, smallest_bytes
+
+    project = Project.open(_tiny_moe(tmp_path), "config-i")
+    least = smallest_bytes(project)
+    check_feasible(project, least)
+    with pytest.raises(StudioError, match="below the smallest this policy can reach"):
+        check_feasible(project, least - 1)
+    # It is what a proposal reaches when every byte counts: every affine cell at 2-bit.
+    tight = propose(project, least, _errors(project))
+    assert tight.total_bytes == least == project.set_policy(tight.policy).total_bytes
+    assert {c.new_bits for c in tight.changes} == {2}
+
+
+def test_the_solver_finds_the_optimum_where_a_greedy_order_is_a_trap(tmp_path):
+    """The best gain per byte first (the old greedy) spends the budget on a small upgrade and then cannot
+    afford the one that matters: with room for the embedding's 2 -> 3 only, upgrading expert_down first
+    (a better ratio, less gain) leaves 1.0 of error where 0.6 was the least possible."""
+    from studio.core.budget.propose import _cell_bytes, affine_cells, smallest_bytes
+
+    project = Project.open(_tiny_moe(tmp_path), "uniform-4bit")
+    cells = affine_cells(project)
+    big, small = ("embedding", None), ("expert_down", 0)
+    costs = {cell: {b: 0.0 for b in (2, 3, 4, 5, 6, 8)} for cell in cells}
+    costs[big] = {b: 1.0 if b == 2 else 0.0 for b in (2, 3, 4, 5, 6, 8)}
+    costs[small] = {b: 0.6 if b == 2 else 0.0 for b in (2, 3, 4, 5, 6, 8)}
+
+    def extra(cell, bits):
+        return _cell_bytes(project, cells[cell], bits) - _cell_bytes(project, cells[cell], 2)
+
+    assert extra(small, 3) < extra(big, 3) < extra(small, 3) + extra(big, 3)  # room for one of the two
+    assert 0.6 / extra(small, 3) > 1.0 / extra(big, 3)  # and the worse one has the better ratio
+    budget = smallest_bytes(project) + extra(big, 3)
+    proposal = propose(project, budget, costs)
+    assert proposal.total_bytes <= budget
+    assert proposal.error_after == pytest.approx(0.6)

@@ -8,7 +8,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from studio.core.calibration.knapsack import solve
+from studio.core.budget.solve import solve
 from studio.core.calibration.quantizer import calibrated_quantize, pack
 from studio.core.errors import StudioError
 
@@ -205,12 +205,12 @@ def test_a_calibrated_demo_model_has_less_output_error_on_its_calibration_tokens
 
 
 def test_output_space_fit_is_exact_to_the_byte(calibrated):
-    from studio.core.calibration.budget_fit import propose_sensitive
+    from studio.core.budget.propose import propose
     from studio.core.project import Project
 
     source, project, stats, _ = calibrated
     target = project.estimate.total_bytes - 5000
-    proposal = propose_sensitive(project, target, stats.sensitivity, options=(2, 8))
+    proposal = propose(project, target, stats.sensitivity, options=(2, 8))
     assert proposal.total_bytes <= target
     assert Project.open(source, proposal.policy).estimate.total_bytes == proposal.total_bytes
     assert proposal.error_after <= proposal.error_before or proposal.changes

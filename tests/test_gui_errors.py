@@ -170,3 +170,33 @@ def test_the_survey_status_is_cut_not_clipped(qtbot, window):
     qtbot.wait(10)
     row = status.parentWidget()
     assert status.geometry().right() <= row.width()  # inside its row, whatever the width
+
+
+def test_fit_dialog_refuses_an_unreachable_target_before_surveying(qtbot, window):
+    editor = window.editor
+    dialog = editor.open_fit_dialog()
+    dialog.by_size.setChecked(True)
+    dialog.size.setValue(dialog.size.minimum())  # 10 KB: below every cell at 2-bit
+    with qtbot.assertNotEmitted(editor.survey_runner.started):
+        dialog.propose()
+    assert not editor.survey_runner.busy and dialog.result is None
+    assert "below the smallest this policy can reach" in dialog.summary.text()
+    dialog.reject()
+
+
+def test_fit_dialog_measures_again_a_survey_of_another_model(qtbot, window, tiny_model):
+    """A survey of a model with the same tensor names (another seed) covers the plan, which was all the
+    dialog checked; it is of another model, so the dialog surveys the open one instead of using it."""
+    from studio.core.quant_error.survey import survey
+
+    editor, c = window.editor, window.controller
+    twin = survey(Project.open(tiny_model("minimax_m3_vl", seed=1), "uniform-4bit"), max_elements_per_unit=4096)
+    c.set_errors(twin.error_map(), twin)
+    dialog = editor.open_fit_dialog()
+    dialog.by_size.setChecked(True)
+    dialog.size.setValue(c.project.estimate.total_bytes * 0.8 / dialog.unit_bytes)
+    with qtbot.waitSignal(editor.survey_runner.finished, timeout=60000):
+        dialog.propose()
+    assert c.survey is not twin and c.survey.mismatch(c.project) is None
+    assert dialog.result is not None and dialog.result.proposal.total_bytes <= c.project.estimate.total_bytes
+    dialog.reject()

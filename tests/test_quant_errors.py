@@ -205,3 +205,42 @@ def test_layer_profile_is_the_element_weighted_rms_by_family_and_layer():
     assert profile["attention"][1] == pytest.approx(0.05)
     assert profile["expert_gate_up"] == {1: pytest.approx(math.sqrt((0.4**2 + 0.3**2) / 2))}
     assert profile["expert_down"] == {1: pytest.approx(0.2)}  # the embedding (outside the layers) is left out
+
+
+def test_fit_refuses_an_unreachable_target_before_measuring_anything(tiny_model, capsys, monkeypatch):
+    """Sizes alone say a target is below the smallest the policy reaches: no survey, no calibration
+    pass first (on MiniMax-M3 that was 380 s of survey before the same sentence)."""
+    from studio.commands import fit
+    from studio.core.quant_error import survey as survey_module
+
+    def measured(*args, **kwargs):
+        raise AssertionError("measured before checking the target")
+
+    monkeypatch.setattr(survey_module, "survey", measured)
+    monkeypatch.setattr(fit, "run_calibration", measured)
+    model = str(tiny_model("qwen3_moe"))
+    for extra in ([], ["--sensitivity"]):
+        assert main(["fit", model, "--target-gb", "0.000001", *extra]) == 2
+        err = capsys.readouterr().err
+        assert "below the smallest this policy can reach" in err and "Traceback" not in err
+
+
+def test_a_survey_fits_only_the_model_and_policy_it_measured(tiny_model):
+    from studio.core.budget.report import fit_to_budget
+    from studio.core.errors import StudioError
+
+    project = Project.open(tiny_model("qwen3_moe"), "config-i")
+    measured = survey(project, max_elements_per_unit=4096)
+    budget = project.estimate.total_bytes
+    assert measured.mismatch(project) is None
+    fit_to_budget(project, budget, measured)
+    twin = Project.open(tiny_model("qwen3_moe", seed=1), "config-i")  # same tensor names, other weights
+    assert measured.covers(twin.plan)  # what the dialog used to check, and all it checked
+    with pytest.raises(StudioError, match="measured on .* not on the open model"):
+        fit_to_budget(twin, budget, measured)
+    other_policy = Project.open(tiny_model("qwen3_moe"), "uniform-2bit")
+    with pytest.raises(StudioError, match="another policy"):
+        fit_to_budget(other_policy, budget, measured)
+    fewer_bits = survey(project, bits_options=(2, 4, 8), max_elements_per_unit=4096)
+    with pytest.raises(StudioError, match="did not measure 3-bit"):
+        fit_to_budget(project, budget, fewer_bits)

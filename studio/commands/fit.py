@@ -1,8 +1,10 @@
 """`configi-studio fit MODEL (--target-gb N | --mac GB [--context N])`: bits that fit a size, least error first.
 
-Surveys the quantization error of every quantized unit on samples of its real
-weights, lets `budget.propose` spend the budget where error falls most, prints
-the change from the current policy, and writes the proposed policy only with --out.
+First checks that the target is reachable at all (sizes alone decide that), then
+surveys the quantization error of every quantized unit on samples of its real
+weights (or, with --sensitivity, runs the calibration pass), lets `budget.propose`
+spend the budget where the error falls most, prints the change from the current
+policy, and writes the proposed policy only with --out.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ def configure_parser(parser):
     parser.add_argument("--sample", type=int, default=None, metavar="N",
                         help="values sampled per unit for the error survey (default 4194304)")
     add_calibration_arguments(parser, "--sensitivity", "spend the budget by output-space sensitivity instead of "
-                              "weight error, with an exact knapsack")
+                              "weight error")
 
 
 def _percent(error: float) -> str:
@@ -40,6 +42,7 @@ def _percent(error: float) -> str:
 
 def run(args) -> int:
     from studio.core.quant_error.survey import DEFAULT_MAX_ELEMENTS, survey
+    from studio.core.budget.propose import check_feasible
     from studio.core.budget.report import fit_to_budget, target_bytes
     from studio.core.project import Project
 
@@ -49,6 +52,7 @@ def run(args) -> int:
     if args.context is None:
         args.context = default_context(project.inventory.text_config)
     budget = target_bytes(project, args.target_gb, args.mac, args.context)
+    check_feasible(project, budget)  # sizes alone decide this: before minutes of survey or calibration
     interactive = sys.stderr.isatty()
 
     def progress(p):
@@ -57,12 +61,10 @@ def run(args) -> int:
             sys.stderr.flush()
 
     if args.sensitivity is not None:
-        from studio.core.calibration.budget_fit import propose_sensitive
-
         stats = run_calibration(project, args.sensitivity, sensitivity=True)
         if stats is None:
             return 130
-        result = fit_to_budget(project, budget, stats.sensitivity, propose_sensitive)
+        result = fit_to_budget(project, budget, stats.sensitivity, note="fit to budget (output-space sensitivity)")
         seconds, measure = stats.seconds, "relative error of the layer outputs, RMS, on calibration tokens"
     else:
         cells = survey(project, progress=progress, max_elements_per_unit=args.sample or DEFAULT_MAX_ELEMENTS)

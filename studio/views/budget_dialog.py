@@ -2,7 +2,9 @@
 
 Accepting applies the proposed policy as one undo step; rejecting changes nothing.
 Once the grid's "Sensitivity" has measured the model, "Propose by output-space
-sensitivity" spends the bytes by it instead (the exact knapsack) with no survey.
+sensitivity" spends the bytes by it instead, with no survey. A target below the
+smallest size the policy can reach is refused before anything is measured; a
+survey of another model or policy (one joined while it ran) is measured again.
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ class BudgetDialog(QDialog):
         self.controller, self.runner = controller, runner
         self.calibration = calibration  # CalibrationStats of this model, if its sensitivity was measured
         self.result = None
+        self._resurveyed = False  # a mismatched survey is measured again once, then refused
 
         self.by_size = QRadioButton("Output size at most")
         self.by_mac = QRadioButton("Fit a Mac")
@@ -87,7 +90,7 @@ class BudgetDialog(QDialog):
         self.use_sensitivity = QCheckBox("Propose by output-space sensitivity (calibration pass)",
                                          checked=calibration is not None, enabled=calibration is not None)
         self.use_sensitivity.setToolTip(
-            "Spend the bytes where the layer outputs change least (exact knapsack), instead of by weight error"
+            "Spend the bytes where the layer outputs change least, instead of by weight error"
             if calibration is not None else "Measure it first with \"Sensitivity\" on the grid")
         self.propose_button = QPushButton("Propose", toolTip="Survey the errors if needed and propose bits")
         self.propose_button.clicked.connect(self.propose)
@@ -135,19 +138,37 @@ class BudgetDialog(QDialog):
         return {"mac_gb": self.mac.currentData(), "context": self.context.currentData()}
 
     def propose(self) -> None:
-        """Use the latest survey if it covers the policy; else run one, then propose."""
+        """Check the target is reachable (sizes alone); use the latest survey if it is of this model
+        and covers the policy; else run one, then propose."""
+        from studio.core.budget.propose import check_feasible
+        from studio.core.budget.report import target_bytes
+
         self.controller.flush()
         self.accept_button.setEnabled(False)
         survey, project = self.controller.survey, self.controller.project
+        try:
+            check_feasible(project, target_bytes(project, **self.target()))
+        except StudioError as exc:
+            self._no_proposal(str(exc))
+            return
         if self.use_sensitivity.isChecked():
             self._compute(None)
             return
-        if survey is not None and project is not None and survey.covers(project.plan):
-            self._compute(self.controller.survey)
+        if survey is not None and survey.mismatch(project) is None:
+            self._compute(survey)
             return
+        self._survey()
+
+    def _survey(self) -> None:
+        self._resurveyed = False
         self.summary.setText("Measuring the quantization error of every quantized tensor (samples)…")
         self._busy(True)
         self.runner.start(then=self._compute)
+
+    def _no_proposal(self, sentence: str) -> None:
+        self.result = None
+        self.changes.set_rows([])
+        self.summary.setText(sentence)
 
     def _busy(self, on: bool) -> None:
         self.bar.setVisible(on)
@@ -168,18 +189,21 @@ class BudgetDialog(QDialog):
         self._busy(False)
         project = self.controller.project
         self.controller.flush()
+        if survey is not None and survey.mismatch(project) is not None and not self._resurveyed:
+            # A joined survey that was started for another model or policy: measure this one, once.
+            self._resurveyed = True
+            self._busy(True)
+            self.runner.start(then=self._compute)
+            return
         try:
             budget = target_bytes(project, **self.target())
             if self.use_sensitivity.isChecked():
-                from studio.core.calibration.budget_fit import propose_sensitive
-
-                self.result = fit_to_budget(project, budget, self.calibration.sensitivity, propose_sensitive)
+                self.result = fit_to_budget(project, budget, self.calibration.sensitivity,
+                                            note="fit to budget (output-space sensitivity)")
             else:
-                self.result = fit_to_budget(project, budget, survey)
+                self.result = fit_to_budget(project, budget, survey)  # refuses a survey of another model
         except StudioError as exc:
-            self.result = None
-            self.changes.set_rows([])
-            self.summary.setText(str(exc))
+            self._no_proposal(str(exc))
             return
         r = self.result
         self.changes.set_rows(r.rows)

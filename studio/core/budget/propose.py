@@ -1,33 +1,40 @@
-"""Fit a policy to a size budget: per role-and-layer bits that minimise measured error.
+"""Fit a policy to a size budget: per role-and-layer bits that minimise a measured cost.
+
+    smallest_bytes(project) -> int             sizes alone: the least any costs can reach
+    check_feasible(project, target_bytes)      one sentence if the target is below it
+    propose(project, target_bytes, costs) -> BudgetProposal
 
 The grid's cells (role x layer) are the choices. Cells the current policy keeps
 or drops stay as they are (a router kept in f16 is a decision, not a cost), and
-so do cells in the mx/nv float modes, which have one bit width each.
-Every quantized cell starts at its lowest bit width, then the cell whose next
-step up buys the most error reduction per byte is upgraded, while the total
-stays within the budget: the classic greedy for this knapsack, exact enough
-when the error falls steeply with bits, as it does.
+so do cells in the mx/nv float modes, which have one bit width each. A cell's
+options are the affine bit widths, each with its exact output bytes and its
+cost; a cell the costs do not cover at every width keeps its current bits.
 
-The error of a cell at b bits is the element-weighted mean squared relative
-error of its units, measured by `studio.core.quant_error.round_trip` on samples of the
-real weights (see `studio.core.quant_error.survey.survey`).
+The costs are either the weight error (element-weighted mean squared relative
+error of the cell's units, from `studio.core.quant_error.survey`) or the
+output-space sensitivity (from the calibration pass,
+`CalibrationStats.sensitivity`); either way one solver,
+`studio.core.budget.solve` (the multiple-choice knapsack: exact where its grid
+is affordable, a Lagrangian fill where not), chooses the bits, never over the
+budget. Whether a target is reachable at all is a question of sizes alone, so
+`check_feasible` answers it before anything is measured.
 """
 
 from __future__ import annotations
 
-import heapq
 from collections import defaultdict
 from dataclasses import dataclass
 
+from studio.core.budget.solve import solve
 from studio.core.defaults import AFFINE_BITS
 from studio.core.errors import StudioError
+from studio.core.formatting import human_bytes
+from studio.core.policy.bit_policy import Policy, Quantize
 from studio.core.policy.estimate import unit_bytes
 from studio.core.policy.grid import Cell, cell_of
-from studio.core.policy.plan import decide
-from studio.core.policy.bit_policy import Policy, Quantize
 from studio.core.policy.grid_paint import apply_stroke
+from studio.core.policy.plan import decide
 from studio.core.project import Project
-
 
 
 @dataclass(frozen=True)
@@ -38,7 +45,7 @@ class CellChange:
     new_bits: int
     old_bytes: int = 0
     new_bytes: int = 0
-    old_error: float = 0.0  # the cell's mean squared relative error
+    old_error: float = 0.0  # the cell's cost at its old bits (weight error or sensitivity)
     new_error: float = 0.0
 
 
@@ -82,54 +89,68 @@ def _cell_bytes(project: Project, members: list[int], bits: int) -> int:
     return total
 
 
-def propose(project: Project, target_bytes: int, cell_errors: dict[Cell, dict[int, float]],
-            options: tuple[int, ...] = AFFINE_BITS) -> BudgetProposal:
-    """A policy within `target_bytes` that minimises the summed cell error."""
-    cells = affine_cells(project)
+def _fixed_bytes(project: Project, cells: dict[Cell, list[int]]) -> int:
+    """The bytes no choice changes: everything outside the affine cells."""
     est = project.estimate
-    fixed = est.total_bytes - sum(est.unit_bytes[i] for members in cells.values() for i in members)
-    sizes = {cell: {b: _cell_bytes(project, members, b) for b in options} for cell, members in cells.items()}
-    current_bits = {cell: project.plan.decisions[members[0]].bits for cell, members in cells.items()}
+    return est.total_bytes - sum(est.unit_bytes[i] for members in cells.values() for i in members)
 
-    def error(cell, bits):
-        return cell_errors.get(cell, {}).get(bits, 0.0)
 
-    choice = {cell: options[0] for cell in cells}
-    total = fixed + sum(sizes[c][options[0]] for c in cells)
-    if total > target_bytes:
-        raise StudioError(f"{target_bytes / 1e9:.2f} GB is below the smallest this policy can reach "
-                          f"({total / 1e9:.2f} GB with every quantized cell at {options[0]}-bit).")
+def _too_small(target_bytes: int, least: int, how: str) -> StudioError:
+    target, smallest = human_bytes(target_bytes), human_bytes(least)
+    if target == smallest:  # too close to tell apart at two decimals
+        target, smallest = f"{target_bytes:,} bytes", f"{least:,} bytes"
+    return StudioError(f"{target} is below the smallest this policy can reach ({smallest} with {how}); "
+                       "start from a policy that quantizes more tensors.")
 
-    def push(heap, cell):
-        position = options.index(choice[cell])
-        if position + 1 < len(options):
-            nxt = options[position + 1]
-            extra = sizes[cell][nxt] - sizes[cell][choice[cell]]
-            gain = error(cell, choice[cell]) - error(cell, nxt)
-            heapq.heappush(heap, (-gain / max(extra, 1), cell[0], -1 if cell[1] is None else cell[1], cell, nxt))
 
-    heap: list = []
-    for cell in cells:
-        push(heap, cell)
-    while heap:
-        _, _, _, cell, nxt = heapq.heappop(heap)
-        extra = sizes[cell][nxt] - sizes[cell][choice[cell]]
-        if total + extra <= target_bytes:
-            total += extra
-            choice[cell] = nxt
-            push(heap, cell)
+def smallest_bytes(project: Project, options: tuple[int, ...] = AFFINE_BITS) -> int:
+    """The least any proposal can reach: every affine cell at its fewest bits (sizes alone, no costs)."""
+    cells = affine_cells(project)
+    return _fixed_bytes(project, cells) + sum(_cell_bytes(project, m, min(options)) for m in cells.values())
 
-    def change(cell: Cell, bits: int) -> CellChange:
-        old = current_bits[cell]
-        old_bytes = sizes[cell][old] if old in sizes[cell] else _cell_bytes(project, cells[cell], old)
-        return CellChange(cell[0], cell[1], old, bits, old_bytes, sizes[cell][bits], error(cell, old), error(cell, bits))
+
+def check_feasible(project: Project, target_bytes: int, options: tuple[int, ...] = AFFINE_BITS) -> None:
+    """One sentence if `target_bytes` is below `smallest_bytes`: checked before any survey or
+    calibration pass, which would only measure what cannot be used."""
+    least = smallest_bytes(project, options)
+    if least > target_bytes:
+        raise _too_small(target_bytes, least, f"every quantized cell at {min(options)}-bit")
+
+
+def propose(project: Project, target_bytes: int, costs: dict[Cell, dict[int, float]],
+            options: tuple[int, ...] = AFFINE_BITS, *, note: str = "fit to budget") -> BudgetProposal:
+    """A policy within `target_bytes` that minimises the summed cell cost; see the module docstring."""
+    options = tuple(sorted(options))
+    cells = affine_cells(project)
+    fixed = _fixed_bytes(project, cells)
+    current = {cell: project.plan.decisions[members[0]].bits for cell, members in cells.items()}
+
+    def cost(cell, bits):
+        return costs.get(cell, {}).get(bits, 0.0)
+
+    sizes: dict[Cell, dict[int, int]] = {}
+    table = {}
+    for cell, members in cells.items():
+        measured = costs.get(cell, {})
+        choices = options if all(b in measured for b in options) else (current[cell],)
+        sizes[cell] = {b: _cell_bytes(project, members, b) for b in set(choices) | {current[cell]}}
+        table[cell] = [(b, sizes[cell][b], cost(cell, b)) for b in choices]
+    least = fixed + sum(min(size for _, size, _ in choices) for choices in table.values())
+    if least > target_bytes:
+        fixed_cells = sum(len(choices) == 1 for choices in table.values())
+        how = f"every quantized cell at {options[0]}-bit" if not fixed_cells else \
+            f"every measured cell at {options[0]}-bit and {fixed_cells} unmeasured one(s) as they are"
+        raise _too_small(target_bytes, least, how)
+    choice, cell_bytes, after = solve(table, target_bytes - fixed)
 
     order = sorted(choice, key=lambda c: (c[0], -1 if c[1] is None else c[1]))
-    changes = [change(cell, choice[cell]) for cell in order if choice[cell] != current_bits[cell]]
+    changes = [CellChange(c[0], c[1], current[c], choice[c], sizes[c][current[c]], sizes[c][choice[c]],
+                          cost(c, current[c]), cost(c, choice[c]))
+               for c in order if choice[c] != current[c]]
     group = {cell: project.plan.decisions[members[0]].group_size for cell, members in cells.items()}
     stroke = {(c.role, c.layer): Quantize(c.new_bits, group[(c.role, c.layer)], "affine") for c in changes}
-    policy = apply_stroke(project.policy, stroke, project.grid, note="fit to budget")
-    before = sum(error(c, current_bits[c]) for c in cells)
-    after = sum(error(c, choice[c]) for c in cells)
-    policy = policy.with_rules(policy.rules, name=f"{project.policy.name} (fit to {target_bytes / 1e9:.1f} GB)")
-    return BudgetProposal(policy, changes, total, target_bytes, before, after)
+    policy = apply_stroke(project.policy, stroke, project.grid, note=note)
+    policy = policy.with_rules(policy.rules, name=f"{project.policy.name} (fit to {human_bytes(target_bytes)})")
+    before = sum(cost(c, current[c]) for c in cells)
+    after = sum(cost(c, choice[c]) for c in cells)
+    return BudgetProposal(policy, changes, fixed + cell_bytes, target_bytes, before, after)

@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 
 from studio.core.budget.propose import BudgetProposal, affine_cells, propose
+from studio.core.quant_error.survey import Survey
 from studio.core.errors import StudioError
 from studio.core.memory import weights_budget_bytes
 from studio.core.project import Project
@@ -127,11 +128,14 @@ class BudgetFit:
                 "changes": [r.to_dict() for r in self.rows]}
 
 
-def fit_to_budget(project: Project, budget: int, cell_errors: dict, proposer=propose) -> BudgetFit:
-    """Propose a policy within `budget` bytes from surveyed `cell_errors` and describe the change.
+def fit_to_budget(project: Project, budget: int, cell_errors: dict, *, note: str = "fit to budget") -> BudgetFit:
+    """Propose a policy within `budget` bytes from per-cell costs and describe the change.
 
-    `proposer` is `propose` (weight error, greedy) or, for output-space sensitivity,
-    `studio.core.calibration.budget_fit.propose_sensitive` (the exact knapsack)."""
-    proposal = proposer(project, budget, cell_errors)
+    `cell_errors` is a `Survey` of this project (weight error; one measured on another model or
+    another policy's group sizes is refused, in one sentence) or output-space sensitivities
+    (`CalibrationStats.sensitivity`); one solver either way (`propose`)."""
+    if isinstance(cell_errors, Survey):
+        cell_errors.check(project)
+    proposal = propose(project, budget, cell_errors, note=note)
     return BudgetFit(proposal, change_rows(project, proposal), project.estimate.total_bytes,
                      overall_error(project, cell_errors), overall_error(project, cell_errors, proposal.policy))

@@ -3,5 +3,5 @@
 corpus (calibration text) -> calibrate (the streamed pass: layers, probes)
 -> stats (per-unit activation statistics, per-cell sensitivity; cached)
 -> quantizer (calibrated scales and biases, stock MLX tensors)
--> knapsack (bits per cell for a byte budget, exact to the byte)
+(the sensitivities become a bit budget in studio.core.budget, the solver the weight-error fit uses too)
 """

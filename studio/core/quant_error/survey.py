@@ -65,13 +65,22 @@ class UnitSurvey:
     errors: dict[int, float] = field(default_factory=dict)  # bits -> relative error
 
 
-class Survey(dict):
-    """{(role, layer): {bits: element-weighted mean squared relative error}}, plus `units`."""
+def model_identity(inventory) -> str:
+    """Which model a measurement was made on: its source (folder, or Hub repo at a commit) and the
+    names, sizes and dates of its weight files, so another model, or this one rewritten, differs."""
+    return f"{inventory.source.label}\n{inventory.source.identity(inventory.shards)}"
 
-    def __init__(self, units: dict[str, UnitSurvey], seconds: float = 0.0):
+
+class Survey(dict):
+    """{(role, layer): {bits: element-weighted mean squared relative error}}, plus `units`, and what
+    it was measured on: the model (`model`, `model_label`) and the bit widths (`bits`)."""
+
+    def __init__(self, units: dict[str, UnitSurvey], seconds: float = 0.0, *, model: str = "",
+                 model_label: str = "", bits: tuple[int, ...] = AFFINE_BITS):
         super().__init__()
         self.units = units
         self.seconds = seconds
+        self.model, self.model_label, self.bits = model, model_label, tuple(bits)
         weights: dict = {}
         for u in units.values():
             cell = self.setdefault((u.role, u.layer), {})
@@ -91,6 +100,29 @@ class Survey(dict):
                 if measured is None or (measured.group_size, measured.mode) != (decision.group_size, decision.mode):
                     return False
         return True
+
+    def mismatch(self, project, bits: tuple[int, ...] = AFFINE_BITS) -> str | None:
+        """Why this survey cannot fit `project` to a budget (one sentence), or None if it can:
+        it must be of the same model, cover every unit the policy quantizes at its group size and
+        mode, and have measured every bit width the fit chooses from."""
+        label = project.inventory.source.label
+        if self.model != model_identity(project.inventory):
+            return (f"the error survey was measured on {self.model_label or 'another model'}, not on the open "
+                    f"model ({label}); survey this model first.")
+        if not self.covers(project.plan):
+            return ("the error survey measured another policy's tensors, group sizes or modes; survey the "
+                    "current policy first.")
+        missing = [b for b in bits if b not in self.bits]
+        if missing:
+            return (f"the error survey did not measure {', '.join(f'{b}-bit' for b in missing)}; survey at every "
+                    "bit width first.")
+        return None
+
+    def check(self, project, bits: tuple[int, ...] = AFFINE_BITS) -> None:
+        """Raise the `mismatch` sentence, if any."""
+        reason = self.mismatch(project, bits)
+        if reason is not None:
+            raise StudioError(reason)
 
     def error_map(self) -> ErrorMap:
         errors = ErrorMap("survey")
@@ -136,6 +168,7 @@ def survey(project, bits_options: tuple[int, ...] = AFFINE_BITS,
     plan: Plan = project.plan  # one snapshot: the window may change the policy meanwhile
     todo = [i for i, d in enumerate(plan.decisions) if d.action == "quantize"]
     dtypes = {"BF16": mx.bfloat16, "F16": mx.float16, "F32": mx.float32}
+    measured_on = model_identity(plan.inventory)
     reader = plan.inventory.source.reader()
     started = time.monotonic()
     units: dict[str, UnitSurvey] = {}
@@ -168,4 +201,5 @@ def survey(project, bits_options: tuple[int, ...] = AFFINE_BITS,
             progress(SurveyProgress("", len(todo), len(todo)))
     finally:
         reader.close()
-    return Survey(units, time.monotonic() - started)
+    return Survey(units, time.monotonic() - started, model=measured_on,
+                  model_label=plan.inventory.source.label, bits=bits_options)
