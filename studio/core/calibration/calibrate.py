@@ -90,9 +90,10 @@ def cache_folder() -> Path:
 
 
 # The code the statistics and sensitivities are a function of: the pass, its probes and measures
-# (this package) and how it reads the source (model); mlx and mlx-lm versions come with it.
+# (this package), how it reads the source (model) and builds its layers (mlx_classes); mlx and
+# mlx-lm versions come with it.
 # See studio.core.code_version for the rule every cache key follows.
-CODE = ("studio.core.calibration", "studio.core.model")
+CODE = ("studio.core.calibration", "studio.core.model", "studio.core.mlx_classes")
 
 
 def cache_key(project: Project, corpus: Corpus, sensitivity: bool, bits, group_size: int) -> str:
