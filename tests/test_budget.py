@@ -84,3 +84,22 @@ def test_the_solver_finds_the_optimum_where_a_greedy_order_is_a_trap(tmp_path):
     proposal = propose(project, budget, costs)
     assert proposal.total_bytes <= budget
     assert proposal.error_after == pytest.approx(0.6)
+
+
+def test_sensitivities_are_summed_in_the_report_not_taken_as_squared_errors(tmp_path):
+    """Output-space sensitivities add across cells (the solver sums them): the report's figures are
+    those sums, not an element-weighted RMS as for the survey's mean squared relative errors."""
+    from studio.core.budget.report import error_text, fit_to_budget
+
+    project = Project.open(_tiny_moe(tmp_path), "config-i")
+    costs = _errors(project)
+    fit = fit_to_budget(project, int(project.estimate.total_bytes * 0.8), costs, additive=True)
+    assert fit.error_before == pytest.approx(fit.proposal.error_before)
+    assert fit.error_after == pytest.approx(fit.proposal.error_after)
+    for row in fit.rows:
+        changed = [c for c in fit.proposal.changes if (c.role, c.old_bits, c.new_bits) ==
+                   (row.role, row.old_bits, row.new_bits)]
+        assert row.error_after == pytest.approx(sum(c.new_error for c in changed))
+    assert fit.to_dict()["error_combined"] == "sum" and error_text(0.01234, True) == "0.0123"
+    rms = fit_to_budget(project, int(project.estimate.total_bytes * 0.8), costs)
+    assert rms.to_dict()["error_combined"] == "rms" and error_text(0.01234) == "1.23%"

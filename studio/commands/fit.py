@@ -36,14 +36,10 @@ def configure_parser(parser):
                               "weight error")
 
 
-def _percent(error: float) -> str:
-    return f"{100 * error:.2f}%"
-
-
 def run(args) -> int:
     from studio.core.quant_error.survey import DEFAULT_MAX_ELEMENTS, survey
     from studio.core.budget.propose import check_feasible
-    from studio.core.budget.report import fit_to_budget, target_bytes
+    from studio.core.budget.report import error_text, fit_to_budget, target_bytes
     from studio.core.project import Project
 
     from studio.core.memory import default_context
@@ -64,8 +60,9 @@ def run(args) -> int:
         stats = run_calibration(project, args.sensitivity, sensitivity=True)
         if stats is None:
             return 130
-        result = fit_to_budget(project, budget, stats.sensitivity, note="fit to budget (output-space sensitivity)")
-        seconds, measure = stats.seconds, "relative error of the layer outputs, RMS, on calibration tokens"
+        result = fit_to_budget(project, budget, stats.sensitivity, additive=True,
+                               note="fit to budget (output-space sensitivity)")
+        seconds, measure = stats.seconds, "output-space sensitivity, summed over the cells, on calibration tokens"
     else:
         cells = survey(project, progress=progress, max_elements_per_unit=args.sample or DEFAULT_MAX_ELEMENTS)
         if interactive:
@@ -82,11 +79,15 @@ def run(args) -> int:
                **result.to_dict(), "written": args.out}
         print(json.dumps(out, indent=2))
         return 0
+
+    def shown(error: float) -> str:
+        return error_text(error, result.additive)
+
     where = f"a {args.mac} GB Mac at {args.context:,} tokens" if args.mac else f"{args.target_gb:g} GB"
     print(f"{project.inventory.source.label}  (policy {project.policy.name}; budget {human_bytes(budget)} for {where})\n")
     if result.rows:
         rows = [[r.role_label, r.layers_text, f"{r.old_bits} -> {r.new_bits}", human_bytes(r.bytes_before),
-                 human_bytes(r.bytes_after), _percent(r.error_before), _percent(r.error_after)]
+                 human_bytes(r.bytes_after), shown(r.error_before), shown(r.error_after)]
                 for r in result.rows]
         print(table(["role", "layers", "bits", "size before", "size after", "error before", "error after"], rows,
                     right={3, 4, 5, 6}))
@@ -95,7 +96,7 @@ def run(args) -> int:
     print()
     print(f"size        {human_bytes(result.bytes_before)} -> {human_bytes(proposal.total_bytes)} "
           f"(budget {human_bytes(budget)})")
-    print(f"error       {_percent(result.error_before)} -> {_percent(result.error_after)} "
+    print(f"error       {shown(result.error_before)} -> {shown(result.error_after)} "
           f"({measure})")
     print(f"policy      written to {args.out}" if args.out else "policy      not written (use --out FILE)")
     return 0

@@ -14,6 +14,7 @@ from PySide6.QtWidgets import (QButtonGroup, QCheckBox, QComboBox, QDialog, QDia
                                QHeaderView, QLabel, QProgressBar, QPushButton, QRadioButton, QTableView, QVBoxLayout)
 
 from studio import settings
+from studio.core.budget.report import error_text
 from studio.core.errors import StudioError
 from studio.core.formatting import human_bytes
 from studio.core.memory import CONTEXT_CHOICES, MAC_MEMORY_GB
@@ -27,10 +28,12 @@ class ChangesModel(QAbstractTableModel):
     def __init__(self, parent=None):
         super().__init__(parent)
         self.rows = []
+        self.additive = False
 
-    def set_rows(self, rows) -> None:
+    def set_rows(self, rows, additive: bool = False) -> None:
         self.beginResetModel()
         self.rows = list(rows)
+        self.additive = additive  # summed sensitivities, not relative errors
         self.endResetModel()
 
     def rowCount(self, parent=QModelIndex()):
@@ -50,8 +53,8 @@ class ChangesModel(QAbstractTableModel):
         r = self.rows[index.row()]
         if role == Qt.ItemDataRole.DisplayRole:
             return (r.role_label, r.layers_text, f"{r.old_bits} → {r.new_bits}", human_bytes(r.bytes_before),
-                    human_bytes(r.bytes_after), f"{100 * r.error_before:.2f}%",
-                    f"{100 * r.error_after:.2f}%")[index.column()]
+                    human_bytes(r.bytes_after), error_text(r.error_before, self.additive),
+                    error_text(r.error_after, self.additive))[index.column()]
         if role == Qt.ItemDataRole.TextAlignmentRole and index.column() >= 2:
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         return None
@@ -198,7 +201,7 @@ class BudgetDialog(QDialog):
         try:
             budget = target_bytes(project, **self.target())
             if self.use_sensitivity.isChecked():
-                self.result = fit_to_budget(project, budget, self.calibration.sensitivity,
+                self.result = fit_to_budget(project, budget, self.calibration.sensitivity, additive=True,
                                             note="fit to budget (output-space sensitivity)")
             else:
                 self.result = fit_to_budget(project, budget, survey)  # refuses a survey of another model
@@ -206,13 +209,13 @@ class BudgetDialog(QDialog):
             self._no_proposal(str(exc))
             return
         r = self.result
-        self.changes.set_rows(r.rows)
-        measure = ("output-space: relative error of the layer outputs, RMS, on calibration tokens"
-                   if self.use_sensitivity.isChecked() else "RMS over the quantized weights, measured on samples")
+        self.changes.set_rows(r.rows, r.additive)
+        measure = ("output-space sensitivity, summed over the cells, on calibration tokens" if r.additive
+                   else "relative error, RMS over the quantized weights, measured on samples")
         self.summary.setText(
             f"{len(r.proposal.changes)} cell(s) change. Size {human_bytes(r.bytes_before)} → "
             f"{human_bytes(r.proposal.total_bytes)} for a budget of {human_bytes(r.proposal.target_bytes)}; "
-            f"relative error {100 * r.error_before:.2f}% → {100 * r.error_after:.2f}% "
+            f"error {error_text(r.error_before, r.additive)} → {error_text(r.error_after, r.additive)} "
             f"({measure}).")
         self.accept_button.setEnabled(bool(r.proposal.changes))
 

@@ -59,6 +59,12 @@ class ChangeRow:
                 "error_before": self.error_before, "error_after": self.error_after}
 
 
+def error_text(value: float, additive: bool = False) -> str:
+    """A fit's error as people read it: a relative error in percent, or a summed sensitivity to
+    three significant digits (it has no natural percent)."""
+    return f"{value:.3g}" if additive else f"{100 * value:.2f}%"
+
+
 def layers_text(layers) -> str:
     """(None, 0, 1, 2, 5) -> "outside, 0-2, 5"."""
     parts = ["outside"] if None in layers else []
@@ -79,8 +85,10 @@ def _elements(project: Project) -> dict:
     return {cell: sum(project.units[i].elements for i in members) for cell, members in cells.items()}
 
 
-def change_rows(project: Project, proposal: BudgetProposal) -> list[ChangeRow]:
-    """The proposal's changed cells, grouped by role and old -> new bits, in role then layer order."""
+def change_rows(project: Project, proposal: BudgetProposal, additive: bool = False) -> list[ChangeRow]:
+    """The proposal's changed cells, grouped by role and old -> new bits, in role then layer order.
+    A row's cost is its cells' sum when costs add (`additive`: output-space sensitivity), else the
+    element-weighted RMS of their mean squared relative errors (the survey's weight error)."""
     elements = _elements(project)
     groups: dict[tuple, list] = {}
     for c in proposal.changes:
@@ -89,17 +97,20 @@ def change_rows(project: Project, proposal: BudgetProposal) -> list[ChangeRow]:
     for (role, old, new), changes in groups.items():
         weight = sum(elements.get((c.role, c.layer), 0) for c in changes) or 1
 
-        def rms(attr, changes=changes, weight=weight):
+        def combined(attr, changes=changes, weight=weight):
+            if additive:
+                return sum(getattr(c, attr) for c in changes)
             return math.sqrt(sum(elements.get((c.role, c.layer), 0) * getattr(c, attr) for c in changes) / weight)
 
         rows.append(ChangeRow(role, tuple(c.layer for c in changes), old, new,
                               sum(c.old_bytes for c in changes), sum(c.new_bytes for c in changes),
-                              rms("old_error"), rms("new_error")))
+                              combined("old_error"), combined("new_error")))
     return rows
 
 
-def overall_error(project: Project, cell_errors: dict, policy=None) -> float:
-    """Element-weighted RMS relative error over the affine quantized cells of `policy` (default: current)."""
+def overall_error(project: Project, cell_errors: dict, policy=None, additive: bool = False) -> float:
+    """The cost of `policy` (default: current) over the affine quantized cells: the sum of the cells'
+    costs when they add (`additive`), else the element-weighted RMS relative error."""
     elements = _elements(project)
     num = den = 0.0
     num_layers = project.num_layers
@@ -107,8 +118,10 @@ def overall_error(project: Project, cell_errors: dict, policy=None) -> float:
         action = (policy or project.policy).decide(cell[0], cell[1], num_layers)[0]
         bits = getattr(action, "bits", None)
         if bits in cell_errors.get(cell, {}):
-            num += n * cell_errors[cell][bits]
+            num += cell_errors[cell][bits] if additive else n * cell_errors[cell][bits]
             den += n
+    if additive:
+        return num
     return math.sqrt(num / den) if den else 0.0
 
 
@@ -119,23 +132,27 @@ class BudgetFit:
     bytes_before: int
     error_before: float
     error_after: float
+    additive: bool = False  # the errors are sums of cell costs, not an RMS relative error
 
     def to_dict(self) -> dict:
         p = self.proposal
         return {"target_bytes": p.target_bytes, "bytes_before": self.bytes_before, "bytes_after": p.total_bytes,
                 "fits": p.total_bytes <= p.target_bytes, "error_before": self.error_before,
-                "error_after": self.error_after, "policy": p.policy.to_dict(),
+                "error_after": self.error_after, "error_combined": "sum" if self.additive else "rms",
+                "policy": p.policy.to_dict(),
                 "changes": [r.to_dict() for r in self.rows]}
 
 
-def fit_to_budget(project: Project, budget: int, cell_errors: dict, *, note: str = "fit to budget") -> BudgetFit:
+def fit_to_budget(project: Project, budget: int, cell_errors: dict, *, additive: bool = False,
+                  note: str = "fit to budget") -> BudgetFit:
     """Propose a policy within `budget` bytes from per-cell costs and describe the change.
 
     `cell_errors` is a `Survey` of this project (weight error; one measured on another model or
-    another policy's group sizes is refused, in one sentence) or output-space sensitivities
-    (`CalibrationStats.sensitivity`); one solver either way (`propose`)."""
+    another policy's group sizes is refused, in one sentence) or, with `additive`, output-space
+    sensitivities (`CalibrationStats.sensitivity`, which add across cells); one solver either way."""
     if isinstance(cell_errors, Survey):
         cell_errors.check(project)
     proposal = propose(project, budget, cell_errors, note=note)
-    return BudgetFit(proposal, change_rows(project, proposal), project.estimate.total_bytes,
-                     overall_error(project, cell_errors), overall_error(project, cell_errors, proposal.policy))
+    return BudgetFit(proposal, change_rows(project, proposal, additive), project.estimate.total_bytes,
+                     overall_error(project, cell_errors, additive=additive),
+                     overall_error(project, cell_errors, proposal.policy, additive), additive)
