@@ -30,6 +30,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from studio import settings
 from studio.chat_host import ModelHost, Reply
 from studio.core.cancel import CancelToken
 from studio.core.runtime.generation import GenerationStats
@@ -219,6 +220,21 @@ class ChatPane(QWidget):
                 s.view.render()
         self.stats_label.setText("")
 
+    def model_changed(self, project) -> None:
+        """Another model is open in the window: the chat starts empty, with no model on either side
+        (they were the previous model's conversions) and no comparison."""
+        self.clear()
+        self.set_compare(False)
+        for s in self._sides:
+            if s.cancel is not None:
+                s.cancel.cancel()
+            s.pending, s.cancel, s.loaded, s.path = None, None, False, ""
+            s.label.setText("no model")
+            s.view.conversation = Conversation()
+            s.view.render()
+        self.stats_label.setText("")
+        self._refresh()
+
     def transcript(self) -> str:
         """The conversation as Markdown (both sides in compare mode)."""
         parts = []
@@ -273,12 +289,13 @@ class ChatPane(QWidget):
         self.compare_box.setEnabled(not self.busy)
 
     def _choose_model(self, side: int) -> None:
-        folder = QFileDialog.getExistingDirectory(self, f"Open model {SIDES[side]}")
+        folder = QFileDialog.getExistingDirectory(self, f"Open model {SIDES[side]}",
+                                                  settings.start_folder(settings.OUTPUT_DIR))
         if folder:
             self.open_model(folder, side)
 
     def _choose_save(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Save transcript", "chat.md", "Markdown (*.md);;Text (*.txt)")
+        path, _ = QFileDialog.getSaveFileName(self, "Save transcript", str(Path.home() / "chat.md"), "Markdown (*.md);;Text (*.txt)")
         if path:
             self.save_transcript(path)
 

@@ -31,7 +31,6 @@ WINDOW_GEOMETRY = Key("window/geometry", QByteArray, QByteArray(), "main window 
 WINDOW_STATE = Key("window/state", QByteArray, QByteArray(), "dock and toolbar layout")
 RECENT_MODELS = Key("models/recent", list, [], "recently opened model folders, newest first")
 RECENT_HUB_REPOS = Key("models/recent_hub", list, [], "recently opened Hub repos (org/name[@revision]), newest first")
-LAST_POLICY = Key("policy/last", str, "", "preset name or policy file last used")
 LAST_POLICY_DIR = Key("policy/dir", str, "", "folder of the last saved or loaded policy file")
 MAC_GB = Key("fit/mac_gb", int, 256, "Mac memory for the fit gauge, GB")
 CONTEXT = Key("fit/context", int, 32768, "context length for the fit gauge, tokens")
@@ -42,13 +41,27 @@ MEASURE_ERRORS = Key("convert/measure_errors", bool, True, "write quant_errors.j
 CONVERT_RATE = Key("convert/rate", float, 0.0, "bytes of source a second the last conversion read (0: none yet)")
 RECOVERY = Key("session/recovery", str, "", "unsaved policy edits and their model (JSON), cleared on a clean end")
 CALIBRATE = Key("convert/calibrate", bool, False, "calibrate quantization on the bundled corpus while converting")
+MODEL_DIR = Key("models/dir", str, "", "folder the Open model dialog starts in (where the last model was chosen)")
+CARRY_POLICY = Key("models/carry_policy", bool, False, "open the next model with the current policy, not its own")
+THEME = Key("view/theme", str, "system", "colour theme: system, light or dark")
+THEMES = ("system", "light", "dark")
 
-KEYS = (WINDOW_GEOMETRY, WINDOW_STATE, RECENT_MODELS, RECENT_HUB_REPOS, LAST_POLICY, LAST_POLICY_DIR, MAC_GB, CONTEXT,
-        OUTPUT_DIR, PAINT_GROUP_SIZE, PAINT_MODE, MEASURE_ERRORS, CONVERT_RATE, RECOVERY, CALIBRATE)
+KEYS = (WINDOW_GEOMETRY, WINDOW_STATE, RECENT_MODELS, RECENT_HUB_REPOS, LAST_POLICY_DIR, MAC_GB, CONTEXT,
+        OUTPUT_DIR, PAINT_GROUP_SIZE, PAINT_MODE, MEASURE_ERRORS, CONVERT_RATE, RECOVERY, CALIBRATE, MODEL_DIR,
+        CARRY_POLICY, THEME)
 
 
 def store() -> QSettings:
     return QSettings()
+
+
+def start_folder(key: Key) -> str:
+    """Where a file dialog opens: the folder `key` remembers while it still exists, else the home folder
+    (never the current directory, which for an installed app is wherever it was launched, or the package)."""
+    folder = get(key)
+    if folder and Path(folder).is_dir():
+        return folder
+    return str(Path.home())
 
 
 def rescue_folder() -> Path:

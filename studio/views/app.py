@@ -78,13 +78,13 @@ def run_app(args) -> int:
     if shot and "QT_QPA_PLATFORM" not in os.environ:
         os.environ["QT_QPA_PLATFORM"] = "offscreen"
     app = _application()
-    from studio.views.theme import apply_theme
+    from studio.views.theme import apply_chosen_theme, follow_system
 
     own_app = not getattr(app, "_studio_themed", False)
     if own_app:
-        apply_theme(app)
+        apply_chosen_theme(app)
         app._studio_themed = True
-        app.styleHints().colorSchemeChanged.connect(lambda _: apply_theme(app))
+        follow_system(app)
     window = build_window(getattr(args, "model", None), getattr(args, "policy", None))
     try:
         if shot:

@@ -93,7 +93,7 @@ class BrushBar(QWidget):
         self._update()
 
     def _key_action(self, sequence: QKeySequence, button: QToolButton) -> None:
-        action = QAction(self, shortcut=sequence)
+        action = QAction(f"Brush: {button.text()}", self, shortcut=sequence)  # named in Help > Keyboard shortcuts
         action.setShortcutContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
         action.triggered.connect(lambda _=False, b=button: b.click())
         self.key_actions.append(action)

@@ -13,6 +13,7 @@ from PySide6.QtWidgets import (QCheckBox, QFileDialog, QHBoxLayout, QLabel, QLin
 from studio import settings
 from studio.core.bundled import suggested_output
 from studio.core.formatting import human_bytes
+from studio.views.policy_bar import policy_stem
 from studio.views import convert_confirm
 from studio.views.convert_confirm import duration as _duration
 from studio.views.icons import icon
@@ -41,6 +42,7 @@ class ConvertPanel(QWidget):
         self.publish_dialog: PublishDialog | None = None
 
         self.output = QLineEdit(placeholderText="Output folder for the MLX model")
+        self._suggested = ""  # the folder last suggested: replaced as the policy changes, unlike one the user typed
         self.output.setToolTip("Where the converted MLX model is written (a new folder)")
         browse = QPushButton(icon("folder"), "Choose…", toolTip="Choose the output folder")
         browse.clicked.connect(self.choose_output)
@@ -110,6 +112,7 @@ class ConvertPanel(QWidget):
         layout.addLayout(after)
         layout.addStretch(1)
         controller.project_changed.connect(self._project_changed)
+        controller.policy_named.connect(lambda _: self._suggest_output())
 
     @property
     def busy(self) -> bool:
@@ -118,9 +121,8 @@ class ConvertPanel(QWidget):
     def _project_changed(self, project) -> None:
         if project is None or self.busy:
             return
-        inv = project.inventory
-        self.output.setText(str(suggested_output(inv.root, project.policy.name, name=inv.name,
-                                                 remote=inv.source.remote)))
+        self.output.clear()  # the previous model's folder
+        self._suggest_output()
         self.result = None
         self.chat_button.setVisible(False)
         self.evaluate_button.setVisible(False)
@@ -128,6 +130,17 @@ class ConvertPanel(QWidget):
         self._reset_bar()
         self.say("")
         self.status.setText("Choose an output folder and press Convert.")
+
+    def _suggest_output(self) -> None:
+        """The default output folder names the policy (Model-config-i-mlx, Model-uniform-4bit-mlx) and
+        follows it as presets change, until the user types or chooses a folder of their own."""
+        project, policy = self.controller.project, self.controller.policy
+        if project is None or policy is None or self.busy or self.output.text() not in ("", self._suggested):
+            return
+        inv = project.inventory
+        self._suggested = str(suggested_output(inv.root, policy_stem(self.controller), name=inv.name,
+                                               remote=inv.source.remote))
+        self.output.setText(self._suggested)
 
     def say(self, text: str) -> None:
         """An outcome in the wrapping message line (the progress lines stay for progress)."""
@@ -146,7 +159,8 @@ class ConvertPanel(QWidget):
 
     def choose_output(self) -> None:
         start = self.output.text() or settings.get(settings.OUTPUT_DIR)
-        path = QFileDialog.getExistingDirectory(self, "Output folder", str(Path(start).parent) if start else "")
+        path = QFileDialog.getExistingDirectory(self, "Output folder", str(Path(start).parent) if start else
+                                                str(Path.home()))
         if path:
             self.output.setText(path)
 

@@ -77,7 +77,7 @@ class ErrorRow(QWidget):
         sens.progress.connect(self._calibration_progress)
         sens.finished.connect(self._sensitivity_measured)
         sens.stopped.connect(self._sensitivity_stopped)
-        controller.project_changed.connect(lambda _: self.set_show_sensitivity(False))
+        controller.project_changed.connect(self._project_changed)
 
         buttons = QHBoxLayout()
         buttons.setContentsMargins(0, 0, 0, 0)
@@ -90,6 +90,11 @@ class ErrorRow(QWidget):
         layout.setSpacing(2)
         layout.addLayout(buttons)
         layout.addWidget(self.status)
+
+    def _project_changed(self, _project) -> None:
+        """Another model: its errors are not measured yet (the survey line and error source go)."""
+        self.set_show_sensitivity(False)
+        self.status.setText("")
 
     def set_show_error(self, on: bool) -> None:
         if self.show_error.isChecked() != on:
@@ -163,7 +168,7 @@ class ErrorRow(QWidget):
         return True
 
     def load_errors_dialog(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Load quant_errors.json", settings.get(settings.OUTPUT_DIR),
+        path, _ = QFileDialog.getOpenFileName(self, "Load quant_errors.json", settings.start_folder(settings.OUTPUT_DIR),
                                               "Quantization errors (quant_errors.json *.json)")
         if path:
             self.load_errors(path)

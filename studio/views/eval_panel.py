@@ -33,6 +33,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from studio import settings
 from studio.core.errors import StudioError
 from studio.core.evaluate.defaults import DEFAULT_CONTEXT, DEFAULT_MAX_TOKENS
 from studio.core.card.eval_record import evaluate_and_record
@@ -207,16 +208,21 @@ class EvalPanel(QWidget):
         self.plots.show_profile({})
         self.status.setText(IDLE_STATUS)
 
+    def model_changed(self, project) -> None:
+        """Another model is open in the window: nothing shown here is about it."""
+        self.reset()
+
     def _choose_folder(self, edit: QLineEdit, title: str) -> None:
         start = edit.text() or self.output_edit.text() or self.reference_edit.text()
-        path = QFileDialog.getExistingDirectory(self, title, str(Path(start).parent) if start else "")
+        path = QFileDialog.getExistingDirectory(self, title, str(Path(start).parent) if start else
+                                                settings.start_folder(settings.OUTPUT_DIR))
         if path:
             edit.setText(path)
             if edit is self.output_edit:
                 self._output_changed()
 
     def _choose_text(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Text to score", self.text_edit.text(),
+        path, _ = QFileDialog.getOpenFileName(self, "Text to score", self.text_edit.text() or str(Path.home()),
                                               "Text files (*.txt *.md);;All files (*)")
         if path:
             self.text_edit.setText(path)

@@ -90,6 +90,8 @@ class EvalPlots(pg.GraphicsLayoutWidget):
         for plot in (self.kl_plot, self.ppl_plot, self.kl_hist):
             plot.clear()
             plot.getAxis("bottom").setTicks(None)
+            plot.setRange(xRange=(0, 1), yRange=(0, 1), padding=0)  # not the previous result's axes
+            plot.enableAutoRange()
 
     def show_result(self, result, colour: str) -> None:
         self.clear_result()

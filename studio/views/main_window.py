@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import shiboken6
 from PySide6.QtCore import QEvent, QSize, Qt, QTimer
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
@@ -11,8 +12,8 @@ from PySide6.QtWidgets import (
     QDockWidget,
     QFileDialog,
     QFrame,
-    QLabel,
     QMainWindow,
+    QMenu,
     QMessageBox,
     QScrollArea,
     QStackedWidget,
@@ -24,6 +25,7 @@ from PySide6.QtWidgets import (
 from studio import settings
 from studio.chat import ChatPane
 from studio.core.errors import StudioError
+from studio.core.policy.bit_policy import DEFAULT_PRESET, OWN_POLICY_FILE
 from studio.core.project import Project
 from studio.core.quant_error.error_map import FILE_NAME as QUANT_ERRORS
 from studio.policy_editor import PolicyEditor
@@ -31,17 +33,21 @@ from studio.views.controller import ProjectController
 from studio.views.convert_panel import ConvertPanel
 from studio.views import shortcuts
 from studio.views.eval_panel import EvalPanel
+from studio.views.help_dialogs import SettingsDialog, ShortcutsDialog, about_box
 from studio.views.hub_open import HubOpenDialog
+from studio.views.publish_dialog import PublishDialog
 from studio.views.icons import icon
 from studio.views.model_opening import open_project
 from studio.views.session import Session, restore
 from studio.views.size_panel import SizePanel
 from studio.views.start_page import StartPage
+from studio.views.status_bar import StatusBar
 from studio.views.tensor_tree import TensorTreePanel
 
 TREE_FOLLOW_MS = 100
 DEFAULT_SIZE = QSize(1600, 1000)
 NARROW = 1200  # px below which the first layout stacks the tensor tree under the size panel's tab
+NARROW_RIGHT = 330  # px of the shared dock there
 SCREEN_MARGIN = QSize(24, 48)  # left for the window manager's frame and title bar
 GRID_ROOM = 700  # px the policy grid needs for MiniMax-M3's 20 role columns at their minimum width
 
@@ -60,6 +66,7 @@ class MainWindow(QMainWindow):
         super().__init__(parent)
         self.setWindowTitle("Config-I Studio")
         self._shut_down = False  # after shutdown() closing asks nothing: the threads are gone
+        self._publish: PublishDialog | None = None  # File > Publish's dialog while it is open
         self.startup_notice: QMessageBox | None = None  # why a crashed session's edits could not come back
         self.setWindowIcon(icon("app", "#333333"))
         self.controller = ProjectController(self)
@@ -73,6 +80,7 @@ class MainWindow(QMainWindow):
         self.chat = ChatPane()
         self.evaluate = EvalPanel()
         self.start = StartPage()
+        self.model_panels = (self.evaluate, self.chat)  # each has model_changed(project): another model is open
 
         self.tabs = QTabWidget(documentMode=True)
         self.tabs.addTab(self.editor, icon("reset"), "Policy")
@@ -95,8 +103,8 @@ class MainWindow(QMainWindow):
                 ("convert", "Convert", self.convert, Qt.DockWidgetArea.RightDockWidgetArea)):
             dock = QDockWidget(title, self, objectName=f"dock_{name}")
             if name == "convert":  # its messages wrap; in a short dock they scroll rather than being cut
+                # (sideways too when its vertical scroll bar leaves less than its buttons need: never cut)
                 widget = QScrollArea(widgetResizable=True, frameShape=QFrame.Shape.NoFrame, widget=widget)
-                widget.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
             dock.setWidget(widget)
             dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable
                              | QDockWidget.DockWidgetFeature.DockWidgetFloatable
@@ -112,10 +120,9 @@ class MainWindow(QMainWindow):
         # costs ~10 ms on M3: during a drag it follows the size panel at most ten times a second.
         self._tree_timer = QTimer(self, singleShot=True, interval=TREE_FOLLOW_MS)
         self._tree_timer.timeout.connect(self.tree.policy_updated)
-        self.model_label = QLabel()
-        self.policy_label = QLabel()
-        self.statusBar().addWidget(self.model_label, 1)
-        self.statusBar().addPermanentWidget(self.policy_label)
+        status = StatusBar(self)
+        self.setStatusBar(status)
+        self.model_label, self.policy_label = status.model_label, status.policy_label
 
         self._actions()
         self._connect()
@@ -158,6 +165,17 @@ class MainWindow(QMainWindow):
                                     "Measure every quantized tensor's error at 2-8 bits on samples of its weights")
         self.load_errors_action = action("&Load quant errors…", self.editor.load_errors_dialog, None, None,
                                          "Show the errors a conversion measured (quant_errors.json)")
+        self.publish_action = action("&Publish a converted folder…", self.publish_dialog, None, None,
+                                     "Upload a converted MLX folder to the Hugging Face Hub")
+        self.carry_action = action("&Keep this policy for the next model", self._carry_toggled, None, None,
+                                   "Open the next model with the current policy (off: each model opens "
+                                   "clean, under its own policy file or Config-I)")
+        self.carry_action.setCheckable(True)
+        self.carry_action.setChecked(settings.get(settings.CARRY_POLICY))
+        self.settings_action = action("Se&ttings…", self.open_settings, shortcuts.keys("Ctrl+,"), None,
+                                      "Theme")
+        self.shortcuts_action = action("&Keyboard shortcuts", self.show_shortcuts, shortcuts.keys("F1"), None)
+        self.about_action = action("&About Config-I Studio", self.show_about)
         quit_action = action("&Quit", self.close, shortcuts.quit_app())
         self.next_tab_action = action("&Next tab", lambda: self._step_tab(1), shortcuts.next_tab())
         self.previous_tab_action = action("&Previous tab", lambda: self._step_tab(-1), shortcuts.previous_tab())
@@ -174,10 +192,14 @@ class MainWindow(QMainWindow):
         file_menu.addAction(self.open_action)
         file_menu.addAction(self.hub_action)
         self.recent_menu = file_menu.addMenu("Open &recent")
+        file_menu.addAction(self.carry_action)
         file_menu.addSeparator()
         file_menu.addAction(self.load_action)
         file_menu.addAction(self.save_action)
         file_menu.addSeparator()
+        file_menu.addAction(self.publish_action)
+        file_menu.addSeparator()
+        file_menu.addAction(self.settings_action)
         file_menu.addAction(quit_action)
         edit_menu = self.menuBar().addMenu("&Edit")
         edit_menu.addAction(undo)
@@ -194,6 +216,10 @@ class MainWindow(QMainWindow):
         view_menu.addSeparator()
         for dock in self.docks.values():
             view_menu.addAction(dock.toggleViewAction())
+        help_menu = self.menuBar().addMenu("&Help")
+        help_menu.addAction(self.shortcuts_action)
+        help_menu.addSeparator()
+        help_menu.addAction(self.about_action)
 
         toolbar = self.addToolBar("Main")
         toolbar.setObjectName("toolbar_main")
@@ -220,9 +246,9 @@ class MainWindow(QMainWindow):
     # ----- models -----
 
     def open_dialog(self) -> None:
-        recent = settings.get(settings.RECENT_MODELS)
-        path = QFileDialog.getExistingDirectory(self, "Open model folder", recent[0] if recent else "")
+        path = QFileDialog.getExistingDirectory(self, "Open model folder", settings.start_folder(settings.MODEL_DIR))
         if path:
+            settings.put(settings.MODEL_DIR, str(Path(path).parent))
             self.open_model(path)
 
     def open_model(self, path: str, policy=None, *, raise_errors: bool = False) -> bool:
@@ -231,9 +257,10 @@ class MainWindow(QMainWindow):
             return False
         if not self.session.confirm_discard(self, "Open model", lambda: self.open_model(path, policy)):
             return False
+        carried = policy is None and self._carrying()
         QApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)
         try:
-            project, source, note = open_project(path, policy)
+            project, source, note = open_project(path, self.controller.policy if carried else policy)
         except StudioError as exc:
             if raise_errors:
                 raise
@@ -243,7 +270,7 @@ class MainWindow(QMainWindow):
             QApplication.restoreOverrideCursor()
         if note:
             self.statusBar().showMessage(note, 30000)
-        self.set_project(project, source)
+        self.set_project(project, self.controller.policy_source if carried else source)
         if project.inventory.source.remote:  # a Hub repo named on the command line or by crash recovery
             settings.add_recent(path, settings.RECENT_HUB_REPOS)
             self.start.hub.refresh_recent()
@@ -268,8 +295,20 @@ class MainWindow(QMainWindow):
             return
         if not self.session.confirm_discard(self, "Open from the Hub", lambda: self._hub_opened(project, ref)):
             return
-        self.set_project(project, project.policy.name)
+        own = project.inventory.root / OWN_POLICY_FILE
+        source = OWN_POLICY_FILE if own.exists() else DEFAULT_PRESET  # what Project.open chose
+        if self._carrying():
+            project.set_policy(self.controller.policy)
+            source = self.controller.policy_source
+        self.set_project(project, source)
         self.start.hub.refresh_recent()
+
+    def _carrying(self) -> bool:
+        """Whether the next model opens with the current policy (File > Keep this policy…; off by default)."""
+        return self.carry_action.isChecked() and self.controller.policy is not None
+
+    def _carry_toggled(self, on: bool) -> None:
+        settings.put(settings.CARRY_POLICY, on)
 
     def set_project(self, project: Project, source: str = "") -> None:
         self.controller.set_project(project, source)
@@ -277,7 +316,10 @@ class MainWindow(QMainWindow):
     def _project_changed(self, project) -> None:
         self.tree.set_project(project)
         self.size.set_project(project)
-        self.evaluate.reset()  # its figures were about the previous model
+        # What the panels showed was about the previous model: each starts over. Panels that hold the
+        # controller follow project_changed themselves; the others are told here, the one path.
+        for panel in self.model_panels:
+            panel.model_changed(project)
         for action in self._model_actions:
             action.setEnabled(project is not None)
         if project is None:
@@ -317,12 +359,14 @@ class MainWindow(QMainWindow):
         """First-run dock widths from the window's: the grid keeps room for every column of a
         MiniMax-M3 (20), the tree gets the rest up to 440 (1280: 274 | grid | 306; 1600: 440 | grid | 320)."""
         width = self.width()
-        if width < NARROW:  # the grid's bars and both side docks do not fit side by side: tree and size share a dock
-            self.tabifyDockWidget(self.docks["size"], self.docks["tensors"])
-            self.docks["size"].raise_()
-        right = max(300, min(360, int(0.2 * width)))
-        tree = max(230, min(440, width - right - GRID_ROOM))
-        self.resizeDocks([self.docks["tensors"], self.docks["size"]], [tree, right], Qt.Orientation.Horizontal)
+        if width < NARROW:  # the grid's bars and both side docks do not fit side by side: tree and size share
+            self.tabifyDockWidget(self.docks["size"], self.docks["tensors"])  # a dock, with room for the
+            self.docks["size"].raise_()  # convert panel's buttons beside its scroll bar (1024: grid | 330)
+            self.resizeDocks([self.docks["size"]], [NARROW_RIGHT], Qt.Orientation.Horizontal)
+        else:
+            right = max(300, min(360, int(0.2 * width)))
+            tree = max(230, min(440, width - right - GRID_ROOM))
+            self.resizeDocks([self.docks["tensors"], self.docks["size"]], [tree, right], Qt.Orientation.Horizontal)
         self.resizeDocks([self.docks["size"], self.docks["convert"]], [int(0.68 * self.height()), 170],
                          Qt.Orientation.Vertical)
         self._docks_sized = True
@@ -368,6 +412,36 @@ class MainWindow(QMainWindow):
             # A Hub source's weights are not on this disk to compare with: the user picks the reference.
             remote = project.inventory.source.remote
             self.evaluate.set_paths(str(result.path), None if remote else str(project.inventory.root))
+
+    def publish_dialog(self) -> PublishDialog | None:
+        """File > Publish a converted folder…: any studio output, not only the one just converted."""
+        folder = QFileDialog.getExistingDirectory(self, "Publish a converted folder",
+                                                  settings.start_folder(settings.OUTPUT_DIR))
+        return self.publish_folder(folder) if folder else None
+
+    def publish_folder(self, folder: str) -> PublishDialog:
+        dialog = PublishDialog(folder, self)
+        dialog.finished.connect(dialog.deleteLater)
+        self._publish = dialog
+        dialog.open()
+        return dialog
+
+    def open_settings(self) -> SettingsDialog:
+        dialog = SettingsDialog(self)
+        dialog.finished.connect(dialog.deleteLater)
+        dialog.open()
+        return dialog
+
+    def show_shortcuts(self) -> ShortcutsDialog:
+        actions = [a for menu in self.menuBar().findChildren(QMenu) for a in menu.actions()]
+        actions += self.actions() + self.editor.actions()
+        dialog = ShortcutsDialog(actions, self)
+        dialog.finished.connect(dialog.deleteLater)
+        dialog.open()
+        return dialog
+
+    def show_about(self):
+        return about_box(self)
 
     def _step_tab(self, step: int) -> None:
         """Ctrl+Tab / Ctrl+PgDn and back: Policy, Chat, Evaluate, wherever the focus is."""
@@ -441,5 +515,7 @@ class MainWindow(QMainWindow):
         self.editor.shutdown()
         self.convert.shutdown()
         self.start.hub.shutdown()
+        if self._publish is not None and shiboken6.isValid(self._publish):
+            self._publish.shutdown()
         self.chat.shutdown()
         self.evaluate.shutdown()

@@ -4,6 +4,7 @@ policy on this model (a preset meant for MoE on a dense model)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from PySide6.QtWidgets import (QComboBox, QFileDialog, QHBoxLayout, QLabel, QMessageBox, QPushButton, QToolButton,
@@ -11,10 +12,21 @@ from PySide6.QtWidgets import (QComboBox, QFileDialog, QHBoxLayout, QLabel, QMes
 
 from studio import settings
 from studio.core.errors import StudioError
-from studio.core.policy.bit_policy import PRESET_NAMES, load_policy_file, load_preset
+from studio.core.policy.bit_policy import OWN_POLICY_FILE, PRESET_NAMES, load_policy_file, load_preset
 from studio.core.policy.suitability import policy_warnings
 from studio.views import shortcuts
 from studio.views.icons import icon
+
+
+def policy_stem(controller) -> str:
+    """The short name the open policy goes by in file and folder names: the preset's key (config-i,
+    uniform-4bit), a policy file's name without .json, else the policy's own name."""
+    base = controller.policy_source.removesuffix(" (edited)")
+    if base in PRESET_NAMES:
+        return base
+    if base.endswith(".json") and base != OWN_POLICY_FILE:
+        return Path(base).stem
+    return controller.policy.name if controller.policy is not None else "policy"
 
 
 class PolicyBar(QWidget):
@@ -24,9 +36,10 @@ class PolicyBar(QWidget):
         self.preset = QComboBox(toolTip="Start from a preset (Config-I is the role-aware default for MoE models)")
         for name in PRESET_NAMES:
             self.preset.addItem(name, name)
+        self.preset.setPlaceholderText("policy file")
         self.preset.activated.connect(lambda _: self.apply_preset(self.preset.currentData()))
         reset = QPushButton(icon("reset"), "Reset", toolTip="Back to the chosen preset")
-        reset.clicked.connect(lambda: self.apply_preset(self.preset.currentData()))
+        reset.clicked.connect(lambda: self.apply_preset(self.preset.currentData() or PRESET_NAMES[0]))
         load = QPushButton(icon("open"), "Load…", toolTip="Load a policy file (.json)")
         load.clicked.connect(self.load_dialog)
         save = QPushButton(icon("save"), "Save…", toolTip="Save this policy to a file (Ctrl+S)")
@@ -56,9 +69,9 @@ class PolicyBar(QWidget):
 
     def _project_changed(self, project) -> None:
         if project is not None:
-            index = self.preset.findData(self.controller.policy_source)
-            if index >= 0:
-                self.preset.setCurrentIndex(index)
+            # A model opened under a policy file (its own configi_policy.json) names no preset: the box
+            # says so rather than showing the previous model's preset beside another policy.
+            self.preset.setCurrentIndex(self.preset.findData(self.controller.policy_source))
 
     def apply_preset(self, name: str) -> None:
         try:
@@ -68,7 +81,6 @@ class PolicyBar(QWidget):
             return
         self.controller.replace_policy(policy, f"preset {name}", source=name)
         self.controller.undo_stack.setClean()  # exactly a preset: nothing a quit would lose
-        settings.put(settings.LAST_POLICY, name)
 
     def load_policy(self, path: str) -> bool:
         try:
@@ -78,7 +90,6 @@ class PolicyBar(QWidget):
             return False
         self.controller.replace_policy(policy, f"load {Path(path).name}", source=Path(path).name)
         self.controller.undo_stack.setClean()  # exactly the file
-        settings.put(settings.LAST_POLICY, str(path))
         settings.put(settings.LAST_POLICY_DIR, str(Path(path).parent))
         return True
 
@@ -90,22 +101,28 @@ class PolicyBar(QWidget):
             return False
         self.controller.set_source(Path(path).name)
         self.controller.undo_stack.setClean()  # saved: nothing to ask about on quit
-        settings.put(settings.LAST_POLICY, str(path))
         settings.put(settings.LAST_POLICY_DIR, str(Path(path).parent))
         return True
 
     def load_dialog(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Load policy", settings.get(settings.LAST_POLICY_DIR),
+        path, _ = QFileDialog.getOpenFileName(self, "Load policy", settings.start_folder(settings.LAST_POLICY_DIR),
                                               "Policy files (*.json)")
         if path:
             self.load_policy(path)
+
+    def suggested_file(self) -> str:
+        """MODEL-POLICY.json in the folder policies were last saved to (else home): demo_model-config-i.json."""
+        project = self.controller.project
+        name = f"{project.inventory.name}-{policy_stem(self.controller)}" if project is not None else \
+            policy_stem(self.controller)
+        slug = re.sub(r"[^\w.-]+", "-", name).strip("-.") or "policy"
+        return str(Path(settings.start_folder(settings.LAST_POLICY_DIR)) / f"{slug}.json")
 
     def save_dialog(self) -> bool:
         """Ask for a file and save the policy there; True when it was saved."""
         if self.controller.policy is None:
             return False
-        path, _ = QFileDialog.getSaveFileName(self, "Save policy", settings.get(settings.LAST_POLICY_DIR),
-                                              "Policy files (*.json)")
+        path, _ = QFileDialog.getSaveFileName(self, "Save policy", self.suggested_file(), "Policy files (*.json)")
         return bool(path) and self.save_policy(path if path.endswith(".json") else path + ".json")
 
 

@@ -57,3 +57,17 @@ def previous_tab() -> list[QKeySequence]:
 def label(sequences: list[QKeySequence]) -> str:
     """The first binding as the user's platform writes it, for tooltips."""
     return sequences[0].toString(QKeySequence.SequenceFormat.NativeText) if sequences else ""
+
+
+def listing(actions) -> list[tuple[str, str]]:
+    """(what, keys) for every action with a key, as its menu names it and the platform writes the
+    keys; in the actions' order, each once. Help > Keyboard shortcuts shows this, so the list is
+    the bindings the window really has."""
+    rows: dict[str, list[str]] = {}
+    for action in actions:
+        what = action.text().replace("&&", "\0").replace("&", "").replace("\0", "&").rstrip("…").strip()
+        for key in action.shortcuts():
+            text = key.toString(QKeySequence.SequenceFormat.NativeText)
+            if what and text and text not in rows.setdefault(what, []):
+                rows[what].append(text)
+    return [(what, ", ".join(keys)) for what, keys in rows.items() if keys]

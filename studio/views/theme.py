@@ -1,4 +1,5 @@
-"""Light and dark themes that follow the system colour scheme (QStyleHints.colorScheme)."""
+"""Light and dark themes: the one the user chose (settings.THEME), or the system's colour
+scheme (QStyleHints.colorScheme), followed as it changes."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor, QGuiApplication, QPalette
 from PySide6.QtWidgets import QApplication
 
+from studio import settings
 from studio.views.icons import clear_cache
 from studio.core.bundled import resource
 
@@ -53,3 +55,14 @@ def apply_theme(app: QApplication, dark: bool | None = None) -> bool:
         pass
     clear_cache()
     return dark
+
+
+def apply_chosen_theme(app: QApplication) -> bool:
+    """The theme settings.THEME names ("system" follows the system); returns whether dark."""
+    chosen = settings.get(settings.THEME)
+    return apply_theme(app, None if chosen not in ("light", "dark") else chosen == "dark")
+
+
+def follow_system(app: QApplication) -> None:
+    """Re-apply the theme when the system's colour scheme changes (it matters only under "system")."""
+    app.styleHints().colorSchemeChanged.connect(lambda _: apply_chosen_theme(app))
