@@ -28,6 +28,7 @@ def test_another_model_starts_clean_unless_the_policy_is_carried(qtbot, request,
         window.editor.errors.status.setText("surveyed 120 tensors (0.3 s)")  # the previous model's survey line
         for label in window.evaluate.values.values():  # the previous model's figures
             label.setText("0.123")
+        window.evaluate.plots.kl_plot.setXRange(-0.6, 9.4, padding=0)  # and its axes
         window.chat.set_compare(True)
         window.chat._sides[1].path, window.chat._sides[1].loaded = "/elsewhere/B", True
         window.chat._sides[1].label.setText("B: another model")
@@ -40,6 +41,7 @@ def test_another_model_starts_clean_unless_the_policy_is_carried(qtbot, request,
         assert not window.chat.compare and window.chat._sides[1].label.text() == "no model"
         assert not window.chat._sides[1].loaded and window.chat._sides[1].path == ""
         assert all(label.text() == "–" for label in window.evaluate.values.values())
+        assert [round(v, 3) for v in window.evaluate.plots.kl_plot.viewRange()[0]] == [0, 1]
 
         window.editor.bar.apply_preset("uniform-8bit")
         window.carry_action.trigger()  # File > Keep this policy for the next model
