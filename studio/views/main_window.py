@@ -367,7 +367,8 @@ class MainWindow(QMainWindow):
             right = max(300, min(360, int(0.2 * width)))
             tree = max(230, min(440, width - right - GRID_ROOM))
             self.resizeDocks([self.docks["tensors"], self.docks["size"]], [tree, right], Qt.Orientation.Horizontal)
-        self.resizeDocks([self.docks["size"], self.docks["convert"]], [int(0.68 * self.height()), 170],
+        convert = 170 if self.height() < 900 else int(0.28 * self.height())  # a finished run's buttons at 1080
+        self.resizeDocks([self.docks["size"], self.docks["convert"]], [self.height() - convert, convert],
                          Qt.Orientation.Vertical)
         self._docks_sized = True
 
@@ -405,6 +406,8 @@ class MainWindow(QMainWindow):
     def _converted(self, result) -> None:
         """Show what the conversion measured, and make evaluating it one click."""
         self.statusBar().showMessage(f"Converted to {result.path}", 10000)
+        # In a short dock the outcome and its Chat / Evaluate / Publish buttons are below the fold: show them.
+        QTimer.singleShot(0, lambda: self.docks["convert"].widget().ensureWidgetVisible(self.convert.chat_button))
         if (Path(result.path) / QUANT_ERRORS).exists():
             self.editor.load_errors(str(result.path), quiet=True)
         project = self.controller.project
