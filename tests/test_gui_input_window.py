@@ -99,6 +99,14 @@ def test_a_crashed_hub_session_starts_again_with_its_edits(qtbot, hub, tiny_m3, 
         assert [again.editor.grid_model.action("attn_q", layer)[0].bits for layer in range(3)] == [3, 3, 3]
         assert "Recovered" in again.statusBar().currentMessage()
         assert again.startup_notice is None
+        # The recovered edits are unsaved edits like any other: opening from the Hub asks first.
+        again.resize(1200, 760)
+        again.show()
+        qtbot.waitExposed(again)
+        _open_from_the_hub_menu(qtbot, again, "org/tiny")
+        qtbot.waitUntil(lambda: again.session.question is not None, timeout=WAIT_MS)
+        person.click(again.session.question.button(QMessageBox.StandardButton.Cancel))
+        assert again.editor.grid_model.action("attn_q", 1)[0].bits == 3
     finally:
         again.shutdown()
 
