@@ -45,10 +45,11 @@ MODEL_DIR = Key("models/dir", str, "", "folder the Open model dialog starts in (
 CARRY_POLICY = Key("models/carry_policy", bool, False, "open the next model with the current policy, not its own")
 THEME = Key("view/theme", str, "system", "colour theme: system, light or dark")
 THEMES = ("system", "light", "dark")
+CALIBRATE_METHOD = Key("convert/calibrate_method", str, "gptq", "calibration method: gptq or learned (block-wise)")
 
 KEYS = (WINDOW_GEOMETRY, WINDOW_STATE, RECENT_MODELS, RECENT_HUB_REPOS, LAST_POLICY_DIR, MAC_GB, CONTEXT,
         OUTPUT_DIR, PAINT_GROUP_SIZE, PAINT_MODE, MEASURE_ERRORS, CONVERT_RATE, RECOVERY, CALIBRATE, MODEL_DIR,
-        CARRY_POLICY, THEME)
+        CARRY_POLICY, THEME, CALIBRATE_METHOD)
 
 
 def store() -> QSettings:

@@ -38,3 +38,28 @@ def test_the_calibrate_switch_calibrates_then_converts(qtbot, window, tmp_path):
     assert "calibrating" in phases and "writing" in phases
     assert "## Calibration" in (out / "README.md").read_text()
     assert list((tmp_path / "cache").rglob("*.npz"))  # cached for the next conversion
+
+
+def test_the_method_beside_calibrate_runs_the_learned_method(qtbot, window, tmp_path, monkeypatch):
+    from studio import settings
+    from studio.core.calibration import learned
+    from studio.core.calibration.learned_layer import LearnSettings
+
+    monkeypatch.setattr(learned, "DEFAULT_SETTINGS", LearnSettings(steps=4, batch=1, holdout=0))
+    panel = window.convert
+    panel.calibrate.setChecked(False)
+    assert not panel.calibrate_method.isEnabled()  # a method only means something when calibrating
+    panel.calibrate.setChecked(True)
+    assert panel.calibrate_method.isEnabled()
+    assert [panel.calibrate_method.itemData(i) for i in range(panel.calibrate_method.count())] == ["gptq", "learned"]
+    panel.calibrate_method.setCurrentIndex(panel.calibrate_method.findData("learned"))
+    assert settings.get(settings.CALIBRATE_METHOD) == "learned"
+    out = tmp_path / "out"
+    panel.output.setText(str(out))
+    labels = []
+    with qtbot.waitSignal(panel.conversion_finished, timeout=WAIT_MS) as finished:
+        assert panel.start()
+        panel.worker.progress.connect(lambda p: labels.append(p.unit))
+    assert finished.args[0].calibration == "learned"
+    assert any("step" in label for label in labels)  # the training steps show as calibration progress
+    assert "Method: learned" in (out / "README.md").read_text()

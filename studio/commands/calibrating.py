@@ -14,7 +14,38 @@ def add_arguments(parser, flag: str, what: str) -> None:
 
 def run_calibration(project, text: str, sensitivity: bool):
     """CalibrationStats for `project`, or None when the user pressed Ctrl-C."""
-    from studio.core.calibration.calibrate import CalibrationCancelled, calibrate
+    from studio.core.calibration.calibrate import calibrate
+
+    stats = _with_progress(lambda **kw: calibrate(project, text or None, sensitivity=sensitivity, **kw))
+    if stats is None:
+        return None
+    thin, experts = stats.thin_experts()
+    print(f"calibration: {stats.tokens:,} tokens of {stats.corpus_label} ({stats.seconds:.1f} s)"
+          + (f"; {thin} of {experts} experts saw too few tokens and use their projection's mean" if thin else ""),
+          file=sys.stderr)
+    return stats
+
+
+def run_learning(project, text: str):
+    """The learned method's LearnedResult for `project` (block-wise, streamed), or None on Ctrl-C."""
+    from studio.core.calibration.learned import learn
+
+    result = _with_progress(lambda **kw: learn(project, text or None, **kw))
+    if result is None:
+        return None
+    layers = result.layers
+    start = sum(r.start_error for r in layers) / max(len(layers), 1)
+    error = sum(r.error for r in layers) / max(len(layers), 1)
+    change = f" ({100 * (error / start - 1):+.1f}%)" if start > 0 else ""
+    print(f"learned calibration: {len(layers)} layers in {result.seconds:.1f} s; mean relative error of the "
+          f"layer outputs on held-out tokens {start:.3g} at the GPTQ start, {error:.3g} learned{change}",
+          file=sys.stderr)
+    return result
+
+
+def _with_progress(run):
+    """`run(progress=, cancel=)` with a progress line on a terminal and Ctrl-C as cancel; None when cancelled."""
+    from studio.core.calibration.calibrate import CalibrationCancelled
     from studio.core.cancel import CancelToken
 
     cancel = CancelToken()
@@ -23,7 +54,7 @@ def run_calibration(project, text: str, sensitivity: bool):
     def progress(p):
         if interactive:
             eta = "--:--" if p.eta_s is None else f"{int(p.eta_s) // 60:02d}:{int(p.eta_s) % 60:02d}"
-            sys.stderr.write(f"\rcalibrating {100 * p.fraction:5.1f}%  ETA {eta}  {p.label:<20}")
+            sys.stderr.write(f"\rcalibrating {100 * p.fraction:5.1f}%  ETA {eta}  {p.label:<28}")
             sys.stderr.flush()
 
     def on_interrupt(signum, frame):
@@ -32,7 +63,7 @@ def run_calibration(project, text: str, sensitivity: bool):
 
     previous = signal.signal(signal.SIGINT, on_interrupt)
     try:
-        stats = calibrate(project, text or None, sensitivity=sensitivity, progress=progress, cancel=cancel)
+        return run(progress=progress, cancel=cancel)
     except CalibrationCancelled as exc:
         print(f"\nconfigi-studio: {exc}", file=sys.stderr)
         return None
@@ -40,8 +71,3 @@ def run_calibration(project, text: str, sensitivity: bool):
         signal.signal(signal.SIGINT, previous)
         if interactive:
             sys.stderr.write("\n")
-    thin, experts = stats.thin_experts()
-    print(f"calibration: {stats.tokens:,} tokens of {stats.corpus_label} ({stats.seconds:.1f} s)"
-          + (f"; {thin} of {experts} experts saw too few tokens and use their projection's mean" if thin else ""),
-          file=sys.stderr)
-    return stats

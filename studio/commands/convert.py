@@ -1,4 +1,5 @@
-"""`configi-studio convert MODEL OUT [--policy ...] [--force] [--calibrate [FILE]]`: write an MLX folder, with a progress line."""
+"""`configi-studio convert MODEL OUT [--policy ...] [--force] [--calibrate [FILE]] [--calibrate-method gptq|learned]`:
+write an MLX folder, with a progress line."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import sys
 import time
 
 from studio.commands.calibrating import add_arguments as add_calibration_arguments
-from studio.commands.calibrating import run_calibration
+from studio.commands.calibrating import run_calibration, run_learning
 from studio.core.formatting import human_bytes
 
 
@@ -25,6 +26,11 @@ def configure_parser(parser):
                              "measuring dequantizes every chunk again, which costs time, most on CPU")
     add_calibration_arguments(parser, "--calibrate", "choose each group's scales and biases for the output "
                               "(same tensors and bytes as without)")
+    parser.add_argument("--calibrate-method", default=None, metavar="METHOD",
+                        help="how --calibrate chooses the values: gptq (default; per-matrix statistics, GPTQ where "
+                             "they fit) or learned (block-wise: each decoder layer's scales and biases tuned with "
+                             "MLX autograd against the float layer's output, AutoRound-style; slower). Implies "
+                             "--calibrate")
 
 
 def _format_eta(seconds: float | None) -> str:
@@ -89,9 +95,13 @@ def _keep_source(project) -> None:
 
 
 def run(args) -> int:
+    from studio.core.calibration.methods import DEFAULT_METHOD, check_method
     from studio.core.convert import CancelToken, ConversionCancelled, convert
     from studio.core.project import Project
 
+    method = check_method(args.calibrate_method or DEFAULT_METHOD)  # a bad name fails before any work
+    if args.calibrate_method is not None and args.calibrate is None:
+        args.calibrate = ""  # a method asks for calibration, with the bundled corpus
     project = Project.open(args.model, args.policy)
     est = project.estimate
     print(f"{project.inventory.source.label} -> {args.out}  (policy {project.policy.name}, "
@@ -102,7 +112,14 @@ def run(args) -> int:
     if args.keep_source:
         _keep_source(project)
     quantizer = None
-    if args.calibrate is not None:
+    if args.calibrate is not None and method == "learned":
+        from studio.core.calibration.convert_hook import LearnedQuantizer
+
+        learned = run_learning(project, args.calibrate)
+        if learned is None:
+            return 130
+        quantizer = LearnedQuantizer(learned)
+    elif args.calibrate is not None:
         from studio.core.calibration.convert_hook import CalibratedQuantizer
 
         stats = run_calibration(project, args.calibrate, sensitivity=False)
@@ -133,6 +150,8 @@ def run(args) -> int:
     seconds = time.monotonic() - started
     speed = f"{result.bytes_written / max(seconds, 1e-9) / 1e6:.1f} MB/s"
     detail = f"{result.resumed_shards} shard(s) resumed" if result.resumed_shards else speed
-    print(f"wrote {result.path}: {human_bytes(result.bytes_written)} of tensor data in {seconds:.1f} s ({detail})")
+    method_note = f", calibrated ({result.calibration})" if result.calibration else ""
+    print(f"wrote {result.path}: {human_bytes(result.bytes_written)} of tensor data in {seconds:.1f} s "
+          f"({detail}){method_note}")
     print(f"bpw, quantized weights {est.bpw_quantized:.3f}; bpw, whole output {est.bpw_output:.3f}")
     return 0

@@ -7,7 +7,7 @@ import functools
 from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import (QCheckBox, QFileDialog, QHBoxLayout, QLabel, QLineEdit, QMessageBox, QProgressBar,
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QHBoxLayout, QLabel, QLineEdit, QMessageBox, QProgressBar,
                                QPushButton, QVBoxLayout, QWidget)
 
 from studio import settings
@@ -56,6 +56,18 @@ class ConvertPanel(QWidget):
                                    "size and tensors; better at 2-4 bits; cached for the next conversion)")
         self.calibrate.setChecked(settings.get(settings.CALIBRATE))
         self.calibrate.toggled.connect(lambda on: settings.put(settings.CALIBRATE, on))
+        # Beside Calibrate: how the calibrated values are chosen (studio.core.calibration.convert_hook.METHODS).
+        self.calibrate_method = QComboBox(toolTip="GPTQ: each matrix from its input statistics (fast).\n"
+                                          "Learned: block-wise, each decoder layer's scales and biases tuned "
+                                          "with autograd against the float layer (slower; AutoRound-style)")
+        self.calibrate_method.addItem("GPTQ", "gptq")
+        self.calibrate_method.addItem("Learned", "learned")
+        self.calibrate_method.setCurrentIndex(max(self.calibrate_method.findData(
+            settings.get(settings.CALIBRATE_METHOD)), 0))
+        self.calibrate_method.currentIndexChanged.connect(
+            lambda _: settings.put(settings.CALIBRATE_METHOD, self.calibrate_method.currentData()))
+        self.calibrate_method.setEnabled(self.calibrate.isChecked())
+        self.calibrate.toggled.connect(self.calibrate_method.setEnabled)
         self.convert_button = QPushButton(icon("convert"), "Convert", toolTip="Convert with this policy (Ctrl+Enter)")
         self.convert_button.clicked.connect(self.start)
         self.cancel_button = QPushButton(icon("cancel"), "Cancel", toolTip="Stop after the current tensor")
@@ -92,6 +104,7 @@ class ConvertPanel(QWidget):
         options.addWidget(self.force)
         options.addWidget(self.measure)
         options.addWidget(self.calibrate)
+        options.addWidget(self.calibrate_method)
         options.addStretch(1)
         buttons = QHBoxLayout()
         buttons.addWidget(self.convert_button)
@@ -206,12 +219,15 @@ class ConvertPanel(QWidget):
 
     def _begin(self, out: str) -> bool:
         from studio.core.calibration.calibrate import CalibrationCancelled
-        from studio.core.calibration.convert_hook import calibrate_and_convert
+        from studio.core.calibration.methods import calibrate_and_convert
         from studio.core.convert import ConversionCancelled, convert  # loads MLX: only when converting
 
         snapshot = copy.copy(self.controller.project)  # later policy edits must not reach the running plan
-        fn = functools.partial(calibrate_and_convert if self.calibrate.isChecked() else convert, snapshot, out,
-                               force=self.force.isChecked(), measure_errors=self.measure.isChecked())
+        if self.calibrate.isChecked():
+            fn = functools.partial(calibrate_and_convert, method=self.calibrate_method.currentData())
+        else:
+            fn = convert
+        fn = functools.partial(fn, snapshot, out, force=self.force.isChecked(), measure_errors=self.measure.isChecked())
         self.worker = Worker(fn, cancelled_errors=(ConversionCancelled, CalibrationCancelled), interval_s=0.1,
                              parent=self)
         self.worker.progress.connect(self._progress)

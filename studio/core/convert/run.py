@@ -53,6 +53,7 @@ class ConvertResult:
     seconds: float
     resumed_shards: int
     notices: list[str] = field(default_factory=list)  # what the run found and repaired (an interrupted --force)
+    calibration: str = ""  # the calibration method ("gptq", "learned"), "" for a plain conversion
 
 
 class _Reporter:
@@ -138,7 +139,8 @@ def convert(project, out: str | Path, *, force: bool = False,
             raise disk_error(exc, partial) from None
     finally:
         lock.release()
-    return ConvertResult(out, layout.data_bytes, time.monotonic() - started, len(done), notices)
+    return ConvertResult(out, layout.data_bytes, time.monotonic() - started, len(done), notices,
+                         getattr(quantizer, "method", ""))
 
 
 def _missing_parents(folder: Path) -> list[Path]:

@@ -1,0 +1,276 @@
+"""Block-wise learned quantization, streamed one decoder layer at a time (in the spirit of AutoRound).
+
+    learn(project, text=None, settings=LearnSettings(), progress=None, cancel=None) -> LearnedResult
+
+Two streams of hidden states go through the model: the float model's (h_f)
+and the quantized model's (h_q). For each decoder layer, only it in memory:
+
+1. load the float layer (mlx-lm's own classes, probes in place of its
+   matrices) and run h_f through it: the target, the float model's next
+   hidden state;
+2. run h_q through it with the probes recording: the statistics of the inputs
+   the quantized layer will really see, from which today's "gptq" method
+   (quantizer.py / gptq.py, via CalibratedQuantizer) picks the start;
+3. swap each quantized matrix for a stand-in holding those stock tensors and
+   tune its scales and biases with MLX autograd so that the layer's output on
+   h_q comes closer to the target (learned_layer.py);
+4. write the layer's tensors to the store on disk, run h_q through the tuned
+   layer for the next one, free the layer.
+
+Why the quantized model's inputs and the float model's output: the layer is
+trained on what it will see (the errors of every layer before it) towards
+where the float model would be, so it corrects the error that reached it
+instead of passing it on; trained on float inputs, each layer would be right
+only in a model whose earlier layers were exact, and the errors would add up.
+The held-out check in train_layer keeps a layer from fitting the calibration
+tokens at the expense of others.
+
+Peak memory: one layer (float while it is measured, then packed) plus three
+copies of the calibration tokens' hidden states. The embedding and the head
+are quantized as the gptq method does (CalibratedQuantizer, whose statistics
+the result keeps). Results are cached like the calibration pass's, keyed by
+the source, the tokens, the settings and every unit's decision.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from studio import __version__
+from studio.core.calibration import corpus as corpus_module
+from studio.core.calibration.calibrate import CalibrationCancelled, CalibrationProgress, _mx_dtype, cache_folder
+from studio.core.calibration.corpus import Corpus, load_corpus
+from studio.core.calibration.learned_layer import ROUNDING_MAX_VALUES, LayerResult, LearnSettings
+from studio.core.calibration.learned_store import UnitStore
+from studio.core.calibration.stats import CalibrationStats, UnitStats
+from studio.core.cancel import CancelToken
+from studio.core.logits_cache import folder_identity
+from studio.core.project import Project
+
+STATS_FILE = "fallback_stats.npz"
+DEFAULT_SETTINGS = LearnSettings()
+
+
+@dataclass
+class LearnedResult:
+    store: UnitStore
+    stats: CalibrationStats  # the embedding's and the head's, for CalibratedQuantizer
+    key: str
+
+    @property
+    def layers(self) -> list[LayerResult]:
+        return [LayerResult(*row) for row in self.store.meta["layers"]]
+
+    @property
+    def seconds(self) -> float:
+        return self.store.meta["seconds"]
+
+
+def cache_key(project: Project, corpus: Corpus, settings: LearnSettings) -> str:
+    h = hashlib.sha256()
+    h.update(folder_identity(project.inventory.root).encode())
+    h.update(corpus.digest.encode())
+    h.update(f"learned:{__version__}:{settings.key()}:{project.plan.float_dtype}".encode())
+    decisions = [(u.path, d.action, d.bits, d.group_size, d.mode, d.dtype) for u, d in project.plan.rows()]
+    h.update(json.dumps(decisions).encode())
+    return h.hexdigest()[:32]
+
+
+def learn(project: Project, text: str | Path | None = None, *, settings: LearnSettings | None = None,
+          sequences: int | None = None, length: int | None = None, progress=None,
+          cancel: CancelToken | None = None, cache_dir: Path | None = None, use_cache: bool = True) -> LearnedResult:
+    settings = settings or DEFAULT_SETTINGS
+    corpus = load_corpus(project.inventory.root, text, sequences or corpus_module.DEFAULT_SEQUENCES,
+                         length or corpus_module.DEFAULT_LENGTH)
+    key = cache_key(project, corpus, settings)
+    folder = (cache_dir or cache_folder().parent / "learned") / key
+    if use_cache:
+        store = UnitStore.open(folder)
+        stats = CalibrationStats.load(folder / STATS_FILE) if store is not None else None
+        if stats is not None:
+            return LearnedResult(store, stats, key)
+    store = UnitStore.create(folder)
+    try:
+        stats = run_learned_pass(project, corpus, store, settings, progress, cancel)
+    except BaseException:
+        import shutil
+
+        shutil.rmtree(folder, ignore_errors=True)  # a cancelled pass leaves nothing behind
+        raise
+    stats.save(folder / STATS_FILE)
+    store.finish({**store.meta, "corpus_label": corpus.label, "tokens": int(corpus.tokens.size)})
+    return LearnedResult(store, stats, key)
+
+
+def run_learned_pass(project: Project, corpus: Corpus, store: UnitStore, settings: LearnSettings,
+                     progress=None, cancel: CancelToken | None = None) -> CalibrationStats:
+    from studio.core.calibration.layers import Skeleton
+
+    skeleton = Skeleton(project)
+    try:
+        return _stream(skeleton, project, corpus, store, settings, progress, cancel)
+    finally:
+        skeleton.reader.close()
+
+
+def _dequantized(outs, decision):
+    import mlx.core as mx
+
+    return mx.dequantize(outs[0], outs[1], outs[2] if len(outs) > 2 else None, group_size=decision.group_size,
+                         bits=decision.bits, mode=decision.mode)
+
+
+def _stream(skeleton, project, corpus, store, settings, progress, cancel) -> CalibrationStats:
+    import mlx.core as mx
+    from mlx_lm.models.base import create_attention_mask
+
+    from studio.core.calibration.convert_hook import CalibratedQuantizer
+
+    started = time.monotonic()
+    decisions = {u.path: d for u, d in project.plan.rows()}
+    layers = skeleton.num_layers
+    per_layer = settings.steps + 2
+    total = layers * per_layer + 2
+
+    def check_cancel():
+        if cancel is not None and cancel.cancelled:
+            raise CalibrationCancelled("calibration cancelled.")
+
+    def report(step: int, label: str):
+        if progress is None:
+            return
+        elapsed = time.monotonic() - started
+        eta = elapsed / step * (total - step) if step else None
+        progress(CalibrationProgress(step, total, label, eta))
+
+    stats = CalibrationStats(corpus_label=corpus.label, tokens=int(corpus.tokens.size))
+    fallback = CalibratedQuantizer(stats)
+    tokens = mx.array(corpus.tokens)
+    report(0, "embedding")
+    h_f = skeleton.embed(tokens)
+    count = int(corpus.tokens.size)
+    stats.units[skeleton.embedding.path] = UnitStats(np.full(h_f.shape[-1], float(count)), np.array(count))
+    h_q = _quantized_embedding(skeleton, decisions, fallback, tokens, h_f)
+    mask = create_attention_mask(h_f[:1], None)
+
+    results = []
+    for index in range(layers):
+        check_cancel()
+        base = index * per_layer + 1
+        report(base, f"layer {index}")
+
+        def on_step(step, steps, error, base=base, index=index):
+            report(base + step, f"layer {index}: step {step}/{steps}")
+
+        # In a function of its own, so nothing of layer i is referenced when layer i+1 loads.
+        h_f, h_q, result = _one_layer(skeleton, index, h_f, h_q, mask, decisions, store, settings, check_cancel,
+                                      on_step)
+        skeleton.free_layer(index)
+        results.append(result)
+
+    check_cancel()
+    report(total - 1, "head")
+    final = skeleton.final_norm(h_q).reshape(-1, h_q.shape[-1])
+    mx.eval(final)
+    del h_q, h_f
+    if skeleton.head is not None:
+        sum_sq = np.asarray(mx.sum(final * final, axis=0), dtype=np.float64)
+        stats.units[skeleton.head.path] = UnitStats(sum_sq, np.array(final.shape[0]))
+    stats.seconds = time.monotonic() - started
+    store.manifest["meta"] = {"layers": [[r.start_error, r.error, r.steps] for r in results],
+                              "seconds": stats.seconds}
+    report(total, "done")
+    return stats
+
+
+def _quantized_embedding(skeleton, decisions, fallback, tokens, h_f):
+    """The quantized model's first hidden states: the embedding as the conversion will write it."""
+    import mlx.core as mx
+
+    unit = skeleton.embedding
+    decision = decisions.get(unit.path)
+    if decision is None or decision.action != "quantize":
+        return h_f
+    table = skeleton.values(unit)
+    table = _dequantized(fallback(table, unit, decision, 0, table.shape[0]), decision)
+    h = table[tokens].astype(mx.float32)
+    mx.eval(h)
+    return h
+
+
+def _start_tensors(probe, unit, decision, start):
+    """The GPTQ/clip start of one probed unit, as the gptq method would write it (one expert at a time)."""
+    import mlx.core as mx
+
+    from studio.core.calibration.probes import SwitchProbe
+    from studio.core.unit_source import unit_values
+
+    if not isinstance(probe, SwitchProbe):
+        return start(probe._weight, unit, decision, 0, unit.shape[0])
+    parts = [start(unit_values(unit, probe._parts[e]), unit, decision, e, e + 1) for e in range(unit.shape[0])]
+    out = [mx.concatenate([p[i] for p in parts], axis=0) for i in range(len(parts[0]))]
+    mx.eval(out)
+    return out
+
+
+def _float_weight(probe):
+    import mlx.core as mx
+
+    from studio.core.calibration.probes import SwitchProbe
+
+    if isinstance(probe, SwitchProbe):
+        return mx.stack([probe.expert32(e) for e in range(probe._unit.shape[0])])
+    return probe.weight32()
+
+
+def _one_layer(skeleton, index, h_f, h_q, mask, decisions, store, settings, check_cancel, on_step):
+    from studio.core.calibration.convert_hook import CalibratedQuantizer
+    from studio.core.calibration.layers import _set
+    from studio.core.calibration.learned_layer import QuantLinear, QuantSwitch, run_layer, train_layer
+    from studio.core.calibration.probes import SwitchProbe
+    from studio.core.convert.compute import mx_dtype
+
+    probes = skeleton.load_layer(index)
+    layer = skeleton.layer(index)
+    for p in probes.values():
+        p.recording = False
+    target = run_layer(layer, mask, h_f)
+    for p in probes.values():
+        p.recording = True
+    run_layer(layer, mask, h_q)
+    layer_stats = CalibrationStats()
+    for path, p in probes.items():
+        p.recording = False
+        xtx = None if p.xtx is None else np.asarray(p.xtx, dtype=np.float32)
+        layer_stats.units[path] = UnitStats(p.sum_sq, np.asarray(p.count), xtx)
+    check_cancel()
+    start = CalibratedQuantizer(layer_stats)
+    base = f"{skeleton.prefix}.layers.{index}."
+    modules = {}
+    for path in list(probes):
+        decision = decisions.get(path)
+        if decision is None or decision.action != "quantize":
+            continue  # kept in float: its probe stays and computes as the float layer does
+        probe = probes.pop(path)
+        kind = QuantSwitch if isinstance(probe, SwitchProbe) else QuantLinear
+        module = kind(_start_tensors(probe, probe._unit, decision, start), probe._bias, decision.group_size,
+                      decision.bits, decision.mode, mx_dtype(decision.dtype))
+        if settings.rounding and module.trainable and int(np.prod(probe._unit.shape)) <= ROUNDING_MAX_VALUES:
+            module.learn_rounding(_float_weight(probe))
+        _set(layer, path[len(base):], module)
+        modules[path] = module
+        del probe
+    skeleton.probes = {}
+    del probes, layer_stats, start
+    result = train_layer(layer, mask, modules, h_q, target, settings, seed=index, check_cancel=check_cancel,
+                         on_step=on_step)
+    for path, module in modules.items():
+        store.put(path, module.stored())
+    h_q = run_layer(layer, mask, h_q)
+    return target, h_q, result

@@ -1,0 +1,260 @@
+"""One decoder layer's learned quantization: scales and biases tuned with MLX autograd.
+
+    QuantLinear / QuantSwitch     stand-ins holding the stock MLX tensors (packed, scales, biases)
+    train_layer(layer, mask, modules, inputs, target, settings, ...) -> LayerResult
+
+The stand-ins compute what mlx-lm's QuantizedLinear and QuantizedSwitchLinear
+compute (`mx.quantized_matmul`, `mx.gather_qmm`), whose gradients with respect
+to scales and biases MLX provides, so the layer trains with its weights packed:
+a layer's trainable state is its scales and biases (about 1/8 of its packed
+bytes at 4 bits), never a float copy of its weights.
+
+Each group's scale and bias are parameterised relative to their start (the
+GPTQ/clip result): ``scale = s0 * (1 + a)``, ``bias = b0 + s0 * c``, with a
+and c starting at zero. Adam's steps are then fractions of a quantization
+step whatever the tensor's magnitude, so one learning rate fits every unit.
+The packed integers never change: the result is exactly the stock layout, the
+same bytes as a plain conversion.
+
+The loss is the mean squared difference between the layer's output and the
+target (see learned.py for which inputs and which target). Every few steps the
+held-out sequences are measured with scales and biases rounded to the output
+dtype, as they will be stored; the best such point is kept, and the start is
+one of the candidates, so a layer never ends worse than its GPTQ start on the
+held-out tokens.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import mlx.core as mx
+import mlx.nn as nn
+import mlx.optimizers as optim
+import numpy as np
+
+SEQUENCES_PER_CALL = 8  # as the calibration pass: attention memory grows with the square of the length
+
+
+@dataclass(frozen=True)
+class LearnSettings:
+    steps: int = 200  # optimizer steps per layer
+    learning_rate: float = 1e-4  # Adam, on the relative parameters a and c; warm-up, then cosine decay
+    warmup: float = 0.1  # of the steps: Adam's first steps move every parameter by the full rate
+    batch: int = 4  # sequences per step
+    holdout: int = 2  # sequences never trained on, which pick the kept point
+    seconds_per_layer: float | None = None  # a time budget per layer; None: the steps only
+    rounding: bool = True  # also learn each value's rounding (AutoRound's offset, sign-SGD)
+    rounding_rate: float = 5e-3  # sign-SGD step of the offset (AutoRound's 1/200); warm-up and decay as above
+
+    def key(self) -> str:
+        return (f"{self.steps}:{self.learning_rate}:{self.warmup}:{self.batch}:{self.holdout}:{self.rounding}:"
+                f"{self.rounding_rate}")
+
+
+@dataclass(frozen=True)
+class LayerResult:
+    start_error: float  # held-out relative squared error of the layer output, GPTQ start
+    error: float  # the same, kept point
+    steps: int  # optimizer steps taken
+
+
+# Learn the rounding of a unit only while its working copy (levels, offsets and a float32 weight with
+# its gradient, ~15 bytes a value) stays this small; bigger units (a full-width MoE's stacked
+# experts) learn their scales and biases only, on their packed values.
+ROUNDING_MAX_VALUES = 64 * 2**20
+
+
+def _stored_value(x, dtype):
+    return x + mx.stop_gradient(x.astype(dtype).astype(mx.float32) - x)
+
+
+def _round_ste(x):
+    return x + mx.stop_gradient(mx.round(x) - x)
+
+
+class _Quantized(nn.Module):
+    """Common to both stand-ins: the stock tensors, and the relative parameters' effect."""
+
+    def __init__(self, tensors, bias, group_size: int, bits: int, mode: str, dtype):
+        super().__init__()
+        self.weight = tensors[0]
+        self.s0 = tensors[1].astype(mx.float32)
+        self.b0 = tensors[2].astype(mx.float32) if len(tensors) > 2 else None
+        self.scales, self.biases = self.s0, self.b0
+        if bias is not None:
+            self.bias = bias.astype(mx.float32)
+        self.group_size, self.bits, self.mode, self.out_dtype = group_size, bits, mode, dtype
+        self.levels0 = self.frac = self.v = None
+        self.freeze()
+
+    def learn_rounding(self, weight) -> None:
+        """Keep what learning the rounding needs: the start's integers and where the float weight
+        lies between them (`frac`, in steps, within +-0.5 so that the start rounds to itself)."""
+        levels = mx.dequantize(self.weight, mx.ones_like(self.s0), mx.zeros_like(self.s0),
+                               group_size=self.group_size, bits=self.bits)
+        shape = (*levels.shape[:-1], levels.shape[-1] // self.group_size, self.group_size)
+        w = weight.astype(mx.float32).reshape(shape)
+        s, b = self.s0[..., None], self.b0[..., None]
+        safe = mx.where(s != 0, s, 1.0)
+        frac = mx.where(s != 0, (w - b) / safe - levels.reshape(shape), 0.0)
+        self.levels0 = levels.astype(mx.uint8)
+        self.frac = mx.clip(frac, -0.49, 0.49).reshape(levels.shape).astype(mx.float16)
+        mx.eval(self.levels0, self.frac)
+
+    @property
+    def rounds(self) -> bool:
+        return self.levels0 is not None
+
+    def levels(self, v, ste: bool = True):
+        x = self.levels0.astype(mx.float32) + self.frac.astype(mx.float32) + v
+        return mx.clip(_round_ste(x) if ste else mx.round(x), 0, 2**self.bits - 1)
+
+    def float_weight(self):
+        """The dequantized weight of the current levels, scales and biases (differentiable)."""
+        levels = self.levels(self.v)
+        shape = (*levels.shape[:-1], levels.shape[-1] // self.group_size, self.group_size)
+        w = levels.reshape(shape) * self.scales[..., None] + self.biases[..., None]
+        return w.reshape(levels.shape)
+
+    @property
+    def trainable(self) -> bool:
+        return self.mode == "affine" and self.b0 is not None
+
+    def zero_params(self) -> dict:
+        params = {"a": mx.zeros_like(self.s0), "c": mx.zeros_like(self.b0)}
+        return params | ({"v": mx.zeros(self.levels0.shape, dtype=mx.float32)} if self.rounds else {})
+
+    def set_params(self, p: dict) -> None:
+        """Scales and biases as they will be stored (rounded to the output dtype); the rounding
+        passes gradients straight through, so training sees exactly what is written."""
+        scales, biases = self.s0 * (1 + p["a"]), self.b0 + self.s0 * p["c"]
+        self.scales, self.biases = _stored_value(scales, self.out_dtype), _stored_value(biases, self.out_dtype)
+        if self.rounds:
+            self.v = p["v"]
+
+    def stored(self) -> list:
+        """The tensors to write: packed values, scales and biases in the output dtype."""
+        from studio.core.calibration.quantizer import pack
+
+        weight = pack(self.levels(self.v, ste=False), self.bits) if self.rounds else self.weight
+        out = [weight, self.scales.astype(self.out_dtype)]
+        return out + ([self.biases.astype(self.out_dtype)] if self.biases is not None else [])
+
+
+class QuantLinear(_Quantized):
+    def __call__(self, x):
+        if self.rounds:
+            y = x @ self.float_weight().T
+            return y + self.bias if "bias" in self else y
+        y = mx.quantized_matmul(x, self.weight, self.scales, self.biases, transpose=True,
+                                group_size=self.group_size, bits=self.bits, mode=self.mode)
+        return y + self.bias if "bias" in self else y
+
+
+class QuantSwitch(_Quantized):
+    """mlx-lm's QuantizedSwitchLinear call: `(x, indices, sorted_indices)`."""
+
+    def __call__(self, x, indices, sorted_indices: bool = False):
+        if self.rounds:
+            y = mx.gather_mm(x, self.float_weight().swapaxes(-1, -2), rhs_indices=indices,
+                             sorted_indices=sorted_indices)
+            return y + mx.expand_dims(self.bias[indices], -2) if "bias" in self else y
+        y = mx.gather_qmm(x, self.weight, self.scales, self.biases, rhs_indices=indices, transpose=True,
+                          group_size=self.group_size, bits=self.bits, mode=self.mode,
+                          sorted_indices=sorted_indices)
+        return y + mx.expand_dims(self.bias[indices], -2) if "bias" in self else y
+
+
+def run_layer(layer, mask, h):
+    """The layer over every sequence of `h`, SEQUENCES_PER_CALL at a time, evaluated."""
+    outs = []
+    for a in range(0, h.shape[0], SEQUENCES_PER_CALL):
+        y = layer(h[a:a + SEQUENCES_PER_CALL], mask)
+        mx.eval(y)
+        outs.append(y)
+    out = mx.concatenate(outs, axis=0) if len(outs) > 1 else outs[0]
+    mx.eval(out)
+    return out
+
+
+def relative_error(layer, mask, h, target) -> float:
+    err = ref = 0.0
+    for a in range(0, h.shape[0], SEQUENCES_PER_CALL):
+        y = layer(h[a:a + SEQUENCES_PER_CALL], mask)
+        t = target[a:a + SEQUENCES_PER_CALL]
+        e, r = mx.sum(mx.square(y - t)), mx.sum(mx.square(t))
+        mx.eval(e, r)
+        err, ref = err + e.item(), ref + r.item()
+    return err / max(ref, 1e-30)
+
+
+def _step(optimizer, params, grads, rounding_rate):
+    """Adam on the scales and biases; sign-SGD on the rounding offsets, kept within +-0.5 (AutoRound)."""
+    scale_part = {k: {n: g[n] for n in ("a", "c")} for k, g in grads.items()}
+    updated = optimizer.apply_gradients(scale_part, {k: {n: p[n] for n in ("a", "c")} for k, p in params.items()})
+    for k, p in params.items():
+        if "v" in p:
+            updated[k]["v"] = mx.clip(p["v"] - rounding_rate * mx.sign(grads[k]["v"]), -0.5, 0.5)
+    return updated
+
+
+def train_layer(layer, mask, modules: dict[str, _Quantized], inputs, target, settings: LearnSettings,
+                seed: int = 0, check_cancel=None, on_step=None) -> LayerResult:
+    """Tune `modules`' scales and biases so that `layer(inputs)` comes closer to `target`;
+    leaves the kept point set (rounded to the output dtype). `on_step(step, steps, error)`
+    reports progress; `check_cancel()` raises to stop (between steps)."""
+    modules = {k: m for k, m in modules.items() if m.trainable}
+    count = inputs.shape[0]
+    holdout = min(settings.holdout, count // 2) if count > 1 else 0
+    held = slice(0, holdout) if holdout else slice(0, count)  # too few sequences: measure on the trained ones
+    train = np.arange(holdout, count)
+
+    def measure(params) -> float:
+        for name, m in modules.items():
+            m.set_params(params[name])
+        return relative_error(layer, mask, inputs[held], target[held])
+
+    params = {k: m.zero_params() for k, m in modules.items()}
+    start_error = best_error = measure(params)
+    if not modules or settings.steps <= 0:
+        return LayerResult(start_error, start_error, 0)
+    best = params
+
+    def loss_fn(params, x, y):
+        for name, m in modules.items():
+            m.set_params(params[name])
+        return mx.mean(mx.square(layer(x, mask) - y))
+
+    step_fn = mx.value_and_grad(loss_fn)
+    warm = max(int(settings.warmup * settings.steps), 1)
+    schedule = optim.join_schedules([optim.linear_schedule(0.0, settings.learning_rate, warm),
+                                     optim.cosine_decay(settings.learning_rate, settings.steps - warm)], [warm])
+    optimizer = optim.Adam(learning_rate=schedule)
+    rate = settings.rounding_rate
+    rounding = optim.join_schedules([optim.linear_schedule(0.0, rate, warm),
+                                     optim.cosine_decay(rate, settings.steps - warm)], [warm])
+    rng = np.random.default_rng(seed)
+    check_every = max(settings.steps // 8, 1)
+    started = time.monotonic()
+    step = 0
+    for step in range(1, settings.steps + 1):
+        if check_cancel is not None:
+            check_cancel()
+        pick = mx.array(np.sort(rng.choice(train, size=min(settings.batch, train.size), replace=False)))
+        loss, grads = step_fn(params, inputs[pick], target[pick])
+        params = _step(optimizer, params, grads, rounding(step - 1))
+        mx.eval(params, optimizer.state, loss)
+        out_of_time = settings.seconds_per_layer is not None and time.monotonic() - started > settings.seconds_per_layer
+        if step % check_every == 0 or step == settings.steps or out_of_time:
+            error = measure(params)
+            if error < best_error:
+                best_error, best = error, params
+        if on_step is not None:
+            on_step(step, settings.steps, best_error)
+        if out_of_time:
+            break
+    for name, m in modules.items():
+        m.set_params(best[name])
+    return LayerResult(start_error, best_error, step)

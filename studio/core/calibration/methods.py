@@ -1,0 +1,47 @@
+"""The calibration methods by name: "gptq" (today's per-matrix statistics, GPTQ where they fit) and
+"learned" (block-wise, learned.py), each as the converter's quantizer.
+
+    make_quantizer(project, method, text=None, progress=, cancel=) -> CalibratedQuantizer | LearnedQuantizer
+    calibrate_and_convert(project, out, method=..., ...)  the window's calibrated conversion
+"""
+
+from __future__ import annotations
+
+from studio.core.calibration.convert_hook import CalibratedQuantizer, LearnedQuantizer
+from studio.core.errors import StudioError
+
+METHODS = ("gptq", "learned")
+DEFAULT_METHOD = "gptq"
+
+
+def check_method(method: str) -> str:
+    """`method` if it is one this build knows; otherwise a StudioError in one sentence."""
+    if method not in METHODS:
+        raise StudioError(f"unknown calibration method {method!r}: use " + " or ".join(METHODS) + ".")
+    return method
+
+
+def calibrate_and_convert(project, out, *, text=None, progress=None, cancel=None, method: str = DEFAULT_METHOD,
+                          **kwargs):
+    """The window's calibrated conversion: the calibration pass (cached) of `method` ("gptq" or
+    "learned"), then `convert` with its quantizer; calibration progress arrives as convert Progress
+    with phase "calibrating"."""
+    from studio.core.convert import Progress, convert
+
+    def calibrating(p) -> None:
+        if progress is not None:
+            progress(Progress(p.label, p.step, p.total, p.step, p.total, 0.0, p.eta_s, "calibrating"))
+
+    quantizer = make_quantizer(project, check_method(method), text, progress=calibrating, cancel=cancel)
+    return convert(project, out, progress=progress, cancel=cancel, quantizer=quantizer, **kwargs)
+
+
+def make_quantizer(project, method: str, text=None, **kwargs):
+    """The calibration pass of `method` (cached), as the converter's quantizer."""
+    if check_method(method) == "learned":
+        from studio.core.calibration.learned import learn
+
+        return LearnedQuantizer(learn(project, text, **kwargs))
+    from studio.core.calibration.calibrate import calibrate
+
+    return CalibratedQuantizer(calibrate(project, text, sensitivity=False, **kwargs))

@@ -1,0 +1,114 @@
+"""Block-wise learned quantization (`--calibrate-method learned`): streamed, stock layout, cancellable."""
+
+import json
+
+import pytest
+
+from studio.core.calibration.learned_layer import LearnSettings
+
+TOKENS = dict(sequences=4, length=32)
+# Measured on the tokens it trains on (holdout 0): these tests check the optimiser and the plumbing;
+# whether it generalises to held-out text is bench/bench_calibration_methods.py's question.
+QUICK = LearnSettings(steps=24, batch=2, holdout=0)
+
+
+@pytest.fixture(scope="module", params=["llama", "mixtral"])
+def learned(request, tiny_model, tmp_path_factory):
+    from studio.core.calibration.learned import learn
+    from studio.core.project import Project
+
+    source = tiny_model(request.param)
+    project = Project.open(source, "config-i")
+    cache = tmp_path_factory.mktemp("learned-cache")
+    return source, project, learn(project, settings=QUICK, cache_dir=cache, **TOKENS), cache
+
+
+def test_learning_lowers_every_layers_output_error_below_its_gptq_start(learned):
+    _, project, result, _ = learned
+    assert len(result.layers) == project.num_layers
+    assert all(r.error <= r.start_error for r in result.layers)
+    assert sum(r.error for r in result.layers) < 0.97 * sum(r.start_error for r in result.layers)
+
+
+def test_the_learned_conversion_has_the_plain_layout_and_loads_with_mlx_lm(learned, tmp_path):
+    import mlx.core as mx
+    import numpy as np
+    from mlx_lm.utils import load
+
+    from studio.core.calibration.convert_hook import LearnedQuantizer
+    from studio.core.convert import convert
+    from studio.core.inventory import read_header
+
+    source, project, result, _ = learned
+    quantizer = LearnedQuantizer(result)
+    plain = convert(project, tmp_path / "plain", measure_errors=False)
+    out = convert(project, tmp_path / "learned", measure_errors=False, quantizer=quantizer)
+    assert (plain.calibration, out.calibration) == ("", "learned")
+    assert out.bytes_written == plain.bytes_written == project.estimate.total_bytes  # estimate == bytes written
+    stored = {u.path for u in project.units if u.layer is not None and u.kind == "module"} & quantizer.used
+    assert stored and all(path in result.store for path in stored)
+    for shard in sorted(p.name for p in (tmp_path / "plain").glob("*.safetensors")):
+        a = [(e.name, e.dtype, e.shape, e.start, e.nbytes) for e in read_header(tmp_path / "plain" / shard)]
+        b = [(e.name, e.dtype, e.shape, e.start, e.nbytes) for e in read_header(tmp_path / "learned" / shard)]
+        assert a == b
+    assert "Method: learned" in (tmp_path / "learned" / "README.md").read_text()
+    model, _ = load(str(tmp_path / "learned"))
+    logits = model(mx.array([[1, 2, 3, 4]])).astype(mx.float32)
+    assert np.isfinite(np.asarray(logits)).all()
+
+
+def test_a_second_pass_is_read_from_the_cache(learned, monkeypatch):
+    from studio.core.calibration import learned as module
+
+    _, project, result, cache = learned
+    monkeypatch.setattr(module, "run_learned_pass", lambda *a, **k: pytest.fail("the cached pass was run again"))
+    again = module.learn(project, settings=QUICK, cache_dir=cache, **TOKENS)
+    assert again.key == result.key and again.layers == result.layers
+
+
+def test_cancel_stops_in_the_middle_of_a_layer_and_leaves_nothing(tiny_model, tmp_path):
+    from studio.core.calibration.calibrate import CalibrationCancelled
+    from studio.core.calibration.learned import learn
+    from studio.core.cancel import CancelToken
+    from studio.core.project import Project
+
+    project = Project.open(tiny_model("llama"), "config-i")
+    token = CancelToken()
+    labels = []
+
+    def progress(p):
+        labels.append(p.label)
+        if p.label == "layer 0: step 3/24":
+            token.cancel()
+
+    with pytest.raises(CalibrationCancelled):
+        learn(project, settings=QUICK, cache_dir=tmp_path, progress=progress, cancel=token, **TOKENS)
+    assert labels[-1] == "layer 0: step 3/24"  # stopped at the next step, inside layer 0
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_bad_method_is_refused_in_one_sentence_before_any_work(tiny_model, tmp_path, capsys):
+    from studio.main import main
+
+    out = tmp_path / "out"
+    assert main(["convert", str(tiny_model("llama")), str(out), "--calibrate", "--calibrate-method", "autoround"]) != 0
+    err = capsys.readouterr().err.strip()
+    assert err == "configi-studio: error: unknown calibration method 'autoround': use gptq or learned."
+    assert not out.exists() and not list(tmp_path.iterdir())
+
+
+def test_learned_conversion_from_the_command_line(tiny_model, tmp_path, monkeypatch, capsys):
+    from studio.core.calibration import corpus, learned
+    from studio.main import main
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(corpus, "DEFAULT_SEQUENCES", 4)
+    monkeypatch.setattr(corpus, "DEFAULT_LENGTH", 32)
+    monkeypatch.setattr(learned, "DEFAULT_SETTINGS", QUICK)
+    out = tmp_path / "out"
+    assert main(["convert", str(tiny_model("mixtral")), str(out), "--calibrate-method", "learned"]) == 0
+    captured = capsys.readouterr()
+    assert "learned calibration: 2 layers" in captured.err and "calibrated (learned)" in captured.out
+    assert "Method: learned" in (out / "README.md").read_text()
+    assert list((tmp_path / "cache").rglob("manifest.json"))
+    assert json.loads((out / "config.json").read_text())["quantization"]
