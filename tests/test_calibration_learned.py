@@ -37,7 +37,7 @@ def test_the_learned_conversion_has_the_plain_layout_and_loads_with_mlx_lm(learn
 
     from studio.core.calibration.convert_hook import LearnedQuantizer
     from studio.core.convert import convert
-    from studio.core.inventory import read_header
+    from studio.core.model.inventory import read_header
 
     source, project, result, _ = learned
     quantizer = LearnedQuantizer(result)

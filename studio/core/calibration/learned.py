@@ -50,7 +50,7 @@ from studio.core.calibration.learned_layer import ROUNDING_MAX_VALUES, LayerResu
 from studio.core.calibration.learned_store import UnitStore
 from studio.core.calibration.stats import CalibrationStats, UnitStats
 from studio.core.cancel import CancelToken
-from studio.core.logits_cache import folder_identity
+from studio.core.evaluate.logits_cache import folder_identity
 from studio.core.project import Project
 
 STATS_FILE = "fallback_stats.npz"
@@ -128,7 +128,6 @@ def _dequantized(outs, decision):
 
 def _stream(skeleton, project, corpus, store, settings, progress, cancel) -> CalibrationStats:
     import mlx.core as mx
-    from mlx_lm.models.base import create_attention_mask
 
     from studio.core.calibration.convert_hook import CalibratedQuantizer
 
@@ -153,11 +152,10 @@ def _stream(skeleton, project, corpus, store, settings, progress, cancel) -> Cal
     fallback = CalibratedQuantizer(stats)
     tokens = mx.array(corpus.tokens)
     report(0, "embedding")
-    h_f = skeleton.embed(tokens)
+    h_f, calls = skeleton.embed(tokens)
     count = int(corpus.tokens.size)
     stats.units[skeleton.embedding.path] = UnitStats(np.full(h_f.shape[-1], float(count)), np.array(count))
     h_q = _quantized_embedding(skeleton, decisions, fallback, tokens, h_f)
-    mask = create_attention_mask(h_f[:1], None)
 
     results = []
     for index in range(layers):
@@ -169,7 +167,7 @@ def _stream(skeleton, project, corpus, store, settings, progress, cancel) -> Cal
             report(base + step, f"layer {index}: step {step}/{steps}")
 
         # In a function of its own, so nothing of layer i is referenced when layer i+1 loads.
-        h_f, h_q, result = _one_layer(skeleton, index, h_f, h_q, mask, decisions, store, settings, check_cancel,
+        h_f, h_q, result = _one_layer(skeleton, index, h_f, h_q, calls[index], decisions, store, settings, check_cancel,
                                       on_step)
         skeleton.free_layer(index)
         results.append(result)
@@ -209,7 +207,7 @@ def _start_tensors(probe, unit, decision, start):
     import mlx.core as mx
 
     from studio.core.calibration.probes import SwitchProbe
-    from studio.core.unit_source import unit_values
+    from studio.core.model.unit_source import unit_values
 
     if not isinstance(probe, SwitchProbe):
         return start(probe._weight, unit, decision, 0, unit.shape[0])
@@ -229,7 +227,7 @@ def _float_weight(probe):
     return probe.weight32()
 
 
-def _one_layer(skeleton, index, h_f, h_q, mask, decisions, store, settings, check_cancel, on_step):
+def _one_layer(skeleton, index, h_f, h_q, call, decisions, store, settings, check_cancel, on_step):
     from studio.core.calibration.convert_hook import CalibratedQuantizer
     from studio.core.calibration.layers import _set
     from studio.core.calibration.learned_layer import QuantLinear, QuantSwitch, run_layer, train_layer
@@ -240,10 +238,10 @@ def _one_layer(skeleton, index, h_f, h_q, mask, decisions, store, settings, chec
     layer = skeleton.layer(index)
     for p in probes.values():
         p.recording = False
-    target = run_layer(layer, mask, h_f)
+    target = run_layer(layer, call, h_f)
     for p in probes.values():
         p.recording = True
-    run_layer(layer, mask, h_q)
+    run_layer(layer, call, h_q)
     layer_stats = CalibrationStats()
     for path, p in probes.items():
         p.recording = False
@@ -268,9 +266,9 @@ def _one_layer(skeleton, index, h_f, h_q, mask, decisions, store, settings, chec
         del probe
     skeleton.probes = {}
     del probes, layer_stats, start
-    result = train_layer(layer, mask, modules, h_q, target, settings, seed=index, check_cancel=check_cancel,
+    result = train_layer(layer, call, modules, h_q, target, settings, seed=index, check_cancel=check_cancel,
                          on_step=on_step)
     for path, module in modules.items():
         store.put(path, module.stored())
-    h_q = run_layer(layer, mask, h_q)
+    h_q = run_layer(layer, call, h_q)
     return target, h_q, result

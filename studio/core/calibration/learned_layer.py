@@ -1,7 +1,7 @@
 """One decoder layer's learned quantization: scales and biases tuned with MLX autograd.
 
     QuantLinear / QuantSwitch     stand-ins holding the stock MLX tensors (packed, scales, biases)
-    train_layer(layer, mask, modules, inputs, target, settings, ...) -> LayerResult
+    train_layer(layer, call, modules, inputs, target, settings, ...) -> LayerResult
 
 The stand-ins compute what mlx-lm's QuantizedLinear and QuantizedSwitchLinear
 compute (`mx.quantized_matmul`, `mx.gather_qmm`), whose gradients with respect
@@ -167,11 +167,12 @@ class QuantSwitch(_Quantized):
         return y + mx.expand_dims(self.bias[indices], -2) if "bias" in self else y
 
 
-def run_layer(layer, mask, h):
-    """The layer over every sequence of `h`, SEQUENCES_PER_CALL at a time, evaluated."""
+def run_layer(layer, call, h):
+    """The layer over every sequence of `h`, SEQUENCES_PER_CALL at a time, evaluated. `call`
+    (a layers.LayerCall) passes the layer what the model's own `__call__` would."""
     outs = []
     for a in range(0, h.shape[0], SEQUENCES_PER_CALL):
-        y = layer(h[a:a + SEQUENCES_PER_CALL], mask)
+        y = call(layer, h[a:a + SEQUENCES_PER_CALL], a)
         mx.eval(y)
         outs.append(y)
     out = mx.concatenate(outs, axis=0) if len(outs) > 1 else outs[0]
@@ -179,10 +180,11 @@ def run_layer(layer, mask, h):
     return out
 
 
-def relative_error(layer, mask, h, target) -> float:
+def relative_error(layer, call, h, target, first: int = 0) -> float:
+    """Sum of squared differences over sum of squares of `target`: sequences first .. of the pass."""
     err = ref = 0.0
     for a in range(0, h.shape[0], SEQUENCES_PER_CALL):
-        y = layer(h[a:a + SEQUENCES_PER_CALL], mask)
+        y = call(layer, h[a:a + SEQUENCES_PER_CALL], first + a)
         t = target[a:a + SEQUENCES_PER_CALL]
         e, r = mx.sum(mx.square(y - t)), mx.sum(mx.square(t))
         mx.eval(e, r)
@@ -200,7 +202,7 @@ def _step(optimizer, params, grads, rounding_rate):
     return updated
 
 
-def train_layer(layer, mask, modules: dict[str, _Quantized], inputs, target, settings: LearnSettings,
+def train_layer(layer, call, modules: dict[str, _Quantized], inputs, target, settings: LearnSettings,
                 seed: int = 0, check_cancel=None, on_step=None) -> LayerResult:
     """Tune `modules`' scales and biases so that `layer(inputs)` comes closer to `target`;
     leaves the kept point set (rounded to the output dtype). `on_step(step, steps, error)`
@@ -209,12 +211,12 @@ def train_layer(layer, mask, modules: dict[str, _Quantized], inputs, target, set
     count = inputs.shape[0]
     holdout = min(settings.holdout, count // 2) if count > 1 else 0
     held = slice(0, holdout) if holdout else slice(0, count)  # too few sequences: measure on the trained ones
-    train = np.arange(holdout, count)
+    batch = min(settings.batch, count - holdout)
 
     def measure(params) -> float:
         for name, m in modules.items():
             m.set_params(params[name])
-        return relative_error(layer, mask, inputs[held], target[held])
+        return relative_error(layer, call, inputs[held], target[held])
 
     params = {k: m.zero_params() for k, m in modules.items()}
     start_error = best_error = measure(params)
@@ -222,10 +224,10 @@ def train_layer(layer, mask, modules: dict[str, _Quantized], inputs, target, set
         return LayerResult(start_error, start_error, 0)
     best = params
 
-    def loss_fn(params, x, y):
+    def loss_fn(params, x, y, first):
         for name, m in modules.items():
             m.set_params(params[name])
-        return mx.mean(mx.square(layer(x, mask) - y))
+        return mx.mean(mx.square(call(layer, x, first) - y))
 
     step_fn = mx.value_and_grad(loss_fn)
     warm = max(int(settings.warmup * settings.steps), 1)
@@ -242,8 +244,9 @@ def train_layer(layer, mask, modules: dict[str, _Quantized], inputs, target, set
     for step in range(1, settings.steps + 1):
         if check_cancel is not None:
             check_cancel()
-        pick = mx.array(np.sort(rng.choice(train, size=min(settings.batch, train.size), replace=False)))
-        loss, grads = step_fn(params, inputs[pick], target[pick])
+        # A run of consecutive sequences: a per-sequence argument of the layer's call is cut to match.
+        a = int(rng.integers(holdout, count - batch + 1))
+        loss, grads = step_fn(params, inputs[a:a + batch], target[a:a + batch], a)
         params = _step(optimizer, params, grads, rounding(step - 1))
         mx.eval(params, optimizer.state, loss)
         out_of_time = settings.seconds_per_layer is not None and time.monotonic() - started > settings.seconds_per_layer
