@@ -1,4 +1,4 @@
-"""Benchmark: peak memory of the streamed calibration pass on full-width MiniMax-M3 slices.
+"""Benchmark: peak memory of the streamed calibration pass (gptq, or the learned method) on full-width MiniMax-M3 slices.
 
 Builds (once, cached under --work) MiniMax-M3 slices in the official MXFP8
 format with full-width MoE layers (hidden 6144, 128 experts of 3072, top-4,
@@ -11,7 +11,12 @@ takes hours on a CPU) on each slice in its own process and prints peak RSS
 against one layer's size in bf16 plus the hidden states of the calibration
 tokens. Targets: peak RSS within that bound, and flat from 1 to 2 layers.
 
+`--method learned` runs the block-wise learned pass instead (studio.core.calibration.learned:
+the GPTQ start, then `--steps` optimizer steps a layer); it keeps three copies of the hidden
+states (float stream, quantized stream, target), so its bound counts them three times.
+
     python bench/bench_calibrate.py [--work DIR] [--layers 1 2] [--sequences 8] [--length 256]
+                                    [--method gptq|learned] [--steps 2]
 """
 
 from __future__ import annotations
@@ -37,13 +42,23 @@ from factory.tokenizer import write_tokenizer  # noqa: E402
 HIDDEN, EXPERTS = 6144, 128
 
 RUN = r"""
-import json, resource, sys, time
+import json, resource, sys, tempfile, time
+from pathlib import Path
 sys.path.insert(0, sys.argv[1])
 from studio.core.project import Project
 from studio.core.calibration.calibrate import calibrate
+from studio.core.calibration.learned import learn
+from studio.core.calibration.learned_layer import LearnSettings
 start = time.monotonic()
-stats = calibrate(Project.open(sys.argv[2]), sensitivity=sys.argv[3] == "1", sequences=int(sys.argv[4]),
-                  length=int(sys.argv[5]), use_cache=False)
+project = Project.open(sys.argv[2])
+if sys.argv[6] == "learned":
+    with tempfile.TemporaryDirectory() as cache:
+        result = learn(project, settings=LearnSettings(steps=int(sys.argv[7]), batch=2, holdout=1),
+                       sequences=int(sys.argv[4]), length=int(sys.argv[5]), use_cache=False, cache_dir=Path(cache))
+        stats = result.stats
+else:
+    stats = calibrate(project, sensitivity=sys.argv[3] == "1", sequences=int(sys.argv[4]),
+                      length=int(sys.argv[5]), use_cache=False)
 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 rss = rss if sys.platform == "darwin" else rss * 1024
 print(json.dumps({"wall_s": time.monotonic() - start, "peak_rss": rss, "tokens": stats.tokens,
@@ -133,11 +148,14 @@ def main() -> None:
     parser.add_argument("--sequences", type=int, default=8)
     parser.add_argument("--length", type=int, default=256)
     parser.add_argument("--sensitivity", action="store_true")
+    parser.add_argument("--method", choices=("gptq", "learned"), default="gptq")
+    parser.add_argument("--steps", type=int, default=2, help="learned: optimizer steps a layer")
     args = parser.parse_args()
 
     layer_bf16 = layer_elements() * 2
     hidden = args.sequences * args.length * HIDDEN * 4
-    bound = layer_bf16 + hidden
+    bound = layer_bf16 + (3 if args.method == "learned" else 1) * hidden
+    print(f"method {args.method}" + (f", {args.steps} steps a layer" if args.method == "learned" else ""))
     base = run(BASELINE)["peak_rss"]
     print(f"one layer in bf16 {layer_bf16 / 1e9:.2f} GB; hidden states of {args.sequences}x{args.length} tokens "
           f"{hidden / 1e6:.0f} MB; bound {bound / 1e9:.2f} GB; Python + MLX + mlx-lm alone {base / 1e6:.0f} MB")
@@ -146,7 +164,8 @@ def main() -> None:
     for layers in args.layers:
         source = build_slice(args.work / f"m3-mxfp8-{layers}L", layers)
         size = sum(f.stat().st_size for f in source.glob("*.safetensors"))
-        r = run(RUN, str(source), "1" if args.sensitivity else "0", str(args.sequences), str(args.length))
+        r = run(RUN, str(source), "1" if args.sensitivity else "0", str(args.sequences), str(args.length),
+                args.method, str(args.steps))
         peaks.append(r["peak_rss"])
         print(f"{layers:>6}{size / 1e9:>11.2f}{r['wall_s']:>9.1f}{r['peak_rss'] / 1e9:>13.2f}"
               f"{r['peak_rss'] / bound:>10.2f}{'%d of %d' % tuple(r['thin']):>14}")

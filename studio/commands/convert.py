@@ -28,8 +28,8 @@ def configure_parser(parser):
                               "(same tensors and bytes as without)")
     parser.add_argument("--calibrate-method", default=None, metavar="METHOD",
                         help="how --calibrate chooses the values: gptq (default; per-matrix statistics, GPTQ where "
-                             "they fit) or learned (block-wise: each decoder layer's scales and biases tuned with "
-                             "MLX autograd against the float layer's output, AutoRound-style; slower). Implies "
+                             "they fit) or learned (block-wise, AutoRound-style: each decoder layer's rounding, scales "
+                             "and biases tuned with MLX autograd against the float layer's output; slower). Implies "
                              "--calibrate")
 
 

@@ -58,8 +58,8 @@ class ConvertPanel(QWidget):
         self.calibrate.toggled.connect(lambda on: settings.put(settings.CALIBRATE, on))
         # Beside Calibrate: how the calibrated values are chosen (studio.core.calibration.convert_hook.METHODS).
         self.calibrate_method = QComboBox(toolTip="GPTQ: each matrix from its input statistics (fast).\n"
-                                          "Learned: block-wise, each decoder layer's scales and biases tuned "
-                                          "with autograd against the float layer (slower; AutoRound-style)")
+                                          "Learned: block-wise, each decoder layer's rounding, scales and biases "
+                                          "tuned with autograd against the float layer (slower; AutoRound-style)")
         self.calibrate_method.addItem("GPTQ", "gptq")
         self.calibrate_method.addItem("Learned", "learned")
         self.calibrate_method.setCurrentIndex(max(self.calibrate_method.findData(

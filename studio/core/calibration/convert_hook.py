@@ -96,9 +96,10 @@ class LearnedQuantizer:
             "## Calibration",
             "",
             "Method: learned (block-wise). Quantized with calibration, one decoder layer at a time: each "
-            "quantized matrix started from the GPTQ/clip choice of the gptq method, then its scales and biases "
-            "were tuned with MLX autograd so that the layer's output on the quantized model's hidden states "
-            "comes closest to the float model's (AutoRound-style; the packed values are unchanged). "
+            "quantized matrix started from the GPTQ/clip choice of the gptq method, then each value's rounding "
+            "(AutoRound's learned offset, by sign-SGD) and each group's scale and bias were tuned with MLX "
+            "autograd so that the layer's output on the quantized model's hidden states comes closest to the "
+            "float model's. "
             f"Mean relative error of the layer outputs on held-out calibration tokens: {start:.3g} at the GPTQ "
             f"start, {learned:.3g} learned ({change}). The statistics and targets come from running "
             f"{meta.get('tokens', 0):,} tokens of {meta.get('corpus_label', '')} through the source model. "

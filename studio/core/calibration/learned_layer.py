@@ -1,27 +1,32 @@
-"""One decoder layer's learned quantization: scales and biases tuned with MLX autograd.
+"""One decoder layer's learned quantization: rounding, scales and biases tuned with MLX autograd.
 
     QuantLinear / QuantSwitch     stand-ins holding the stock MLX tensors (packed, scales, biases)
     train_layer(layer, call, modules, inputs, target, settings, ...) -> LayerResult
 
-The stand-ins compute what mlx-lm's QuantizedLinear and QuantizedSwitchLinear
-compute (`mx.quantized_matmul`, `mx.gather_qmm`), whose gradients with respect
-to scales and biases MLX provides, so the layer trains with its weights packed:
-a layer's trainable state is its scales and biases (about 1/8 of its packed
-bytes at 4 bits), never a float copy of its weights.
+Rounding (AutoRound, Cheng et al. 2023): each value's integer is
+``clip(round(L0 + f + v))`` where L0 is the GPTQ start's integer, f where the
+float weight lies between integers (clipped to +-0.49, so v = 0 is exactly the
+start) and v a learned offset in [-0.5, 0.5], moved by sign-SGD with the
+rounding's gradient passed straight through. The stand-in then computes with
+the dequantized float weight (``mx.gather_mm`` for experts). A unit too big for
+that working copy (ROUNDING_MAX_VALUES) keeps its integers and computes on its
+packed values (`mx.quantized_matmul`, `mx.gather_qmm`, whose gradients with
+respect to scales and biases MLX provides).
 
-Each group's scale and bias are parameterised relative to their start (the
-GPTQ/clip result): ``scale = s0 * (1 + a)``, ``bias = b0 + s0 * c``, with a
-and c starting at zero. Adam's steps are then fractions of a quantization
-step whatever the tensor's magnitude, so one learning rate fits every unit.
-The packed integers never change: the result is exactly the stock layout, the
-same bytes as a plain conversion.
+Scales and biases are parameterised relative to the start:
+``scale = s0 * (1 + a)``, ``bias = b0 + s0 * c`` (Adam, small steps), and are
+rounded to the output dtype in every forward pass (gradient straight through),
+so training sees exactly what is stored. Why the rounding matters most: in
+bfloat16 a scale moves in steps of 0.4%, and on the models measured here such
+coherent steps of every value of a group cost more than they bring; flipping
+single roundings is fine-grained. Either way the result is exactly the stock
+layout, the same bytes as a plain conversion.
 
 The loss is the mean squared difference between the layer's output and the
 target (see learned.py for which inputs and which target). Every few steps the
-held-out sequences are measured with scales and biases rounded to the output
-dtype, as they will be stored; the best such point is kept, and the start is
-one of the candidates, so a layer never ends worse than its GPTQ start on the
-held-out tokens.
+held-out sequences are measured; the best such point is kept, and the start
+is one of the candidates, so a layer never ends worse than its GPTQ start on
+the held-out tokens.
 """
 
 from __future__ import annotations
