@@ -42,14 +42,14 @@ from pathlib import Path
 
 import numpy as np
 
-from studio import __version__
 from studio.core.calibration import corpus as corpus_module
-from studio.core.calibration.calibrate import CalibrationCancelled, CalibrationProgress, _mx_dtype, cache_folder
+from studio.core.calibration.calibrate import CODE, CalibrationCancelled, CalibrationProgress, cache_folder
 from studio.core.calibration.corpus import Corpus, load_corpus
 from studio.core.calibration.learned_layer import ROUNDING_MAX_VALUES, LayerResult, LearnSettings
 from studio.core.calibration.learned_store import UnitStore
 from studio.core.calibration.stats import CalibrationStats, UnitStats
 from studio.core.cancel import CancelToken
+from studio.core.code_version import code_version
 from studio.core.evaluate.logits_cache import folder_identity
 from studio.core.project import Project
 
@@ -73,10 +73,10 @@ class LearnedResult:
 
 
 def cache_key(project: Project, corpus: Corpus, settings: LearnSettings) -> str:
-    h = hashlib.sha256()
+    h = hashlib.sha256(code_version(CODE).encode())  # see studio.core.code_version
     h.update(folder_identity(project.inventory.root).encode())
     h.update(corpus.digest.encode())
-    h.update(f"learned:{__version__}:{settings.key()}:{project.plan.float_dtype}".encode())
+    h.update(f"learned:{settings.key()}:{project.plan.float_dtype}".encode())
     decisions = [(u.path, d.action, d.bits, d.group_size, d.mode, d.dtype) for u, d in project.plan.rows()]
     h.update(json.dumps(decisions).encode())
     return h.hexdigest()[:32]
