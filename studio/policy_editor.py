@@ -35,6 +35,7 @@ class PolicyEditor(QWidget):
         self.grid.setModel(self.grid_model)
         self.rules = RulesView()
         self._base = None  # the policy when the current stroke began
+        self._menu: QMenu | None = None  # the row/column menu shown last
 
         self.bar = PolicyBar(controller, self)
         self.notice = PolicyNotice(controller, self)
@@ -151,8 +152,7 @@ class PolicyEditor(QWidget):
         for action in self.brushes.paint_actions():
             menu.addAction(swatch_icon(action_colour(action)), action.label(),
                            lambda a=action: self.set_all(kind, target, a))
-        menu.popup(QCursor.pos() if at is None else at)
-        self._menu = menu
+        self._popup(menu, QCursor.pos() if at is None else at)
 
     def _cell_menu(self, role: str, layer, at) -> None:
         """The Menu key (or a right-click) on a cell: set its whole row or its whole column."""
@@ -165,6 +165,13 @@ class PolicyEditor(QWidget):
             for action in self.brushes.paint_actions():
                 submenu.addAction(swatch_icon(action_colour(action)), action.label(),
                                   lambda k=kind, t=target, a=action: self.set_all(k, t, a))
+        self._popup(menu, at)
+
+    def _popup(self, menu: QMenu, at) -> None:
+        """One menu at a time: a platform that sends the Menu key both as a key and as a context-menu
+        event must not stack two."""
+        if self._menu is not None and self._menu.isVisible():
+            self._menu.close()
         menu.popup(at)
         self._menu = menu
 

@@ -12,6 +12,7 @@ from studio.core.convert import convert
 from studio.core.project import Project
 from studio.core.quant_error.error_map import FILE_NAME
 from studio.views import item_roles
+from studio.views.palette import error_text
 from studio.views.tensor_model import ERROR
 from test_gui_fixtures import open_window, studio_settings, tiny_m3  # noqa: F401
 
@@ -40,7 +41,7 @@ def test_show_error_colours_cells_by_the_surveyed_error(qtbot, window, tmp_path)
     assert c.survey is survey and c.errors is not None and editor.errors.show_error.isChecked()
     expected = math.sqrt(survey[("attn_q", 1)][4])
     assert cell.data(item_roles.ERROR) == pytest.approx(expected, rel=1e-9)
-    assert cell.data() == f"{100 * expected:.2g}%"
+    assert cell.data() == error_text(expected, sign=False)  # the legend says "%"
     assert "relative error at 4-bit" in cell.data(Qt.ItemDataRole.ToolTipRole)
     kept = grid.index_of("router_bias", 1)  # kept in f32: no error, its label on a neutral background
     assert kept.data() == "f32" and kept.data(item_roles.ERROR) is None
@@ -48,7 +49,7 @@ def test_show_error_colours_cells_by_the_surveyed_error(qtbot, window, tmp_path)
     # Every quantized cell has a figure.
     texts = [grid.index(r, col).data() for r in range(grid.rowCount()) for col in range(grid.columnCount())
              if grid.has_units(r, col)]
-    assert "–" not in texts and sum(t.endswith("%") for t in texts) > 20
+    assert "–" not in texts and sum(t[0].isdigit() and "e" not in t for t in texts) > 20
     path = tmp_path / "editor.png"
     assert editor.grab().save(str(path))
     editor.set_show_error(False)
@@ -62,7 +63,7 @@ def test_tree_error_column_follows_the_decision(qtbot, window, qtmodeltester):
                 and c.project.units[i].layer == 1 and c.project.units[i].role == "attn_q")
     index = model.unit_index(unit).siblingAtColumn(ERROR)
     path = c.project.units[unit].path
-    assert index.data() == f"{100 * survey.units[path].errors[4]:.3g}%"
+    assert index.data() == error_text(survey.units[path].errors[4])
     assert index.data(item_roles.ERROR) == survey.units[path].errors[4]
     kept = next(i for i, u in enumerate(c.project.units) if u.role == "router_bias")
     assert model.unit_index(kept).siblingAtColumn(ERROR).data() == ""
@@ -132,7 +133,7 @@ def test_error_scale_reads_right_for_real_quantization():
     assert all(a >= b - 1e-9 for a, b in zip(sweep, sweep[1:]))  # sequential: darker with more error
     assert error_colour(None).name() == "#d9d9d9"
     legend = error_legend_html()
-    assert "0.5%" in legend and "40%" in legend
+    assert "%:" in legend and "0.50" in legend and "40" in legend
     assert "8-bit about 0.5%" in ERROR_SCALE_TIP and "2-bit 30-50%" in ERROR_SCALE_TIP
 
 

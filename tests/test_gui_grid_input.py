@@ -110,8 +110,9 @@ def test_heat_map_figures_fit_their_cells(qtbot):
     from studio.views.palette import error_text
 
     font = QFont()
-    for error in (0.0088, 0.0094, 0.041, 0.35, 0.00012, 1.7):
+    for error in (0.0088, 0.0094, 0.041, 0.35, 0.00012, 1.7, 2.2e-7):
         for width in (28, 32, 40):
-            text, used = fitted(error_text(error), font, width)
+            text, used = fitted(error_text(error, sign=False), font, width)
             assert QFontMetrics(used).horizontalAdvance(text) <= width, (error, width, text)
-            assert text.rstrip("%").rstrip("…")[:2] == error_text(error)[:2]  # the leading digits survive
+            assert text == error_text(error, sign=False)  # whole: no cell loses a digit
+            assert "e" not in text  # never scientific notation

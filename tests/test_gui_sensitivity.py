@@ -6,7 +6,7 @@ import pytest
 from PySide6.QtCore import Qt
 
 from studio.views import item_roles
-from studio.views.palette import error_colour
+from studio.views.palette import error_colour, error_text
 from test_gui_fixtures import open_window, studio_settings, tiny_m3  # noqa: F401
 
 WAIT_MS = 120_000
@@ -44,12 +44,12 @@ def test_sensitivity_heat_map_cancel_measure_and_fit(qtbot, window, tmp_path):
         qtbot.mouseClick(row.show_sensitivity, Qt.MouseButton.LeftButton)
     stats = done.args[0]
     assert row.show_sensitivity.isChecked() and not row.show_error.isChecked()
-    measured = stats.sensitivity[("attn_q", 1)][4]
+    measured = stats.relative_output_error()[("attn_q", 1)][4]
     assert cell.data(item_roles.ERROR) == pytest.approx(measured)
-    assert cell.data() == f"{100 * measured:.2g}%"
+    assert cell.data() == error_text(measured, sign=False)
     assert cell.data(Qt.ItemDataRole.BackgroundRole) == error_colour(measured)
-    assert "output-space sensitivity at 4-bit" in cell.data(Qt.ItemDataRole.ToolTipRole)
-    assert row.legend.isVisible() and row.legend.text().startswith("output ")
+    assert f"relative output error at 4-bit g64: {error_text(measured)}" in cell.data(Qt.ItemDataRole.ToolTipRole)
+    assert row.legend.isVisible() and row.legend.text().startswith("relative output error, %")
     assert "sensitivity" in row.status.text()
     painted = [grid.index(r, c).data(item_roles.ERROR) for r in range(grid.rowCount())
                for c in range(grid.columnCount()) if grid.has_units(r, c)]

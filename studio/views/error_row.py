@@ -31,7 +31,7 @@ from studio.views.widgets import ElidedLabel
 
 class ErrorRow(QWidget):
     show_error_changed = Signal(bool)
-    sensitivity_changed = Signal(object)  # {(role, layer): {bits: output error}} to show, or None
+    sensitivity_changed = Signal(object)  # {(role, layer): {bits: relative output error}} to show, or None
 
     def __init__(self, controller, parent=None):
         super().__init__(parent)
@@ -126,9 +126,9 @@ class ErrorRow(QWidget):
         self._surveying(False, f"output-space sensitivity from {stats.tokens:,} tokens of {stats.corpus_label} "
                                f"({stats.seconds:.1f} s)")
         if self.show_sensitivity.isChecked():
-            self.legend.setText(error_legend_html("output"))
+            self.legend.setText(error_legend_html("relative output error"))
             self.legend.setVisible(True)
-            self.sensitivity_changed.emit(stats.sensitivity)
+            self.sensitivity_changed.emit(stats.relative_output_error())
 
     def _sensitivity_stopped(self, reason: str) -> None:
         self._surveying(False, f"sensitivity: {reason}")

@@ -25,12 +25,9 @@ PAINT_KEYS = (Qt.Key.Key_Space, Qt.Key.Key_Return, Qt.Key.Key_Enter)
 
 
 def fitted(text: str, font: QFont, width: int) -> tuple[str, QFont]:
-    """The cell text and font that fit `width`: as is, then without its "%" (the heat map's legend
-    says percent), then in a smaller font, then cut."""
+    """The cell text and font that fit `width`: as is, then in a smaller font, then cut."""
     if QFontMetrics(font).horizontalAdvance(text) <= width:
         return text, font
-    if text.endswith("%"):
-        text = text[:-1]
     for scale in (1.0, 0.85, 0.75):
         small = QFont(font)
         small.setPointSizeF(font.pointSizeF() * scale)
@@ -261,10 +258,8 @@ class PolicyGridView(QTableView):
         if key in PAINT_KEYS and plain and current.isValid():
             self._paint_selection()
             return
-        if (key == Qt.Key.Key_Menu or (key == Qt.Key.Key_F10 and mods & Qt.KeyboardModifier.ShiftModifier)) \
-                and current.isValid():
-            role, layer = self.grid().cell(current)
-            self.cell_menu.emit(role, layer, self.viewport().mapToGlobal(self.visualRect(current).center()))
+        if key == Qt.Key.Key_Menu or (key == Qt.Key.Key_F10 and mods & Qt.KeyboardModifier.ShiftModifier):
+            self._current_cell_menu()
             return
         super().keyPressEvent(event)
 
@@ -281,10 +276,23 @@ class PolicyGridView(QTableView):
         self._finish()
 
     def contextMenuEvent(self, event):
-        index = self.indexAt(event.pos())
+        if event.reason() == event.Reason.Keyboard:
+            # The Menu key on X11 arrives here, not in keyPressEvent, at the centre of the current cell
+            # in this widget's coordinates (headers included): indexAt (viewport coordinates) would
+            # find a cell two rows down. The menu is the current cell's, as for Shift+F10.
+            self._current_cell_menu()
+            event.accept()
+            return
+        index = self.indexAt(event.pos())  # a right-click: delivered through the viewport, in its coordinates
         if index.isValid():
             role, layer = self.grid().cell(index)
             self.cell_menu.emit(role, layer, event.globalPos())
+
+    def _current_cell_menu(self) -> None:
+        current = self.currentIndex()
+        if current.isValid():
+            role, layer = self.grid().cell(current)
+            self.cell_menu.emit(role, layer, self.viewport().mapToGlobal(self.visualRect(current).center()))
 
     def _header_menu(self, header: QHeaderView, kind: str, pos: QPoint) -> None:
         section = header.logicalIndexAt(pos)

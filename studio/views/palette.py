@@ -134,19 +134,30 @@ def error_colour(error: float | None) -> QColor:
     return qcolor(ERROR_STOPS[-1][1])
 
 
-def error_legend_html(label: str = "error") -> str:
-    """Swatches of the error scale, each labelled with its error, for a one-line legend."""
+def error_legend_html(label: str = "relative error") -> str:
+    """Swatches of the error scale, each labelled with its error in percent (as the cells are), for a
+    one-line legend."""
     cells = []
     for error, _bits in ERROR_LEGEND:
         colour = error_colour(error)
         cells.append(f"<span style='background-color:{colour.name()}; color:{text_on(colour).name()}'>"
-                     f"&nbsp;{error_text(error)}&nbsp;</span>")
-    return f"{label} " + "".join(cells)
+                     f"&nbsp;{error_text(error, sign=False)}&nbsp;</span>")
+    return f"{label}, %: " + "".join(cells)
 
 
-def error_text(error: float | None) -> str:
-    """A relative error in the few characters a cell has: 0.0412 -> "4.1%"."""
+def error_text(error: float | None, sign: bool = True) -> str:
+    """A relative error in percent, one format everywhere and never in scientific notation: 0.35 ->
+    "35%", 0.041 -> "4.1%", 0.0047 -> "0.47%", below 0.005% "<0.01%". Without `sign` (grid cells,
+    whose legend says "%") the number alone."""
     if error is None:
         return "–"
     percent = 100 * error
-    return f"{percent:.2g}%" if percent < 100 else f"{percent:.0f}%"
+    if percent >= 9.95:
+        text = f"{percent:.0f}"
+    elif percent >= 0.995:
+        text = f"{percent:.1f}"
+    elif percent >= 0.005:
+        text = f"{percent:.2f}"
+    else:
+        text = "<0.01"
+    return text + "%" if sign else text

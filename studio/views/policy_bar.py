@@ -4,7 +4,9 @@ policy on this model (a preset meant for MoE on a dense model)."""
 
 from __future__ import annotations
 
+import functools
 import re
+import functools
 from pathlib import Path
 
 from PySide6.QtWidgets import (QComboBox, QFileDialog, QHBoxLayout, QLabel, QMessageBox, QPushButton, QToolButton,
@@ -27,6 +29,13 @@ def policy_stem(controller) -> str:
     if base.endswith(".json") and base != OWN_POLICY_FILE:
         return Path(base).stem
     return controller.policy.name if controller.policy is not None else "policy"
+
+
+@functools.cache
+def _preset_titles() -> dict[str, str]:
+    """Preset key by the policy's own name ("Config-I" -> "config-i"): a model opened from the Hub
+    names its policy that way."""
+    return {load_preset(name).name: name for name in PRESET_NAMES}
 
 
 class PolicyBar(QWidget):
@@ -65,13 +74,16 @@ class PolicyBar(QWidget):
         row.addStretch(1)
         row.addWidget(undo_button)
         row.addWidget(redo_button)
-        controller.project_changed.connect(self._project_changed)
+        # The box names the preset the policy comes from, whatever changed it: a choice, an open, and
+        # Undo or Redo (which put back the source along with the policy).
+        controller.policy_named.connect(self._source_named)
 
-    def _project_changed(self, project) -> None:
-        if project is not None:
-            # A model opened under a policy file (its own configi_policy.json) names no preset: the box
-            # says so rather than showing the previous model's preset beside another policy.
-            self.preset.setCurrentIndex(self.preset.findData(self.controller.policy_source))
+    def _source_named(self, source: str) -> None:
+        """Show the preset `source` names ("config-i", "config-i (edited)"); a policy from a file
+        names none, so the box says "policy file" (Reset then goes back to the first preset)."""
+        source = source.removesuffix(" (edited)")
+        index = self.preset.findData(_preset_titles().get(source, source))
+        self.preset.setCurrentIndex(index)
 
     def apply_preset(self, name: str) -> None:
         try:

@@ -48,7 +48,7 @@ class PolicyGridModel(QAbstractTableModel):
         self.cells: dict[tuple[str, int | None], tuple[int, ...]] = {}
         self.preview: dict[tuple[str, int | None], object] = {}
         self.show_error = False
-        self.sensitivity: dict | None = None  # {(role, layer): {bits: output error}} while that map is shown
+        self.sensitivity: dict | None = None  # {(role, layer): {bits: relative output error}} while shown
         self._bold = QFont()
         self._bold.setBold(True)
 
@@ -187,7 +187,7 @@ class PolicyGridModel(QAbstractTableModel):
         if role == item_roles.ERROR:
             return error
         if role == Qt.ItemDataRole.DisplayRole:
-            return error_text(error) if isinstance(action, Quantize) else action_short(action)
+            return error_text(error, sign=False) if isinstance(action, Quantize) else action_short(action)
         if not isinstance(action, Quantize):  # a faint grey over the theme's base; the theme's text colour
             return UNQUANTIZED_SHADE if role == Qt.ItemDataRole.BackgroundRole else None
         colour = error_colour(error)
@@ -207,12 +207,13 @@ class PolicyGridModel(QAbstractTableModel):
         errors = self.controller.errors
         if isinstance(action, Quantize) and self.sensitivity is not None:
             error = self.error(key, action)
-            lines.append(f"output-space sensitivity at {action.label()}: {100 * error:.3g}% (calibration pass)"
-                         if error is not None else f"output-space sensitivity at {action.label()}: not measured")
+            lines.append(f"relative output error at {action.label()}: {error_text(error)} (output-space sensitivity, "
+                         "calibration pass)" if error is not None
+                         else f"output-space sensitivity at {action.label()}: not measured")
         elif isinstance(action, Quantize) and errors is not None:
             error = self.error(key, action)
             what = "from the survey" if errors.source == "survey" else f"from {errors.source}"
-            lines.append(f"relative error at {action.label()}: {100 * error:.3g}% ({what})" if error is not None
+            lines.append(f"relative error at {action.label()}: {error_text(error)} ({what})" if error is not None
                          else f"relative error at {action.label()}: not measured (run the survey)")
             if action.bits in TYPICAL_ERROR:
                 lines.append(f"typical for {action.bits}-bit on trained weights: {TYPICAL_ERROR[action.bits]}")

@@ -23,7 +23,7 @@ from studio.core.formatting import human_bytes
 from studio.core.project import Project
 from studio.core.model.roles import BLOCK_ORDER, ROLE_BY_KEY, block_of
 from studio.views import item_roles
-from studio.views.palette import role_colour, role_icon, tint
+from studio.views.palette import error_text, role_colour, role_icon, tint
 
 COLUMNS = ("Name", "Role", "Shape", "Source dtype", "Decision", "Size before", "Size after", "Error")
 NAME, ROLE, SHAPE, DTYPE, DECISION, BEFORE, AFTER, ERROR = range(len(COLUMNS))
@@ -304,7 +304,7 @@ class TensorTreeModel(QAbstractItemModel):
             return self._decision_text(node)
         if col == ERROR:
             error = self._error(node)
-            return "" if error is None else f"{100 * error:.3g}%"
+            return "" if error is None else error_text(error)
         size = self._size(node, col == BEFORE)
         return "" if size is None else human_bytes(size)
 

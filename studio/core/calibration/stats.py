@@ -14,6 +14,7 @@ alone quantized, from `studio.core.calibration.sensitivity`.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,7 +37,8 @@ class UnitStats:
 @dataclass
 class CalibrationStats:
     units: dict[str, UnitStats] = field(default_factory=dict)
-    # (role, layer) -> {bits: relative output error}, at `group_size`
+    # (role, layer) -> {bits: squared relative output error, sum ||y_q - y||^2 / sum ||y||^2}, at
+    # `group_size`: additive across cells, so the knapsack sums it. People read `relative_output_error`.
     sensitivity: dict[Cell, dict[int, float]] = field(default_factory=dict)
     group_size: int = 64
     corpus_label: str = ""
@@ -79,6 +81,12 @@ class CalibrationStats:
         counts = stats.count[:, None, None]
         per_expert = stats.xtx / np.maximum(counts, 1)
         return np.where(counts >= need, per_expert, pooled[None])
+
+    def relative_output_error(self) -> dict[Cell, dict[int, float]]:
+        """{cell: {bits: relative output error ||y_q - y|| / ||y||, a fraction}}: the figure to show for
+        `sensitivity` (Fit to budget reports the same, as an RMS over cells)."""
+        return {cell: {bits: math.sqrt(max(e, 0.0)) for bits, e in by_bits.items()}
+                for cell, by_bits in self.sensitivity.items()}
 
     def thin_experts(self) -> tuple[int, int]:
         """(experts that fell back to their unit's mean, experts in all)."""
