@@ -17,8 +17,8 @@ from PySide6.QtGui import QContextMenuEvent, QGuiApplication
 from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QApplication
 
-from studio.core.policy import Quantize
-from studio.core.roles import ROLE_BY_KEY
+from studio.core.policy.bit_policy import Quantize
+from studio.core.model.roles import ROLE_BY_KEY
 from studio.views import item_roles
 from studio.views.palette import error_text
 from test_gui_fixtures import activate, open_window, studio_settings, tiny_m3  # noqa: F401
