@@ -47,10 +47,9 @@ class PolicyEditor(QWidget):
         self.errors.sensitivity_changed.connect(self.grid_model.set_sensitivity)
         controller.errors_changed.connect(lambda _: self.grid_model.changed())
 
-        hint = QLabel("Drag over cells with a brush, or use the arrows (Shift: a block) and Space. Right-click "
-                      "or the Menu key sets a whole row or column.")
-        hint.setWordWrap(True)
-        hint.setEnabled(False)
+        # What the brush does now, in words, on a line that wraps (never cut to "sel…" in the brush bar).
+        self.hint = QLabel(wordWrap=True, textFormat=Qt.TextFormat.RichText)
+        self.hint.setEnabled(False)
 
         splitter = QSplitter(Qt.Orientation.Vertical)
         splitter.addWidget(self.grid)
@@ -61,7 +60,7 @@ class PolicyEditor(QWidget):
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
-        for widget in (self.bar, self.notice, self.brushes, self.errors, hint):
+        for widget in (self.bar, self.notice, self.brushes, self.errors, self.hint):
             layout.addWidget(widget)
         layout.addWidget(splitter, 1)
 
@@ -115,6 +114,12 @@ class PolicyEditor(QWidget):
         self.errors.shutdown()
 
     def _brush_changed(self, brush) -> None:
+        if brush is None:
+            self.hint.setText("<b>Selecting:</b> a click or Space shows a cell's tensors in the tree. Pick a brush "
+                              "(keys 2-8, K, F, D) to paint.")
+        else:
+            self.hint.setText(f"<b>Painting {brush.label()}:</b> drag over cells, or use the arrows (Shift: a "
+                              "block) and Space. Right-click or the Menu key sets a whole row or column.")
         self.grid.brush = brush
         self.grid.setCursor(Qt.CursorShape.ArrowCursor if brush is None else Qt.CursorShape.CrossCursor)
 

@@ -64,3 +64,17 @@ def test_painted_policy_round_trips_through_json():
     p = apply_stroke(base, {("expert_gate", 5): Quantize(3, 32), ("router", None): Drop()}, GRID)
     again = policy_from_dict(json.loads(p.to_json()))
     assert same_decisions(p, again, GRID)
+
+
+def test_the_dense_mlp_down_column_is_not_the_mlp_down_group():
+    """"mlp_down" names the group of every down projection (expert, shared, dense); setting the Dense
+    MLP down column also set every expert-down and shared-down cell before painting named the role
+    alone ("role:mlp_down")."""
+    base = load_preset("config-i")
+    for out in (set_column(base, "mlp_down", Quantize(8, 64), GRID),
+                apply_stroke(base, {("mlp_down", 5): Quantize(8, 64)}, GRID)):
+        assert out.decide("mlp_down", 5, N)[0] == Quantize(8, 64)
+        for role in ("expert_down", "shared_down"):
+            assert out.decide(role, 5, N)[0] == base.decide(role, 5, N)[0] == Quantize(3, 64), role
+        loaded = policy_from_dict(json.loads(out.to_json()))
+        assert same_decisions(loaded, out, GRID) and "role:mlp_down" in out.to_json()

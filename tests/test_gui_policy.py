@@ -244,3 +244,30 @@ def test_uniform_2bit_and_config_i_on_a_dense_model_warn_in_the_window(qtbot, ti
     qtbot.waitUntil(notice.isVisible)
     assert "known to break MiniMax-class MoE" in notice.text()
     window.shutdown()
+
+
+def test_save_writes_a_compact_policy_that_loads_back_the_same(qtbot, window, tmp_path):
+    """A stroke per cell, roles interleaved, saved: one rule per role where every layer agrees, runs as
+    ranges, the same decision for every tensor; the rules table then shows the rules as saved."""
+    from studio.core.policy.bit_policy import load_policy_file
+
+    editor, c = window.editor, window.controller
+    grid, model = editor.grid, editor.grid_model
+    grid.setFocus()
+    QTest.keyClick(grid, Qt.Key.Key_6)
+    for layer in range(c.num_layers):
+        for role in ("attn_q", "attn_v"):
+            grid.setCurrentIndex(model.index_of(role, layer))
+            QTest.keyClick(grid, Qt.Key.Key_Space)
+    painted = c.policy
+    assert c.undo_stack.count() == 2 * c.num_layers
+    path = tmp_path / "painted.json"
+    assert editor.bar.save_policy(str(path))
+    saved = load_policy_file(path)
+    assert len(saved.rules) < len(painted.rules)
+    assert "attn_q, attn_v @ all layers -> 6-bit g64" in [r.label() for r in saved.rules]
+    c.project.set_policy(painted)
+    before = [(d.action, d.bits, d.group_size) for d in c.project.plan.decisions]
+    c.project.set_policy(saved)
+    assert [(d.action, d.bits, d.group_size) for d in c.project.plan.decisions] == before
+    assert editor.rules.rules.rowCount() == len(saved.rules)

@@ -6,7 +6,7 @@ from PySide6.QtCore import QModelIndex
 from PySide6.QtTest import QTest
 
 from studio.views import item_roles
-from test_gui_fixtures import m3_replica, open_window, studio_settings  # noqa: F401
+from test_gui_fixtures import activate, m3_replica, open_window, studio_settings, tiny_m3  # noqa: F401
 
 
 def _shown_units(panel) -> list[int]:
@@ -62,4 +62,25 @@ def test_clicking_a_grid_cell_opens_the_tree_down_to_its_units(qtbot, m3_replica
     units = _shown_units(window.tree)
     project = window.controller.project
     assert len(units) == 1 and (project.units[units[0]].role, project.units[units[0]].layer) == ("expert_down", 5)
+    window.shutdown()
+
+
+def test_a_select_click_says_how_the_tree_is_filtered_and_esc_clears_it(qtbot, tiny_m3):
+    from PySide6.QtCore import Qt
+
+    window = open_window(qtbot, tiny_m3)
+    panel, editor = window.tree, window.editor
+    assert not panel.filter_row.isVisible()
+    editor.set_brush("S")
+    grid = editor.grid
+    QTest.mouseClick(grid.viewport(), Qt.MouseButton.LeftButton, pos=grid.cell_rect("attn_q", 1).center())
+    assert panel.proxy.role == "attn_q" and panel.proxy.layer == 1
+    assert panel.filter_row.isVisible() and panel.filters.text() == "Filtered: layer 1, Attention Q"
+    activate(qtbot, window, panel.view)  # shortcuts reach only the active window
+    QTest.keyClick(panel.view, Qt.Key.Key_Escape)
+    assert panel.proxy.role is None and panel.proxy.layer == "any" and not panel.filter_row.isVisible()
+    QTest.keyClicks(panel.search, "q_proj")
+    assert panel.filter_row.isVisible() and panel.filters.text() == "Filtered: \u201cq_proj\u201d"
+    QTest.mouseClick(panel.clear_filters, Qt.MouseButton.LeftButton)
+    assert panel.search.text() == "" and not panel.filter_row.isVisible()
     window.shutdown()

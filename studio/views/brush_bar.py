@@ -1,6 +1,6 @@
 """The brush bar: pick what a stroke paints (keys 2-8, K keep, F f16, D drop; S or Esc to select)
-and the group size and mode of painted quantize values. The chosen brush is drawn thick and
-named in words beside the bar, so it reads at a glance."""
+and the group size and mode of painted quantize values. The chosen brush is drawn thick (the
+editor names it in words on the line below), so it reads at a glance."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from studio import settings
 from studio.core.defaults import AFFINE_BITS, DEFAULT_GROUP_SIZE, MODES
 from studio.core.policy.bit_policy import Drop, Keep, Quantize
 from studio.views.palette import action_colour, text_on
-from studio.views.widgets import ElidedLabel
 
 # (label, key, tool): tool is bits for a quantize brush, a Keep/Drop action, or None for select.
 TOOLS = (("select", "S", None), *((str(b), str(b), b) for b in AFFINE_BITS),
@@ -77,14 +76,12 @@ class BrushBar(QWidget):
             self.mode.addItem(mode, mode)
         self.mode.currentIndexChanged.connect(self._mode_changed)
         self.group_size.currentIndexChanged.connect(lambda _: self._update())
-        self.current = ElidedLabel()  # "painting 4-bit g64": the chosen brush in words, cut before it widens
         row.addSpacing(10)
         row.addWidget(QLabel("Group:"))
         row.addWidget(self.group_size)
         row.addWidget(QLabel("Mode:"))
         row.addWidget(self.mode)
-        row.addSpacing(10)
-        row.addWidget(self.current, 1)
+        row.addStretch(1)
 
         self.mode.setCurrentIndex(max(0, self.mode.findData(settings.get(settings.PAINT_MODE))))
         self._mode_changed()
@@ -132,8 +129,6 @@ class BrushBar(QWidget):
 
     def _update(self) -> None:
         brush = self.brush()
-        self.current.setText("selecting: a click shows a cell's tensors" if brush is None
-                             else f"painting {brush.label()}")
         settings.put(settings.PAINT_MODE, self.mode.currentData())
         settings.put(settings.PAINT_GROUP_SIZE, self.group_size.currentData() or DEFAULT_GROUP_SIZE)
         self.brush_changed.emit(brush)

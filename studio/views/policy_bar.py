@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import functools
 import re
-import functools
 from pathlib import Path
 
 from PySide6.QtWidgets import (QComboBox, QFileDialog, QHBoxLayout, QLabel, QMessageBox, QPushButton, QToolButton,
@@ -15,6 +14,7 @@ from PySide6.QtWidgets import (QComboBox, QFileDialog, QHBoxLayout, QLabel, QMes
 from studio import settings
 from studio.core.errors import StudioError
 from studio.core.policy.bit_policy import OWN_POLICY_FILE, PRESET_NAMES, load_policy_file, load_preset
+from studio.core.policy.compact import compact
 from studio.core.policy.suitability import policy_warnings
 from studio.views import shortcuts
 from studio.views.icons import icon
@@ -106,11 +106,17 @@ class PolicyBar(QWidget):
         return True
 
     def save_policy(self, path: str) -> bool:
+        """Save the policy compacted (the same decision for every tensor in fewer rules: strokes merged,
+        runs of layers as ranges); the editor then shows the rules as saved."""
+        c = self.controller
+        policy = compact(c.policy, c.project.grid) if c.project is not None else c.policy
         try:
-            self.controller.policy.save(path)
+            policy.save(path)
         except OSError as exc:
             QMessageBox.warning(self, "Save policy", f"Cannot save the policy to {path}: {exc.strerror}.")
             return False
+        if policy is not c.policy:
+            c.set_policy(policy)
         self.controller.set_source(Path(path).name)
         self.controller.undo_stack.setClean()  # saved: nothing to ask about on quit
         settings.put(settings.LAST_POLICY_DIR, str(Path(path).parent))

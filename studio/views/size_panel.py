@@ -30,6 +30,12 @@ def size_unit(nbytes: float) -> tuple[str, float]:
     return name, scale
 
 
+# Role families as the role chart names them when there is no room for a bar per role.
+FAMILY_SHORT = {"embedding": "Emb, Head", "attention": "Attention", "expert_gate_up": "E gate/up",
+                "expert_down": "E down", "shared_expert": "Shared", "dense_mlp": "Dense MLP", "router": "Router",
+                "indexer": "Indexer", "norm": "Norms", "vision": "Vision", "mtp": "MTP", "other": "Other"}
+
+
 def layer_ticks(layers: list[int], most: int = 8) -> list[tuple[int, str]]:
     """Whole-layer ticks, at most about `most` of them: every layer, or every 2, 5, 10, 20..."""
     if not layers:
@@ -84,6 +90,7 @@ class SizePanel(QWidget):
         super().__init__(parent)
         self.project = None
         self._roles: list[str] = []
+        self._bars: list[tuple[str, tuple[str, ...], QColor]] = []  # (label, roles, colour) per bar, top down
         self.updates = 0
         self.unit, self.scale = "GB", 1e9  # the plots' size unit: follows the model's size
 
@@ -182,20 +189,13 @@ class SizePanel(QWidget):
         self.project = project
         if project is None:
             return
-        roles = [r for r in project.roles_present()]
-        self._roles = roles
+        self._roles = list(project.roles_present())
         self.unit, self.scale = size_unit(project.estimate.source_bytes)
         self.role_plot.setLabel("bottom", f"{self.unit} (outline: source)")
         self.layer_plot.setLabel("left", self.unit)
-        ys = list(range(len(roles)))
-        brushes = [pg.mkBrush(role_colour(r)) for r in roles]
-        self.role_bars.setOpts(x0=[0] * len(roles), y=ys, width=[0] * len(roles), brushes=brushes)
-        self.source_bars.setOpts(x0=[0] * len(roles), y=ys,
-                                 width=[project.estimate.by_role_source.get(r, 0) / self.scale for r in roles])
-        self._label_roles()
+        self._bars = []
+        self._layout_bars()
         self._default_context(project)
-        self.role_plot.getViewBox().invertY(True)
-        self.role_plot.setYRange(-0.6, len(roles) - 0.4, padding=0)
         self._layers = sorted(k for k in project.estimate.by_layer if k is not None)
         self.layer_bars.setOpts(x=self._layers, height=[0] * len(self._layers))
         self.layer_plot.getAxis("bottom").setTicks([layer_ticks(self._layers), []])
@@ -213,26 +213,45 @@ class SizePanel(QWidget):
 
     def eventFilter(self, watched, event):
         if watched is self.role_plot and event.type() == QEvent.Type.Resize:
-            self._label_roles()
+            self._layout_bars()
         return False
 
-    def _label_roles(self) -> None:
-        """Name as many bars as have room for a line each, the biggest (in the source) first: on a
-        laptop screen twenty labels would print over each other. Every bar is in the tooltip."""
+    def _layout_bars(self) -> None:
+        """A bar per role where every role's name has a line of its own; where the chart is too short
+        for that (twenty roles on a laptop), a bar per role family, so no bar is ever unnamed. Every
+        role's size is in the tooltip either way."""
         if self.project is None or not self._roles:
             return
         line = self.role_plot.fontMetrics().height()
-        row = max(1.0, (self.role_plot.height() - 40) / len(self._roles))  # px a bar, less the bottom axis
-        apart = int(line / row) + 1  # rows between two labels that do not overlap
+        room = self.role_plot.height() - 40  # px for the bars, less the bottom axis
+        if len(self._roles) * line <= room:
+            bars = [(SHORT.get(r, r).replace(chr(10), " "), (r,), role_colour(r)) for r in self._roles]
+        else:
+            families: dict[str, list[str]] = {}
+            for r in self._roles:
+                families.setdefault(ROLE_BY_KEY[r].family, []).append(r)
+            bars = [(FAMILY_SHORT.get(f, f), tuple(members), role_colour(members[0]))
+                    for f, members in families.items()]
+        if bars == self._bars:
+            return
+        self._bars = bars
+        ys = list(range(len(bars)))
         by_source = self.project.estimate.by_role_source
-        named, taken = set(), set()
-        for r in sorted(self._roles, key=lambda r: -by_source.get(r, 0)):
-            i = self._roles.index(r)
-            if not any(abs(i - j) < apart for j in taken):
-                named.add(r)
-                taken.add(i)
-        self.role_plot.getAxis("left").setTicks(
-            [[(i, SHORT.get(r, r).replace(chr(10), " ")) for i, r in enumerate(self._roles) if r in named]])
+        self.role_bars.setOpts(x0=[0] * len(bars), y=ys, width=[0] * len(bars),
+                               brushes=[pg.mkBrush(colour) for _, _, colour in bars])
+        self.source_bars.setOpts(x0=[0] * len(bars), y=ys,
+                                 width=[sum(by_source.get(r, 0) for r in keys) / self.scale for _, keys, _ in bars])
+        axis = self.role_plot.getAxis("left")
+        axis.setTicks([[(i, label) for i, (label, _, _) in enumerate(bars)]])
+        # Wide enough for the longest name: pyqtgraph leaves out a label it cannot fit.
+        axis.setWidth(max(56, max(self.role_plot.fontMetrics().horizontalAdvance(label) for label, _, _ in bars) + 14))
+        self.role_plot.getViewBox().invertY(True)
+        self.role_plot.setYRange(-0.6, len(bars) - 0.4, padding=0)
+        self._bar_widths(self.project.estimate)
+
+    def _bar_widths(self, estimate) -> None:
+        self.role_bars.setOpts(width=[sum(estimate.by_role.get(r, 0) for r in keys) / self.scale
+                                      for _, keys, _ in self._bars])
 
     def update_estimate(self, estimate) -> None:
         if self.project is None:
@@ -243,8 +262,7 @@ class SizePanel(QWidget):
         self.total_caption.setText(f"output, {ratio:.0%} of the {human_bytes(estimate.source_bytes)} source")
         self.bpw_q.setText(f"{estimate.bpw_quantized:.3f}")
         self.bpw_m.setText(f"{estimate.bpw_output:.3f}")
-        widths = [estimate.by_role.get(r, 0) / self.scale for r in self._roles]
-        self.role_bars.setOpts(width=widths)
+        self._bar_widths(estimate)
         self.layer_bars.setOpts(height=[estimate.by_layer.get(l, 0) / self.scale for l in self._layers])
         self._update_fit()
         tips = [f"{ROLE_BY_KEY[r].label}: {human_bytes(estimate.by_role.get(r, 0))} "

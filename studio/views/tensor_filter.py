@@ -3,13 +3,15 @@
 
 from __future__ import annotations
 
-from PySide6.QtCore import QSortFilterProxyModel
+from PySide6.QtCore import QSortFilterProxyModel, Signal
 
 from studio.views.tensor_model import NAME, Node
 
 
 class TensorFilterModel(QSortFilterProxyModel):
     """Filter by name text, role and layer; parents of a match stay visible."""
+
+    filter_changed = Signal()
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -29,6 +31,7 @@ class TensorFilterModel(QSortFilterProxyModel):
         self.beginFilterChange()
         self.endFilterChange(QSortFilterProxyModel.Direction.Rows)
         self._count_matches()
+        self.filter_changed.emit()
 
     def _count_matches(self) -> None:
         """Each layer and block says how many of its units the filter shows ("(3 of 12)")."""

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from PySide6.QtCore import QItemSelectionModel, QModelIndex, QPoint, Qt, Signal
-from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QTreeView, QVBoxLayout,
-                               QWidget)
+from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QToolButton, QTreeView,
+                               QVBoxLayout, QWidget)
 
 from studio.core.model.roles import ROLE_BY_KEY
 from studio.views import item_roles
@@ -62,6 +63,24 @@ class TensorTreePanel(QWidget):
         self.legend.setToolTip("Row colours: the role of each unit (colour-blind-safe palette); "
                                "alternate layers are shaded")
 
+        # What the tree is filtered by, in words, and a way back to every unit: a select-click on the
+        # grid sets the role and layer boxes, which is easy to miss.
+        self.filters = QLabel(objectName="active_filters", wordWrap=True)
+        self.filters.setStyleSheet("#active_filters { background: palette(highlight); color: palette(highlighted-text);"
+                                   " border-radius: 3px; padding: 2px 6px; }")
+        self.clear_filters = QToolButton(text="Clear", toolTip="Show every unit again (Esc)")
+        self.clear_filters.clicked.connect(self.clear)
+        clear_key = QAction(self, shortcut=QKeySequence(Qt.Key.Key_Escape))
+        clear_key.setShortcutContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+        clear_key.triggered.connect(self.clear)
+        self.addAction(clear_key)
+        self.filter_row = QWidget(visible=False)
+        chips = QHBoxLayout(self.filter_row)
+        chips.setContentsMargins(0, 0, 0, 0)
+        chips.addWidget(self.filters, 1)
+        chips.addWidget(self.clear_filters)
+        self.proxy.filter_changed.connect(self._show_filters)
+
         bar = QHBoxLayout()
         bar.addWidget(self.search, 3)
         bar.addWidget(self.role_box, 1)
@@ -69,6 +88,7 @@ class TensorTreePanel(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addLayout(bar)
+        layout.addWidget(self.filter_row)
         layout.addWidget(self.view, 1)
         layout.addWidget(self.legend)
         self._syncing = False
@@ -91,6 +111,24 @@ class TensorTreePanel(QWidget):
         self.role_box.blockSignals(False)
         self.layer_box.blockSignals(False)
         self.proxy.set_filter(text="", role=None, layer="any")
+        self.search.clear()
+
+    def _show_filters(self) -> None:
+        proxy, parts = self.proxy, []
+        if proxy.layer != "any":
+            parts.append(self.layer_box.currentText().lower() if self.layer_box.currentIndex() > 0
+                         else "outside the layers" if proxy.layer is None else f"layer {proxy.layer}")
+        if proxy.role is not None:
+            parts.append(ROLE_BY_KEY[proxy.role].label if proxy.role in ROLE_BY_KEY else proxy.role)
+        if proxy.text:
+            parts.append(f"\u201c{proxy.text}\u201d")
+        self.filters.setText("Filtered: " + ", ".join(parts))
+        self.filter_row.setVisible(bool(parts))
+
+    def clear(self) -> None:
+        """Every filter off: all roles, all layers, no text."""
+        self.role_box.setCurrentIndex(0)
+        self.layer_box.setCurrentIndex(0)
         self.search.clear()
 
     def resizeEvent(self, event):

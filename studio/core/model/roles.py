@@ -93,11 +93,23 @@ ROLE_GROUPS: dict[str, tuple[str, ...]] = {
 ROLE_GROUPS["layer_matrices"] = ROLE_GROUPS["attention"] + ROLE_GROUPS["mlp_gate_up"] + ROLE_GROUPS["mlp_down"]
 
 
+# A policy names one role by its key, unless a group has that name ("mlp_down" is the group of every
+# down projection, expert, shared and dense): then "role:KEY" names the role alone.
+ROLE_PREFIX = "role:"
+
+
+def role_name(role: str) -> str:
+    """How a policy names the single role `role` (the key, or "role:KEY" where a group has the key's name)."""
+    return ROLE_PREFIX + role if role in ROLE_GROUPS else role
+
+
 def expand_roles(names) -> frozenset[str]:
-    """Role keys and group names (or "*") to the set of role keys they mean."""
+    """Role keys, "role:KEY", group names (or "*") to the set of role keys they mean."""
     keys: set[str] = set()
     for name in names:
-        if name == "*":
+        if name.startswith(ROLE_PREFIX) and name[len(ROLE_PREFIX):] in ROLE_BY_KEY:
+            keys.add(name[len(ROLE_PREFIX):])
+        elif name == "*":
             keys.update(ROLE_BY_KEY)
         elif name in ROLE_GROUPS:
             keys.update(ROLE_GROUPS[name])

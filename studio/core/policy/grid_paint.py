@@ -15,7 +15,13 @@ from collections import defaultdict
 
 from studio.core.policy.grid import Cell, Grid
 from studio.core.policy.bit_policy import Action, Layers, Policy, Rule
-from studio.core.model.roles import ROLE_BY_KEY
+from studio.core.model.roles import ROLE_BY_KEY, role_name
+
+
+# The notes of the rules painting appends (Fit to budget's start with FIT_NOTE): what a saved policy
+# writes afresh (studio.core.policy.compact).
+PAINT_NOTES = ("painted", "row set", "column set")
+FIT_NOTE = "fit to budget"
 
 
 def _domain(grid: Grid) -> list[Cell]:
@@ -69,9 +75,9 @@ def apply_stroke(policy: Policy, stroke: dict[Cell, Action], grid: Grid, note: s
         return policy
     rules = list(policy.rules)
     for (role, action), layers in layered.items():
-        rules.append(Rule((role,), Layers("list", items=tuple(sorted(layers))), action, note))
+        rules.append(Rule((role_name(role),), Layers("list", items=tuple(sorted(layers))), action, note))
     for role, action in outside:
-        rules.append(Rule((role,), Layers("none"), action, note))
+        rules.append(Rule((role_name(role),), Layers("none"), action, note))
     return compact(policy.with_rules(rules), grid)
 
 
@@ -82,7 +88,7 @@ def set_row(policy: Policy, layer: int | None, roles, action: Action, grid: Grid
 
 def set_column(policy: Policy, role: str, action: Action, grid: Grid) -> Policy:
     """One role in every row to `action`: one rule for all layers."""
-    rules = [*policy.rules, Rule((role,), Layers("all"), action, "column set")]
+    rules = [*policy.rules, Rule((role_name(role),), Layers("all"), action, "column set")]
     return compact(policy.with_rules(rules), grid)
 
 
