@@ -5,8 +5,9 @@ cell's current bits (surveying first if nothing is measured yet), "Survey"
 measures it on samples of the weights (on the worker), "Load errors…" reads a
 converted model's quant_errors.json, "Sensitivity" runs the calibration pass
 (on the worker; cached) and shows each cell's output-space sensitivity as the
-heat map instead, and "Fit to budget…" proposes bits for a size or a Mac. The status ("errors from out/quant_errors.json") has a line of
-its own, so it is never squeezed to "err…".
+heat map instead, and "Fit to budget…" proposes bits for a size or a Mac. The status ("errors from
+out/quant_errors.json") has a line of its own, with the heat map's legend at its end, so it is never
+squeezed to "err…" and the legend never widens the window.
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ class ErrorRow(QWidget):
 
         buttons = QHBoxLayout()
         buttons.setContentsMargins(0, 0, 0, 0)
-        for widget in (self.show_error, self.show_sensitivity, survey, load, self.survey_bar, self.survey_cancel, self.legend):
+        for widget in (self.show_error, self.show_sensitivity, survey, load, self.survey_bar, self.survey_cancel):
             buttons.addWidget(widget)
         buttons.addStretch(1)
         buttons.addWidget(fit)
@@ -89,7 +90,12 @@ class ErrorRow(QWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         layout.setSpacing(2)
         layout.addLayout(buttons)
-        layout.addWidget(self.status)
+        # The legend shares the status line (under the buttons, where it never widens the window).
+        status_row = QHBoxLayout()
+        status_row.setContentsMargins(0, 0, 0, 0)
+        status_row.addWidget(self.status, 1)
+        status_row.addWidget(self.legend)
+        layout.addLayout(status_row)
 
     def _project_changed(self, _project) -> None:
         """Another model: its errors are not measured yet (the survey line and error source go)."""
