@@ -26,6 +26,33 @@ from studio.views.policy_grid import PolicyGridModel
 from studio.views.rules_view import RulesView
 
 
+def select_hint() -> str:
+    return ("<b>Selecting:</b> a click or Space shows a cell's tensors in the tree. Pick a brush (keys 2-8, K, F, "
+            "D) to paint.")
+
+
+def paint_hint(label: str) -> str:
+    return (f"<b>Painting {label}:</b> drag over cells, or use the arrows (Shift: a block) and Space. "
+            "Right-click or the Menu key sets a whole row or column.")
+
+
+class SteadyHint(QLabel):
+    """A wrapping label as tall as the tallest of the texts it shows, at any width: switching the brush
+    never moves the grid under the pointer."""
+
+    def __init__(self, texts, parent=None):
+        super().__init__(parent, wordWrap=True, textFormat=Qt.TextFormat.RichText)
+        self._probe = QLabel(wordWrap=True, textFormat=Qt.TextFormat.RichText)
+        self._texts = texts
+
+    def heightForWidth(self, width: int) -> int:
+        heights = []
+        for text in self._texts:
+            self._probe.setText(text)
+            heights.append(self._probe.heightForWidth(width))
+        return max(heights + [super().heightForWidth(width)])
+
+
 class PolicyEditor(QWidget):
     def __init__(self, controller, parent=None):
         super().__init__(parent)
@@ -48,7 +75,7 @@ class PolicyEditor(QWidget):
         controller.errors_changed.connect(lambda _: self.grid_model.changed())
 
         # What the brush does now, in words, on a line that wraps (never cut to "sel…" in the brush bar).
-        self.hint = QLabel(wordWrap=True, textFormat=Qt.TextFormat.RichText)
+        self.hint = SteadyHint((select_hint(), paint_hint("8-bit g128 mxfp8")))
         self.hint.setEnabled(False)
 
         splitter = QSplitter(Qt.Orientation.Vertical)
@@ -114,12 +141,7 @@ class PolicyEditor(QWidget):
         self.errors.shutdown()
 
     def _brush_changed(self, brush) -> None:
-        if brush is None:
-            self.hint.setText("<b>Selecting:</b> a click or Space shows a cell's tensors in the tree. Pick a brush "
-                              "(keys 2-8, K, F, D) to paint.")
-        else:
-            self.hint.setText(f"<b>Painting {brush.label()}:</b> drag over cells, or use the arrows (Shift: a "
-                              "block) and Space. Right-click or the Menu key sets a whole row or column.")
+        self.hint.setText(select_hint() if brush is None else paint_hint(brush.label()))
         self.grid.brush = brush
         self.grid.setCursor(Qt.CursorShape.ArrowCursor if brush is None else Qt.CursorShape.CrossCursor)
 

@@ -185,3 +185,20 @@ def test_the_sensitivity_map_shows_the_relative_output_error_fit_to_budget_repor
         assert index.data() == error_text(reported, sign=False)
         assert f"relative output error at {bits}-bit" in index.data(Qt.ItemDataRole.ToolTipRole)
         assert error_text(reported) in index.data(Qt.ItemDataRole.ToolTipRole)
+
+
+@pytest.mark.parametrize("size", [(1024, 700), (1280, 800)])
+def test_a_brush_key_never_moves_the_grid_under_the_pointer(qtbot, tiny_m3, size):
+    """The brush is named in words on a wrapping line above the grid; a drag planned before pressing a
+    brush key must land on the same cells after it."""
+    window = open_window(qtbot, tiny_m3, size=size)
+    grid = window.editor.grid
+    activate(qtbot, window, grid)
+    tops = []
+    for xkey, key in (("s", Qt.Key.Key_S), ("3", Qt.Key.Key_3), ("Escape", Qt.Key.Key_Escape),
+                      ("f", Qt.Key.Key_F)):
+        press(qtbot, grid, xkey, key)
+        qtbot.wait(20)
+        tops.append(grid.mapTo(window, grid.rect().topLeft()).y())
+    assert window.editor.grid.brush is not None and len(set(tops)) == 1, tops
+    window.shutdown()
