@@ -42,6 +42,7 @@ class SteadyHint(QLabel):
 
     def __init__(self, texts, parent=None):
         super().__init__(parent, wordWrap=True, textFormat=Qt.TextFormat.RichText)
+        self.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)  # a short text reads from the top
         self._probe = QLabel(wordWrap=True, textFormat=Qt.TextFormat.RichText)
         self._texts = texts
 
