@@ -15,7 +15,7 @@ from studio.core.model.dequantize import SourceReader
 from studio.core.quant_error.survey import SurveyCancelled, sample_spans, survey
 from studio.core.budget.report import layers_text, target_bytes
 from studio.core.memory import weights_budget_bytes
-from studio.core.policy.bit_policy import Layers, Quantize, Rule
+from studio.core.policy.bit_policy import Layers, Quantize, Rule, policy_from_dict
 from studio.core.project import Project
 from studio.core.quant_error.round_trip import relative_error
 from studio.core.model.unit_source import read_unit_rows, unit_values, whole_only
@@ -168,6 +168,11 @@ def test_fit_cli_keeps_within_target_and_writes_only_with_out(tiny_model, tmp_pa
     assert "->" in text and "error" in text and str(out) in text
     fitted = Project.open(model, str(out))
     assert fitted.estimate.total_bytes <= int(target_gb * 1e9)
+    # Written compact, deciding every tensor as the proposal does.
+    proposed = policy_from_dict(data["policy"])
+    assert len(fitted.policy.rules) <= len(proposed.rules)
+    project.set_policy(proposed)
+    assert [(d.action, d.bits) for d in fitted.plan.decisions] == [(d.action, d.bits) for d in project.plan.decisions]
 
 
 def test_fit_for_a_mac_budgets_kv_cache_and_runtime(tiny_model, capsys):

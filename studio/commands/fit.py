@@ -16,6 +16,7 @@ from studio.commands.calibrating import add_arguments as add_calibration_argumen
 from studio.commands.calibrating import run_calibration
 from studio.core.formatting import human_bytes, table
 from studio.core.memory import CONTEXT_CHOICES, MAC_MEMORY_GB
+from studio.core.policy.compact import compact
 
 
 def configure_parser(parser):
@@ -70,8 +71,8 @@ def run(args) -> int:
         result = fit_to_budget(project, budget, cells)
         seconds, measure = cells.seconds, "relative error of the quantized weights, RMS, on samples"
     proposal = result.proposal
-    if args.out:
-        proposal.policy.save(args.out)
+    if args.out:  # compacted as the window's Save writes it: the same decision for every tensor, fewer rules
+        compact(proposal.policy, project.grid).save(args.out)
     if args.json:
         out = {"model": project.inventory.source.label, "from_policy": project.policy.name,
                "survey_seconds": round(seconds, 3),
