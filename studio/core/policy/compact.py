@@ -94,7 +94,8 @@ def _exact(numbers) -> list[Layers]:
 def tidied(policy: Policy, grid: Grid) -> Policy:
     """Rules that decide nothing dropped; each run of neighbouring rules with the same roles and action
     made one (their layers joined: nothing between them overrides), its layers written as runs."""
-    used = [rule for i, rule in enumerate(policy.rules) if i in deciding_rules(policy, grid)]
+    deciding = deciding_rules(policy, grid)
+    used = [rule for i, rule in enumerate(policy.rules) if i in deciding]
     out: list[Rule] = []
     i = 0
     while i < len(used):
