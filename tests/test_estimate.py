@@ -147,8 +147,9 @@ def test_memory_fit(tmp_path):
     assert fit.limit_bytes == int(64 * 2**30 * 0.75)
     # The parts, as the size panel shows them, add up to the sentence the command line prints.
     assert fit.sentence() == f"fits a 64 GB Mac at 4,096 tokens of context: {fit.needs}"
-    assert fit.needs == (f"needs {(fit.weights_bytes + fit.kv_bytes + fit.overhead_bytes) / 2**30:.1f} GiB "
-                         f"of the {64 * 0.75:.1f} GiB the GPU may use by default")
+    # One unit across the app (issue 18: "GB and GiB side by side"): GB = 10^9 bytes, as the sizes.
+    assert fit.needs == (f"needs {(fit.weights_bytes + fit.kv_bytes + fit.overhead_bytes) / 1e9:.1f} GB "
+                         f"of the 51.5 GB the GPU may use by default")
     tight = project.memory_fit(64, 10**9)
     assert not tight.fits and tight.verdict == "does not fit"
 
@@ -165,3 +166,25 @@ def test_source_bytes_count_every_source_tensor_once(tiny_model):
         whole = project.inventory.by_name[project.units[i].sources[0]].nbytes
         assert unit_source[i] == whole // 2
     assert sum(project.estimate.by_role_source.values()) == checkpoint
+
+
+def test_no_gib_anywhere_the_user_reads():
+    """Issue 18: sizes in GB beside memory in GiB. The convention (studio/core/formatting.py) is GB =
+    10^9 bytes everywhere: no string the app can show or write (docstrings aside) holds GiB, MiB or KiB."""
+    import ast
+    import re
+    from pathlib import Path
+
+    import studio
+
+    root = Path(studio.__file__).parent
+    offenders = []
+    for path in sorted(root.rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                      if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                      and node.body and isinstance(node.body[0], ast.Expr)}
+        offenders += [f"{path.relative_to(root)}:{node.lineno}" for node in ast.walk(tree)
+                      if isinstance(node, ast.Constant) and isinstance(node.value, str)
+                      and id(node) not in docstrings and re.search(r"\b[KMGT]iB\b", node.value)]
+    assert not offenders

@@ -209,8 +209,37 @@ def test_config_i_on_the_demo_is_not_called_damaged_by_top1_alone():
     """Issue 11 item 11: ppl +0.4%, KL near-lossless, top-1 87.9% once read "Noticeably damaged"."""
     v = make_verdict(_result(ppl=66.26, ppl_reference=66.0, kld_mean=0.027, top1_agreement=0.879))
     assert v.label == "good" and v.drivers == ["top-1 agreement"]
-    assert "top-1 agreement reads noticeably damaged and drove it" in v.summary
+    assert "top-1 agreement reads noticeably damaged and pulled it down to good" in v.summary
     assert "perplexity near-lossless" in v.summary and "KL divergence near-lossless" in v.summary
+
+
+def test_the_headline_and_the_figure_that_drove_it_agree():
+    """Issue 18: "Near-lossless" above "top-1 agreement reads good and drove it". A figure that
+    reads better or worse than the headline is named as deciding it only with the reason why."""
+    v = make_verdict(_result(ppl=66.2, ppl_reference=66.0, kld_mean=0.02, top1_agreement=0.93))
+    assert v.label == "near-lossless" and v.drivers == ["perplexity", "KL divergence"]
+    assert "perplexity and KL divergence read near-lossless and set it" in v.summary
+    assert "top-1 agreement good" in v.summary
+
+
+@pytest.mark.parametrize("ppl", [66.2, 68.0, 72.0, 90.0])
+@pytest.mark.parametrize("kld", [0.02, 0.1, 0.3, 0.9])
+@pytest.mark.parametrize("top1", [0.97, 0.92, 0.85, 0.5])
+@pytest.mark.parametrize("confident", [True, False])
+def test_every_verdict_says_why_its_drivers_decided_it(ppl, kld, top1, confident):
+    v = make_verdict(_result(ppl=ppl, ppl_reference=66.0, kld_mean=kld, top1_agreement=top1,
+                             reference_confidence=0.6 if confident else 0.1))
+    assert f"looks {v.label} next to" in v.summary
+    counted = {f.name: f for f in v.findings if f.counted}
+    assert v.drivers and set(v.drivers) <= set(counted)
+    for name in v.drivers:
+        level = counted[name].level
+        if level == v.level:
+            assert "and set it" in v.summary or "agree" in v.summary
+        else:  # a driver never reads better than the headline, and a worse one comes with the reason
+            assert level > v.level
+            assert (f"pulled it down to {v.label}" in v.summary
+                    or (level == 3 and "which alone keeps the verdict at noticeably damaged" in v.summary))
 
 
 def test_huge_perplexity_increases_read_as_a_factor():

@@ -115,8 +115,10 @@ def test_conversion_cancel(qtbot, window, tmp_path, monkeypatch):
         assert panel.start()
         panel.cancel()
     assert stopped and not panel.busy
-    assert panel.message.text().startswith("Cancelled") and not panel.bar.isEnabled()
-    assert panel.bar.text().startswith("cancelled at")
+    # Issue 18: "cancelled at 43%" in a greyed bar was unreadable; the bar is greyed and silent, the
+    # message line says it in the normal text colour.
+    assert panel.message.text().startswith("Cancelled at ") and "%: " in panel.message.text()
+    assert not panel.bar.isEnabled() and not panel.bar.isTextVisible() and not panel.status.isVisible()
     assert not (out / "config.json").exists()
     assert panel.convert_button.isEnabled()
 
@@ -171,3 +173,29 @@ def test_the_panel_says_what_a_run_repaired(qtbot, window, tmp_path):
     assert not leftover.exists()
     shown = panel.message.text().replace("\u200b", "")  # the label breaks paths with zero-width spaces
     assert f"removed {leftover}" in shown
+
+
+def test_the_outcome_and_next_steps_are_in_view_after_a_conversion(qtbot, tiny_m3, tmp_path):
+    """Issue 18: at 1280x800 the Done text and Chat with it / Evaluate it / Publish... were below the
+    fold of the Convert dock. Once the run ends they are inside its scroll area's viewport."""
+    from PySide6.QtCore import QRect
+
+    from test_gui_fixtures import open_window
+
+    window = open_window(qtbot, tiny_m3, size=(1280, 800))
+    panel = window.convert
+    panel.quiet = True
+    panel.output.setText(str(tmp_path / "out"))
+    area = window.docks["convert"].widget()
+    with qtbot.waitSignal(panel.conversion_finished, timeout=WAIT_MS):
+        assert panel.start()
+
+    def shown(widget) -> bool:
+        viewport = area.viewport()
+        top_left = widget.mapTo(viewport, widget.rect().topLeft())
+        return viewport.rect().contains(QRect(top_left, widget.size()))
+
+    for widget in (panel.chat_button, panel.evaluate_button, panel.publish_button):
+        qtbot.waitUntil(lambda w=widget: shown(w))
+    assert panel.message.text().startswith("Done: ") and shown(panel.message)
+    window.shutdown()

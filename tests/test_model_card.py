@@ -59,3 +59,35 @@ def test_an_output_reopens_under_the_policy_that_made_it(tiny_model, tmp_path):
     again = Project.open(out)
     assert again.policy.name == "Mixed 3/6 (mlx-lm mixed_3_6)"
     assert Project.open(out, "uniform-8bit").policy.name == "Uniform 8-bit"
+
+
+def test_no_path_of_this_machine_reaches_a_card_or_evaluation(tmp_path):
+    """Issue 18: the card named the source by its absolute path (and the evaluation its reference and
+    text), and publish uploads both. After a calibrated conversion from a custom text and an
+    evaluation recorded in the folder, no file of the output names a folder of this machine."""
+    from pathlib import Path
+
+    from studio.core.calibration.convert_hook import calibrate_and_convert
+    from studio.core.card.eval_record import evaluate_and_record
+
+    from factory import make_tiny_model
+
+    private = tmp_path / "alice-private-models"
+    source = make_tiny_model("qwen3_moe", private / "tiny-moe")
+    calibration = private / "my-calibration.txt"
+    calibration.write_text(TEXT * 4)
+    evaluation = private / "my-eval.txt"
+    evaluation.write_text(TEXT)
+    out = tmp_path / "published" / "out"
+    calibrate_and_convert(Project.open(source, "uniform-4bit"), out, text=calibration)
+    recorded = evaluate_and_record(out, source, text_path=evaluation, max_tokens=64, context=32,
+                                   cache_dir=tmp_path / "cache")
+    assert recorded.recorded is True
+    card = (out / "README.md").read_text()
+    assert "`tiny-moe`" in card and "my-calibration.txt" in card and "`my-eval.txt`" in card
+    for file in sorted(out.iterdir()):
+        if file.suffix in (".md", ".json", ".txt", ".jinja"):
+            text = file.read_text()
+            for secret in (str(tmp_path), "alice-private-models", str(Path.home())):
+                assert secret not in text, f"{file.name} names {secret}"
+    assert json.loads((out / "evaluation.json").read_text())["reference"] == "tiny-moe"

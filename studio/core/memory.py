@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from studio.core.formatting import GB
+
 MAC_MEMORY_GB = (64, 96, 128, 192, 256, 512)
 CONTEXT_CHOICES = (4096, 8192, 32768, 65536, 131072, 262144)
 DEFAULT_CONTEXT = 32768
@@ -26,6 +28,7 @@ def default_context(text_config: dict, wanted: int = DEFAULT_CONTEXT) -> int:
 
 
 def gpu_limit_bytes(mac_gb: int) -> int:
+    """A Mac sold as "N GB" holds N x 2^30 bytes of memory; the GPU may wire a fraction of it."""
     fraction = 2 / 3 if mac_gb <= 36 else 3 / 4
     return int(mac_gb * 2**30 * fraction)
 
@@ -69,8 +72,9 @@ class MemoryFit:
 
     @property
     def needs(self) -> str:
-        need, limit = self.needed_bytes / 2**30, self.limit_bytes / 2**30
-        return f"needs {need:.1f} GiB of the {limit:.1f} GiB the GPU may use by default"
+        # In GB like every size in the app (see studio.core.formatting): next to "167.10 GB of weights".
+        need, limit = self.needed_bytes / GB, self.limit_bytes / GB
+        return f"needs {need:.1f} GB of the {limit:.1f} GB the GPU may use by default"
 
     def sentence(self) -> str:
         return f"{self.verdict} {self.where}: {self.needs}"

@@ -6,9 +6,9 @@ import copy
 import functools
 from pathlib import Path
 
-from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QHBoxLayout, QLabel, QLineEdit, QMessageBox, QProgressBar,
-                               QPushButton, QVBoxLayout, QWidget)
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QHBoxLayout, QLabel, QLineEdit, QMessageBox,
+                               QProgressBar, QPushButton, QScrollArea, QVBoxLayout, QWidget)
 
 from studio import settings
 from studio.core.bundled import suggested_output
@@ -73,15 +73,15 @@ class ConvertPanel(QWidget):
         self.cancel_button = QPushButton(icon("cancel"), "Cancel", toolTip="Stop after the current tensor")
         self.cancel_button.clicked.connect(self.cancel)
         self.cancel_button.setEnabled(False)
-        self.chat_button = QPushButton(icon("chat"), "Chat with it", toolTip="Open the converted model in the chat")
+        self.chat_button = QPushButton("Chat with it", toolTip="Open the converted model in the chat")
         self.chat_button.clicked.connect(lambda: self.result and self.chat_requested.emit(str(self.result.path)))
         self.chat_button.setVisible(False)
-        self.evaluate_button = QPushButton(icon("evaluate"), "Evaluate it",
+        self.evaluate_button = QPushButton("Evaluate it",
                                            toolTip="Compare the converted model with this source (Evaluate tab)")
         self.evaluate_button.clicked.connect(
             lambda: self.result and self.evaluate_requested.emit(str(self.result.path)))
         self.evaluate_button.setVisible(False)
-        self.publish_button = QPushButton(icon("save"), "Publish…",
+        self.publish_button = QPushButton("Publish…",
                                           toolTip="Upload the converted model to the Hugging Face Hub")
         self.publish_button.clicked.connect(self.open_publish)
         self.publish_button.setVisible(False)
@@ -110,19 +110,22 @@ class ConvertPanel(QWidget):
         buttons.addWidget(self.convert_button)
         buttons.addWidget(self.cancel_button)
         buttons.addWidget(self.bar, 1)
-        after = QHBoxLayout()
+        # No icons on these three: with them the row was wider than the dock's 300 px at 1280x800.
+        after = QHBoxLayout(spacing=4)
         after.addWidget(self.chat_button)
         after.addWidget(self.evaluate_button)
         after.addWidget(self.publish_button)
         after.addStretch(1)
+        # The outcome (message, then what to do next) sits right under the bar, above the progress
+        # lines (empty once it is over), and is scrolled into view: in a short dock it was below the fold.
         layout = QVBoxLayout(self)
-        layout.setContentsMargins(6, 6, 6, 6)
+        layout.setContentsMargins(4, 6, 4, 6)
         layout.addLayout(row)
         layout.addLayout(options)
         layout.addLayout(buttons)
-        layout.addWidget(self.status)
         layout.addWidget(self.message)
         layout.addLayout(after)
+        layout.addWidget(self.status)
         layout.addStretch(1)
         controller.project_changed.connect(self._project_changed)
         controller.policy_named.connect(lambda _: self._suggest_output())
@@ -162,13 +165,37 @@ class ConvertPanel(QWidget):
 
     def _reset_bar(self) -> None:
         self.bar.setEnabled(True)
+        self.bar.setTextVisible(True)
         self.bar.setFormat("%p%")
         self.bar.setValue(0)
+        self.status.setVisible(True)
 
-    def _stop_bar(self, word: str) -> None:
-        """A stopped bar is greyed and says so ("cancelled at 37%"), never a blue bar that looks alive."""
-        self.bar.setFormat(f"{word} at %p%")
+    def _stop_bar(self, word: str) -> str:
+        """A stopped bar is greyed, never a blue bar that looks alive, and carries no text: grey text
+        on a greyed chunk was unreadable. The words ("Cancelled at 37%") go to the message line."""
+        self.bar.setTextVisible(False)
         self.bar.setEnabled(False)
+        return f"{word} at {round(100 * self.bar.value() / max(self.bar.maximum(), 1))}%"
+
+    def _show_outcome(self, text: str) -> None:
+        """The run is over: its message and next steps replace the progress lines, in view."""
+        self.status.setText("")
+        self.status.setVisible(False)
+        self.say(text)
+        QTimer.singleShot(0, self._reveal_outcome)  # once the layout has placed the new widgets
+
+    def _reveal_outcome(self) -> None:
+        area = self.parentWidget()
+        while area is not None and not isinstance(area, QScrollArea):
+            area = area.parentWidget()
+        if area is None:
+            return
+        self.layout().activate()
+        last = self.publish_button if self.publish_button.isVisibleTo(self) else self.message
+        bottom = last.mapTo(self, last.rect().bottomLeft()).y() + 6
+        top = self.message.mapTo(self, self.message.rect().topLeft()).y() - 6
+        bar = area.verticalScrollBar()  # vertically only: a sideways scroll would cut "Output:" off
+        bar.setValue(min(top, max(bar.value(), bottom - area.viewport().height())))  # the message first
 
     def choose_output(self) -> None:
         start = self.output.text() or settings.get(settings.OUTPUT_DIR)
@@ -279,29 +306,24 @@ class ConvertPanel(QWidget):
         extra = f", {resumed} shard(s) resumed" if resumed else ""
         if not resumed:
             convert_confirm.remember_rate(self._snapshot, result.seconds)
-        self.status.setText("")
         # What the run found and repaired (an interrupted --force move) is news to the user too.
         notes = "".join(f"\n{notice}" for notice in result.notices)
-        self.say(f"Done: {result.path}\n"
-                 f"{human_bytes(result.bytes_written)} written in {_duration(result.seconds)}{extra}.{notes}")
         self.chat_button.setVisible(True)
         self.evaluate_button.setVisible(True)
         self.publish_button.setVisible(True)
+        self._show_outcome(f"Done: {result.path}\n{human_bytes(result.bytes_written)} written in "
+                           f"{_duration(result.seconds)}{extra}.{notes}")
         self.conversion_finished.emit(result)
 
     def _failed(self, message: str) -> None:
         self._finish()
-        self._stop_bar("failed")
-        self.status.setText("")
-        self.say(f"Failed: {message}")
+        self._show_outcome(f"{self._stop_bar('Failed')}: {message}")
         self._message("Conversion failed", message)
         self.conversion_stopped.emit(message)
 
     def _cancelled(self, message: str) -> None:
         self._finish()
-        self._stop_bar("cancelled")
-        self.status.setText("")
-        self.say(f"Cancelled: {message}")
+        self._show_outcome(f"{self._stop_bar('Cancelled')}: {message}")
         self.conversion_stopped.emit(message)
 
     def open_publish(self) -> PublishDialog | None:

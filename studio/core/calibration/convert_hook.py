@@ -17,6 +17,7 @@ from studio.core.calibration.gptq import gptq_quantize
 from studio.core.calibration.quantizer import calibrated_quantize
 from studio.core.calibration.stats import MIN_EXPERT_TOKENS, CalibrationStats
 from studio.core.convert.compute import mx_dtype, quantize_weight
+from studio.core.formatting import shareable_name
 
 
 class CalibratedQuantizer:
@@ -59,7 +60,7 @@ class CalibratedQuantizer:
             f"by the mean squared activation of its input channels (the diagonal of X^T X), and where the whole "
             f"X^T X was small enough to keep, the values are chosen GPTQ-style (rounding errors fed forward "
             f"across columns); the statistics come from running "
-            f"{stats.tokens:,} tokens of {stats.corpus_label} through the source model one decoder layer at a "
+            f"{stats.tokens:,} tokens of {shareable_name(stats.corpus_label)} through the source model one decoder layer at a "
             f"time.{fallback} Units without statistics used MLX's round-to-nearest. The tensors are those of a "
             "plain conversion of the same policy; only the values differ. The calibration text is not the "
             "evaluation text (see Quality).",

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from studio import __version__
 from studio.core.policy.estimate import Estimate
-from studio.core.formatting import human_bytes
+from studio.core.formatting import human_bytes, shareable_name
 from studio.core.policy.plan import Plan
 from studio.core.policy.bit_policy import OWN_POLICY_FILE
 from studio.core.model.roles import ROLE_BY_KEY, ROLES
@@ -52,6 +52,9 @@ def policy_table(plan: Plan) -> str:
 
 
 def model_card(plan: Plan, estimate: Estimate, source: str) -> str:
+    """The card of a conversion of `source` (a repo id, or a local folder: named by its last part only,
+    since publishing uploads the card and the machine's paths are nobody's business)."""
+    source = shareable_name(source)
     inventory = plan.inventory
     policy = plan.policy
     base_model = inventory.source.base_model
@@ -103,8 +106,9 @@ def quality_section(result) -> str:
     lines = [
         QUALITY_HEADING,
         "",
-        f"Evaluated by Config-I Studio {__version__} against `{result.reference}` on {result.tokens:,} tokens "
-        f"of `{result.text}` ({result.windows} windows of {result.context}; {result.compute_sentence()}). "
+        f"Evaluated by Config-I Studio {__version__} against `{shareable_name(result.reference)}` on "
+        f"{result.tokens:,} tokens of `{shareable_name(result.text)}` ({result.windows} windows of {result.context}; "
+        f"{result.compute_sentence()}). "
         "The statistics are those of llama.cpp's `llama-perplexity --kl-divergence`; ± is one standard error.",
         "",
         "| Figure | Value |",
@@ -125,7 +129,10 @@ def record_evaluation(folder, result) -> bool:
     folder = Path(folder)
     if not (folder / OWN_POLICY_FILE).exists():
         return False
-    (folder / "evaluation.json").write_text(json.dumps(result.to_dict(), indent=1) + "\n")
+    record = result.to_dict()
+    for key in ("output", "reference", "text"):  # published with the folder: no path of this machine
+        record[key] = shareable_name(record[key])
+    (folder / "evaluation.json").write_text(json.dumps(record, indent=1) + "\n")
     card = folder / "README.md"
     text = card.read_text() if card.exists() else ""
     head, found, rest = text.partition(QUALITY_HEADING)

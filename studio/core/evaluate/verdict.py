@@ -119,6 +119,41 @@ def _nonfinite_finding(r) -> Finding | None:
         level, LEVELS[level])
 
 
+def _weigh(counted: list[Finding]) -> tuple[int, list[str], str]:
+    """The one rule that gives the verdict's level, the figures that decided it and the words for them.
+
+    The level is the mean of the counted levels, a half rounded toward the worse level, never better than
+    "noticeably damaged" while one figure reads "badly damaged". The figures that decided it are those at
+    that level; when none is (the mean falls between figures), those nearest below it, which pulled it
+    down; when the floor set it, the badly damaged figure. So a driver never reads better or worse than
+    the headline without the sentence saying why."""
+    levels = [f.level for f in counted]
+    level = math.floor(sum(levels) / len(levels) + 0.5)
+    if max(levels) == 3 and level < 2:
+        level = 2  # one badly damaged figure is never outvoted to "good"
+        drivers = [f for f in counted if f.level == 3]
+        how = (f"{_join([f.name for f in drivers])} {_reads(drivers)} badly damaged, which alone keeps the "
+               f"verdict at {LEVELS[2]}")
+    elif any(f.level == level for f in counted):
+        drivers = [f for f in counted if f.level == level]
+        how = f"{_join([f.name for f in drivers])} {_reads(drivers)} {LEVELS[level]} and set it"
+    else:
+        below = min(f.level for f in counted if f.level > level)
+        drivers = [f for f in counted if f.level == below]
+        how = f"{_join([f.name for f in drivers])} {_reads(drivers)} {LEVELS[below]} and pulled it down to {LEVELS[level]}"
+    rest = [f for f in counted if f not in drivers]
+    if not rest:
+        why = {3: "all three figures agree", 2: "both figures it counts agree"}.get(len(counted), how)
+    else:
+        others = "; ".join(f"{f.name} {f.label}" for f in rest)
+        why = f"weighing the {len(counted)} figures equally: {how}; {others}"
+    return level, [f.name for f in drivers], why
+
+
+def _reads(figures: list[Finding]) -> str:
+    return "reads" if len(figures) == 1 else "read"
+
+
 def make_verdict(r) -> Verdict:
     caveats = [
         f"These are rules of thumb, not promises: they measure agreement with the reference on "
@@ -137,19 +172,7 @@ def make_verdict(r) -> Verdict:
 
     findings = _findings(r)
     counted = [f for f in findings if f.counted]
-    levels = [f.level for f in counted]
-    level = math.floor(sum(levels) / len(levels) + 0.5)
-    if max(levels) == 3:
-        level = max(level, 2)  # one badly damaged figure is never outvoted to "good"
-    worst = max(levels)
-    drivers = [f.name for f in counted if f.level == worst]
-    rest = [f for f in counted if f.level != worst]
-    if not rest:
-        why = {3: "all three figures agree", 2: "both figures it counts agree"}.get(len(counted), "")
-    else:
-        others = "; ".join(f"{f.name} {f.label}" for f in rest)
-        why = (f"weighing the {len(counted)} figures equally: {_join(drivers)} "
-               f"{'reads' if len(drivers) == 1 else 'read'} {LEVELS[worst]} and drove it, {others}")
+    level, drivers, why = _weigh(counted)
     if broken is not None:
         findings.append(broken)
         if broken.level >= level:
