@@ -104,6 +104,10 @@ def test_fit_dialog_accept_changes_the_estimate_and_undo_restores_it(qtbot, wind
         dialog.propose()
     assert dialog.result is not None and dialog.accept_button.isEnabled()
     assert dialog.changes.rowCount() > 0 and "→" in dialog.changes.index(0, 2).data()
+    # Issue 18: clear verbs (not "Accept"/"Reject"), and a table that fills the dialog's width.
+    assert sorted(b.text().replace("&", "") for b in dialog.buttons.buttons()) == ["Apply", "Cancel"]
+    table = dialog.table
+    qtbot.waitUntil(lambda: table.horizontalHeader().length() == table.viewport().width())
     assert dialog.result.proposal.total_bytes <= target
     dialog.accept()
     c.flush()

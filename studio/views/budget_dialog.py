@@ -1,6 +1,6 @@
-""""Fit to budget…": choose a size or a Mac, survey the errors (on the worker), review the diff, accept or reject.
+""""Fit to budget…": choose a size or a Mac, survey the errors (on the worker), review the diff, Apply or Cancel.
 
-Accepting applies the proposed policy as one undo step; rejecting changes nothing.
+Apply replaces the policy with the proposal as one undo step; Cancel changes nothing.
 Once the grid's "Sensitivity" has measured the model, "Propose by output-space
 sensitivity" spends the bytes by it instead, with no survey. A target below the
 smallest size the policy can reach is refused before anything is measured; a
@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, Qt
 from PySide6.QtWidgets import (QButtonGroup, QCheckBox, QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QGridLayout,
-                               QHeaderView, QLabel, QProgressBar, QPushButton, QRadioButton, QTableView, QVBoxLayout)
+                               QHBoxLayout, QHeaderView, QLabel, QProgressBar, QPushButton, QRadioButton, QTableView,
+                               QVBoxLayout)
 
 from studio import settings
 from studio.core.budget.report import error_text
@@ -99,17 +100,28 @@ class BudgetDialog(QDialog):
         self.propose_button.clicked.connect(self.propose)
         self.bar = QProgressBar(visible=False)
         self.bar.setRange(0, 1000)
-        self.cancel_button = QPushButton("Cancel survey", visible=False)
+        self.bar.setMinimumWidth(240)
+        # "Stop", not a second "Cancel": the dialog's Cancel closes it.
+        self.cancel_button = QPushButton("Stop survey", visible=False, toolTip="Stop measuring; nothing changes")
         self.cancel_button.clicked.connect(runner.cancel)
         self.summary = QLabel("Choose a target and press Propose.", wordWrap=True)
         self.changes = ChangesModel(self)
         self.table = QTableView()
         self.table.setModel(self.changes)
         self.table.verticalHeader().hide()
-        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.table.verticalHeader().setDefaultSectionSize(self.fontMetrics().height() + 8)
+        self.table.setAlternatingRowColors(True)
+        # The table fills the dialog: the names share the spare width, the figures keep theirs.
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        for column in (0, 1):
+            header.setSectionResizeMode(column, QHeaderView.ResizeMode.Stretch)
         self.buttons = QDialogButtonBox()
-        self.accept_button = self.buttons.addButton("Accept", QDialogButtonBox.ButtonRole.AcceptRole)
-        self.buttons.addButton("Reject", QDialogButtonBox.ButtonRole.RejectRole)
+        # Verbs that say what happens (testers read "Reject" as rejecting the model).
+        self.accept_button = self.buttons.addButton("Apply", QDialogButtonBox.ButtonRole.AcceptRole)
+        self.accept_button.setToolTip("Replace the policy with the proposal (one undo step)")
+        self.cancel_dialog_button = self.buttons.addButton(QDialogButtonBox.StandardButton.Cancel)
+        self.cancel_dialog_button.setToolTip("Close without changing the policy")
         self.accept_button.setEnabled(False)
         self.buttons.accepted.connect(self.accept)
         self.buttons.rejected.connect(self.reject)
@@ -122,14 +134,19 @@ class BudgetDialog(QDialog):
         grid.addWidget(self.context, 1, 2)
         grid.addWidget(self.propose_button, 0, 3, 2, 1)
         grid.addWidget(self.use_sensitivity, 2, 0, 1, 3)
+        grid.setColumnStretch(1, 1)
+        grid.setColumnStretch(2, 1)
+        running = QHBoxLayout()  # the bar and its Stop button on one line, the bar's words inside it
+        running.addWidget(self.bar, 1)
+        running.addWidget(self.cancel_button)
         layout = QVBoxLayout(self)
+        layout.setSpacing(8)
         layout.addLayout(grid)
-        layout.addWidget(self.bar)
-        layout.addWidget(self.cancel_button)
+        layout.addLayout(running)
         layout.addWidget(self.summary)
         layout.addWidget(self.table, 1)
         layout.addWidget(self.buttons)
-        self.resize(760, 420)
+        self.resize(880, 520)
 
         runner.progress.connect(self._progress)
         runner.stopped.connect(self._stopped)
@@ -180,7 +197,7 @@ class BudgetDialog(QDialog):
 
     def _progress(self, p) -> None:
         self.bar.setValue(int(1000 * p.fraction))
-        self.bar.setFormat(f"{p.done}/{p.total} units")
+        self.bar.setFormat(f"Surveying: {p.done} of {p.total} units (%p%)")
 
     def _stopped(self, reason: str) -> None:
         self._busy(False)
