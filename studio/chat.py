@@ -31,7 +31,7 @@ from PySide6.QtWidgets import (
 )
 
 from studio import settings
-from studio.chat_host import ModelHost, Reply
+from studio.chat_host import ModelHost, Replies, Reply
 from studio.core.cancel import CancelToken
 from studio.core.runtime.generation import GenerationStats
 from studio.views.conversation import CompareView, Conversation, ConversationView, SamplingControls, Turn
@@ -50,8 +50,9 @@ class _Side:
     label: QLabel
     loaded: bool = False
     path: str = ""
-    pending: int | None = None  # request id in flight
+    pending: int | None = None  # request id of the reply in flight
     cancel: CancelToken | None = None
+    loading: int | None = None  # request id of the load in flight
 
 
 class ChatPane(QWidget):
@@ -145,6 +146,7 @@ class ChatPane(QWidget):
         if self._closed:
             return
         s = self._sides[side]
+        was_busy = self.busy
         if s.cancel is not None:
             s.cancel.cancel()  # its late result is ignored: pending no longer matches
         s.pending, s.cancel = None, None
@@ -153,8 +155,11 @@ class ChatPane(QWidget):
         s.label.setText(f"loading {Path(path).name}…")
         s.view.conversation = Conversation()
         s.view.render()
-        self._host.request_load(side, path)
+        s.loading = self._new_id()  # an earlier load still on its way is ignored when it lands
+        self._host.request_load(side, path, s.loading)
         self._refresh()
+        if was_busy and not self.busy:
+            self.busy_changed.emit(False)
 
     def set_compare(self, on: bool) -> None:
         if self.compare_box.isChecked() != on:
@@ -182,15 +187,16 @@ class ChatPane(QWidget):
         system = self.system_prompt.text()
         if from_input:
             self.input.clear()
+        replies = []
         for index in sides:
             s = self._sides[index]
             conv = s.view.conversation
             conv.turns.append(Turn("user", text))
             conv.streaming = ""
-            self._next_id += 1
-            s.pending, s.cancel = self._next_id, CancelToken()
-            self._host.request_reply(Reply(index, s.pending, conv.history(), params, system, s.cancel))
+            s.pending, s.cancel = self._new_id(), CancelToken()
+            replies.append(Reply(index, s.pending, conv.history(), params, system, s.cancel))
             s.view.render()
+        self._host.request_reply(Replies(replies))  # one request: the sides stream together
         self._last_stats.clear()
         self.stats_label.setStyleSheet("")
         self.stats_label.setText("generating…")
@@ -212,13 +218,23 @@ class ChatPane(QWidget):
         return self._sides[side].view.conversation
 
     def clear(self) -> None:
+        """Stop the replies in flight and empty both conversations now; what the stopped replies
+        still send is dropped (their ids are no longer awaited)."""
+        was_busy = self.busy
         self.stop()
         for s in self._sides:
-            if s.pending is None:
-                s.view.conversation.turns.clear()
-                s.view.conversation.expanded.clear()
-                s.view.render()
+            s.pending, s.cancel = None, None
+            conv = s.view.conversation
+            conv.turns.clear()
+            conv.expanded.clear()
+            conv.streaming, conv.streaming_inside = None, False
+            s.view.render()
+        self._last_stats.clear()
+        self.stats_label.setStyleSheet("")
         self.stats_label.setText("")
+        self._refresh()
+        if was_busy:
+            self.busy_changed.emit(False)
 
     def model_changed(self, project) -> None:
         """Another model is open in the window: the chat starts empty, with no model on either side
@@ -276,6 +292,10 @@ class ChatPane(QWidget):
 
     # internals -------------------------------------------------------------
 
+    def _new_id(self) -> int:
+        self._next_id += 1
+        return self._next_id
+
     def _active_sides(self) -> list[int]:
         return [0, 1] if self.compare else [0]
 
@@ -299,8 +319,11 @@ class ChatPane(QWidget):
         if path:
             self.save_transcript(path)
 
-    def _on_loaded(self, side: int, description: str) -> None:
+    def _on_loaded(self, side: int, request_id: int, description: str) -> None:
         s = self._sides[side]
+        if s.loading != request_id:
+            return  # a model the user has since replaced
+        s.loading = None
         s.loaded = True
         s.label.setText(description)
         s.view.conversation.model = description
@@ -308,8 +331,12 @@ class ChatPane(QWidget):
         self._refresh()
         self.model_loaded.emit(side, description)
 
-    def _on_load_failed(self, side: int, message: str) -> None:
-        self._sides[side].label.setText("no model")
+    def _on_load_failed(self, side: int, request_id: int, message: str) -> None:
+        s = self._sides[side]
+        if s.loading != request_id:
+            return
+        s.loading = None
+        s.label.setText("no model")
         self._show_error(message)
         self._refresh()
 

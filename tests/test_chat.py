@@ -239,3 +239,58 @@ def test_a_failing_generation_reports_and_the_thread_lives_on(qtbot, pane, llama
     with qtbot.waitSignal(pane.reply_finished, timeout=WAIT_MS) as blocker:
         assert pane.send("hello there")
     assert blocker.args[1].generated_tokens == 4
+
+
+def test_clear_while_generating_empties_the_chat_at_once(qtbot, pane, llama_dir):
+    """Issue 18: Clear during a reply stopped it but left the conversation on screen."""
+    _open(qtbot, pane, llama_dir)
+    _set(pane, SamplingParams(temperature=0.0, max_tokens=100000))
+    with qtbot.waitSignal(pane._host.chunk, timeout=WAIT_MS):
+        assert pane.send("hello there")
+    pane.clear()
+    assert not pane.busy and pane.send_button.isEnabled() and not pane.stop_button.isEnabled()
+    assert pane.conversation().turns == [] and pane.conversation().streaming is None
+    assert "hello there" not in pane.compare_view.views[0].toPlainText()
+    qtbot.wait(300)  # the stopped reply's last chunks and its end arrive, and are dropped
+    assert pane.conversation().turns == [] and pane.conversation().streaming is None
+    _set(pane, SamplingParams(temperature=0.0, max_tokens=4))
+    with qtbot.waitSignal(pane.reply_finished, timeout=WAIT_MS):
+        assert pane.send("again")
+    assert [t.role for t in pane.conversation().turns] == ["user", "assistant"]
+
+
+def test_a_superseded_load_is_ignored(qtbot, pane, llama_dir, request, tmp_path):
+    """Issue 17: loads carried no request id, so the first of two quick opens could land last's
+    label, or a failed first load could say "no model" over the second."""
+    moe_dir = tiny_model_dir(request, "qwen3_moe")
+    loaded, errors = [], []
+    pane.model_loaded.connect(lambda side, text: loaded.append(text))
+    pane.error.connect(errors.append)
+    pane.open_model(tmp_path / "missing", 0)  # fails on the host, after the next open was asked for
+    pane.open_model(llama_dir, 0)
+    pane.open_model(moe_dir, 0)
+    qtbot.waitUntil(lambda: bool(loaded), timeout=WAIT_MS)
+    qtbot.wait(200)
+    assert len(loaded) == 1 and "float32" in loaded[0] and errors == []
+    assert pane._sides[0].label.text() == loaded[0] and pane._sides[0].path == str(moe_dir)
+
+
+def test_compare_streams_b_while_a_is_still_replying(qtbot, pane, llama_dir, request):
+    """Issue 18: in compare mode B waited for A's whole reply. The sides now take turns token by
+    token on the host thread, so B's text arrives before A is done."""
+    moe_dir = tiny_model_dir(request, "qwen3_moe")
+    pane.set_compare(True)
+    _open(qtbot, pane, llama_dir, 0)
+    _open(qtbot, pane, moe_dir, 1)
+    _set(pane, SamplingParams(temperature=0.0, max_tokens=400, seed=3))
+    events = []
+    pane._host.chunk.connect(lambda side, rid, text: events.append(("chunk", side)))
+    pane._host.reply_done.connect(lambda side, rid, stats: events.append(("done", side)))
+    with qtbot.waitSignals([pane._host.reply_done, pane._host.reply_done], timeout=60000):
+        assert pane.send("hello there")
+    qtbot.waitUntil(lambda: not pane.busy, timeout=WAIT_MS)
+    first_done = next(i for i, e in enumerate(events) if e[0] == "done")
+    sides_streaming_before = {side for kind, side in events[:first_done] if kind == "chunk"}
+    assert sides_streaming_before == {0, 1}, events[:first_done + 1]
+    for side in (0, 1):
+        assert [t.role for t in pane.conversation(side).turns] == ["user", "assistant"]

@@ -237,3 +237,27 @@ def test_chat_command_interactive_keeps_history(request, llama, capsys, monkeypa
 def test_chat_command_bad_model_is_a_clear_error(tmp_path, capsys):
     assert main(["chat", str(tmp_path / "nope"), "-p", "hi"]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_a_seeded_sampler_draws_what_mlx_lm_draws_with_its_own_key():
+    """Compare mode interleaves two replies on one thread: each seeded reply samples from a key of
+    its own (not MLX's global one), and draws exactly what mlx-lm's sampler draws after seeding."""
+    import mlx.core as mx
+    from mlx_lm.sample_utils import make_sampler
+
+    from studio.core.generation import make_sampling
+
+    logits = mx.random.normal((1, 64), key=mx.random.key(1))
+    logprobs = logits - mx.logsumexp(logits, keepdims=True)
+    params = SamplingParams(temperature=0.8, top_p=0.9, top_k=20, seed=5)
+    mx.random.seed(5)
+    plain = make_sampler(temp=0.8, top_p=0.9, top_k=20)
+    expected = [plain(logprobs).item() for _ in range(12)]
+    ours, _ = make_sampling(params)
+    other, _ = make_sampling(params)
+    drawn = []
+    for _ in range(12):
+        drawn.append(ours(logprobs).item())
+        other(logprobs)  # the other side's turn in between
+        mx.random.uniform(shape=(3,))  # and anyone's use of the global key
+    assert drawn == expected

@@ -178,11 +178,40 @@ class _Cancelled(Exception):
     pass
 
 
+class _SeededSampler:
+    """mlx-lm's sampler (top-p, then top-k, then a categorical draw) with a random key of its own.
+
+    mlx-lm's draws from MLX's one global key, so two replies that take turns on one thread
+    (compare mode) would share it and neither would get the tokens its seed gives. Splitting its
+    own key as the global one is split, this draws exactly what mlx-lm draws after
+    ``mx.random.seed(seed)``, whatever else runs between its tokens."""
+
+    def __init__(self, params: SamplingParams):
+        import mlx.core as mx
+
+        self.params = params
+        self.key = mx.random.key(params.seed)
+
+    def __call__(self, logprobs):
+        import mlx.core as mx
+        from mlx_lm.sample_utils import apply_top_k, apply_top_p
+
+        if 0 < self.params.top_p < 1.0:
+            logprobs = apply_top_p(logprobs, self.params.top_p)
+        if self.params.top_k > 0:
+            logprobs = apply_top_k(logprobs, self.params.top_k)
+        self.key, draw = mx.random.split(self.key)
+        return mx.random.categorical(logprobs * (1.0 / self.params.temperature), key=draw)
+
+
 def make_sampling(params: SamplingParams):
     """(sampler, logits_processors) for mlx-lm from our settings."""
     from mlx_lm.sample_utils import make_logits_processors, make_sampler
 
-    sampler = make_sampler(temp=params.temperature, top_p=params.top_p, top_k=params.top_k)
+    if params.temperature > 0 and params.seed is not None:
+        sampler = _SeededSampler(params)
+    else:
+        sampler = make_sampler(temp=params.temperature, top_p=params.top_p, top_k=params.top_k)
     penalty = params.repetition_penalty if params.repetition_penalty not in (None, 1.0) else None
     return sampler, make_logits_processors(repetition_penalty=penalty)
 
