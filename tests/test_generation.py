@@ -245,7 +245,7 @@ def test_a_seeded_sampler_draws_what_mlx_lm_draws_with_its_own_key():
     import mlx.core as mx
     from mlx_lm.sample_utils import make_sampler
 
-    from studio.core.generation import make_sampling
+    from studio.core.runtime.generation import make_sampling
 
     logits = mx.random.normal((1, 64), key=mx.random.key(1))
     logprobs = logits - mx.logsumexp(logits, keepdims=True)
