@@ -203,3 +203,41 @@ def test_panel_fields_per_layer_plot_and_model_card_line(qtbot, folders, tmp_pat
     assert "not converted by the studio" in panel.card_label.text()
     assert not panel.profile and not panel.plots.layer_plot.listDataItems()
     panel.shutdown()
+
+
+@pytest.mark.parametrize("size", [(1280, 800), (1024, 700)])
+def test_the_evaluate_tab_fits_small_windows(qtbot, folders, size):
+    """Issue 18, at 1280x800 and 1024x700: figures wrapped beside the verdict, the per-layer legend
+    and the right-hand plots were cut off, the y axes had no room for ticks, the percentile labels
+    overlapped. Every plot, title and legend entry lies inside the plots' view; each figure is one
+    line; the percentile labels do not overlap; each plot has room for its tick labels."""
+    from PySide6.QtCore import QRectF
+
+    from studio.core.model.roles import FAMILY_LABELS
+
+    ref, out, text = folders
+    window = open_window(qtbot, ref, size=size)
+    window.tabs.setCurrentWidget(window.evaluate)
+    panel = window.evaluate
+    with qtbot.waitSignal(panel.result_ready, timeout=30000):
+        panel.start(out, ref, text, context=64, max_tokens=256)
+    families = list(FAMILY_LABELS)[:7]  # an MoE model's families: two lines of legend
+    panel.plots.show_profile({f: {0: 0.01 * (i + 1), 1: 0.02 * (i + 1)} for i, f in enumerate(families)})
+    plots = panel.plots
+    qtbot.wait(50)
+    view = QRectF(plots.viewport().rect()).adjusted(-1, -1, 1, 1)
+    parts = [plots.kl_plot, plots.ppl_plot, plots.kl_hist, plots.layer_plot, plots.layer_legend]
+    parts += [plot.titleLabel for plot in parts[:4]]
+    for part in parts:
+        shown = plots.mapFromScene(part.sceneBoundingRect()).boundingRect()
+        assert view.contains(QRectF(shown)), (type(part).__name__, shown, view)
+    for plot in parts[:4]:
+        assert plot.getViewBox().height() >= 60  # room for at least three tick labels
+    line = panel.values["ppl"].fontMetrics().lineSpacing()
+    for key, label in panel.values.items():  # numbers on one line (the compute path is a sentence)
+        assert key == "compute" or label.height() < 2 * line, (key, label.text())
+    labels = [item.label.sceneBoundingRect() for item in plots.kl_hist.items if type(item).__name__ == "InfiniteLine"]
+    assert len(labels) == 4
+    assert not any(a.intersects(b) for i, a in enumerate(labels) for b in labels[i + 1:]), labels
+    window.grab().save(f"/tmp/evaluate_tab_{size[0]}x{size[1]}.png")
+    window.shutdown()

@@ -139,34 +139,34 @@ class EvalPanel(QWidget):
             self.values[key] = _value_label()
             grid.addWidget(self.values[key], row, 1)
         grid.setColumnStretch(1, 1)
-        grid.setRowStretch(len(self.values), 1)
-        grid.setVerticalSpacing(4)
+        grid.setVerticalSpacing(2)
+        grid.setContentsMargins(0, 4, 0, 4)
         figures = QFrame()
         figures.setLayout(grid)
 
         self.plots = EvalPlots()
 
-        # Figures and verdict scroll above the plots; the splitter shares the height between them.
-        top = QHBoxLayout()
-        top.addWidget(figures, 1)
-        verdict_box = QVBoxLayout()
-        for label in (self.verdict_label, self.findings_label, self.caveats_label):
-            verdict_box.addWidget(label)
-        verdict_box.addStretch(1)
-        top.addLayout(verdict_box, 1)
+        # The verdict, then the figures across the whole width (beside the verdict their values
+        # wrapped onto three lines at 1280 wide), then what each figure means; all of it scrolls
+        # above the plots, and the splitter shares the height between them.
         report = QWidget()
         report_layout = QVBoxLayout(report)
         report_layout.setContentsMargins(0, 0, 0, 0)
-        report_layout.addLayout(top)
-        report_layout.addWidget(self.card_label)
+        report_layout.addWidget(self.verdict_label)
+        report_layout.addWidget(figures)
+        for label in (self.findings_label, self.caveats_label, self.card_label):
+            report_layout.addWidget(label)
+        report_layout.addStretch(1)
         self.report = QScrollArea(widgetResizable=True, frameShape=QFrame.Shape.NoFrame)
         self.report.setWidget(report)
+        self.report.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.report.setMinimumHeight(120)
         self.splitter = QSplitter(Qt.Orientation.Vertical, childrenCollapsible=False)
         self.splitter.addWidget(self.report)
         self.splitter.addWidget(self.plots)
         self.splitter.setStretchFactor(0, 1)
         self.splitter.setStretchFactor(1, 1)
-        self.splitter.setSizes([420, 480])
+        self.splitter.setSizes([380, 520])
 
         layout = QVBoxLayout(self)
         layout.addLayout(inputs)

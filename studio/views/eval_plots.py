@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
-from PySide6.QtGui import QPalette
+from PySide6.QtGui import QFont, QPalette
 from PySide6.QtWidgets import QSizePolicy
 
 from studio.core.evaluate.defaults import KLD_PERCENTILES
@@ -45,41 +45,60 @@ def kl_histogram(kl: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return edges, counts
 
 
+TITLE_SIZE = "10pt"
+PLOT_ROW_HEIGHT = 140  # below this pyqtgraph's y axes run out of room for their tick labels
+LABEL_POINT_SIZE = 8  # the KL histogram's percentile labels
+LEGEND_COLUMNS, LEGEND_LINE = 5, 22  # the per-layer plot's legend: columns, and about the pixels of a line
+
+
 class EvalPlots(pg.GraphicsLayoutWidget):
-    """Two columns: KL and perplexity per window (left); the KL distribution and the per-layer error (right)."""
+    """Two columns: KL and perplexity per window (left); the KL distribution and the per-layer
+    error (right), its legend under it. Short titles and no third column: at 1280 and 1024 wide the
+    Evaluate tab has about 650 px, and a plot's title is as wide as its text (it was cut off)."""
 
     def __init__(self, parent=None):
         super().__init__(parent)
         self.setAntialiasing(True)
-        self.setMinimumHeight(240)
+        self.setMinimumHeight(2 * PLOT_ROW_HEIGHT + 2 * LEGEND_LINE + 24)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         self._foreground = self.palette().color(QPalette.ColorRole.Text)
-        self.kl_plot = self.addPlot(row=0, col=0, title="KL divergence per window (mean, nats)")
+        self.kl_plot = self.addPlot(row=0, col=0, title="KL per window (mean, nats)")
         self.kl_plot.setLabel("bottom", "window")
         # The two lines are named in the title, in their colours: a legend would cover them.
-        self.ppl_plot = self.addPlot(row=1, col=0, title=f"Perplexity per window: <span style='color: "
+        self.ppl_plot = self.addPlot(row=1, col=0, title=f"Perplexity: <span style='color: "
                                      f"{REFERENCE_COLOUR};'>reference</span>, <span style='color: "
                                      f"{OUTPUT_COLOUR};'>output</span>")
         self.ppl_plot.setLabel("bottom", "window")
         self.ppl_plot.setXLink(self.kl_plot)
-        self.kl_hist = self.addPlot(row=0, col=1, title="KL divergence per position (positions per bin)")
+        self.kl_hist = self.addPlot(row=0, col=1, title="KL per position")
         self.kl_hist.setLabel("bottom", "KL (nats)")
+        self.kl_hist.setLabel("left", "positions")
+        self._percentile_lines: list[pg.InfiniteLine] = []
+        self.kl_hist.getViewBox().sigResized.connect(self._stack_labels)
         self.kl_hist.setToolTip("How many positions drifted by how much: a long tail to the right is where the "
                                 "output disagrees with the reference.\nDashed lines: the "
                                 + ", ".join(f"{p:g}th" for p in KLD_PERCENTILES) + " percentiles.")
-        self.layer_plot = self.addPlot(row=1, col=1, title="Relative error per layer (quant_errors.json)")
+        self.layer_plot = self.addPlot(row=1, col=1, title="Error per layer (quant_errors.json)")
         self.layer_plot.setLabel("bottom", "layer")
-        self.layer_plot.setLabel("left", "relative error", units="%")
+        self.layer_plot.setLabel("left", "error", units="%")
         self.layer_plot.getAxis("left").enableAutoSIPrefix(False)
         self.layer_plot.setLogMode(x=False, y=True)
         self.layer_plot.showGrid(x=False, y=True, alpha=0.25)
-        self.layer_legend = pg.LegendItem()  # beside the plot, in its own column: never over the lines
-        self.addItem(self.layer_legend, row=1, col=2)
+        # Under the plots, across both columns: never over the lines, never past the right edge.
+        self.layer_legend = pg.LegendItem(colCount=LEGEND_COLUMNS, frame=False, labelTextSize="8pt")
+        self.layer_legend.layout.setContentsMargins(2, 2, 2, 2)
+        self.addItem(self.layer_legend, row=2, col=0, colspan=2)
         self.layer_plot.setToolTip("Relative error ||dequantize(quantize(W)) - W|| / ||W|| the conversion measured, "
                                    "per layer and role family (element-weighted RMS; log scale).\n"
                                    "Typical: 8-bit about 0.5%, 4-bit 5-10%, 2-bit 30-50%.")
         self.layer_hint = pg.TextItem("No quant_errors.json in the output folder\n"
                                       "(convert with \"Measure error\" to get one).", anchor=(0.5, 0.5))
+        for plot in (self.kl_plot, self.ppl_plot, self.kl_hist, self.layer_plot):
+            plot.setTitle(plot.titleLabel.text, size=TITLE_SIZE)
+            plot.setMinimumHeight(PLOT_ROW_HEIGHT)
+            plot.setMinimumWidth(0)
+            plot.titleLabel.setMinimumWidth(0)  # a title cut short, never a plot pushed off the edge
+            plot.getAxis("left").setWidth(44)  # the same width in both rows: the columns line up
         self.ci.layout.setColumnStretchFactor(0, 1)
         self.ci.layout.setColumnStretchFactor(1, 1)
         self.show_profile({})
@@ -87,6 +106,7 @@ class EvalPlots(pg.GraphicsLayoutWidget):
     # --- the evaluation ---------------------------------------------------------------------------
 
     def clear_result(self) -> None:
+        self._percentile_lines = []
         for plot in (self.kl_plot, self.ppl_plot, self.kl_hist):
             plot.clear()
             plot.getAxis("bottom").setTicks(None)
@@ -119,13 +139,34 @@ class EvalPlots(pg.GraphicsLayoutWidget):
                           pen=pg.mkPen(colour, width=1))
         decades = range(math.floor(edges[0]), math.ceil(edges[-1]) + 1)
         self.kl_hist.getAxis("bottom").setTicks([[(d, f"1e{d}") for d in decades], []])
-        for i, p in enumerate(KLD_PERCENTILES):
+        span = edges[-1] - edges[0]
+        # Room on the right for the last percentile's label; room on top for the labels' heights.
+        self.kl_hist.setXRange(edges[0], edges[-1] + 0.12 * span, padding=0.02)
+        self.kl_hist.setYRange(0, max(int(counts.max()), 1) * 1.1, padding=0)
+        font = QFont(self.font())
+        font.setPointSize(LABEL_POINT_SIZE)
+        for p in KLD_PERCENTILES:
             value = getattr(result, percentile_key(p))
-            if value is not None:  # labels at alternating heights: neighbouring percentiles sit close
+            if value is not None:
                 line = pg.InfiniteLine(pos=math.log10(max(value, KL_FLOOR)), angle=90, label=f"{p:g}%",
                                        pen=pg.mkPen(MARKER_COLOUR, style=Qt.PenStyle.DashLine),
-                                       labelOpts={"position": 0.92 - 0.14 * (i % 2), "color": self._foreground})
+                                       labelOpts={"color": self._foreground, "anchors": [(0, 0.5), (0, 0.5)]})
+                line.label.setFont(font)
+                line.label.textItem.document().setDocumentMargin(1)  # 4 by default: 21 px a label
                 self.kl_hist.addItem(line)
+                self._percentile_lines.append(line)
+        self._stack_labels()
+
+    def _stack_labels(self) -> None:
+        """The percentile labels one under the other from the top, a label's height apart in pixels:
+        the percentiles sit close together, and labels at fixed fractions of the height overlapped
+        once the plot was short."""
+        height = self.kl_hist.getViewBox().height()
+        if height <= 0:
+            return
+        for i, line in enumerate(self._percentile_lines):
+            step = line.label.boundingRect().height()
+            line.label.setPosition(max(0.0, 1 - (2 + i * (step + 1) + step / 2) / height))
 
     # --- the conversion's per-layer error ------------------------------------------------------------
 
@@ -135,6 +176,7 @@ class EvalPlots(pg.GraphicsLayoutWidget):
         plot.clear()
         self.layer_legend.clear()
         if not profile:
+            self.ci.layout.setRowFixedHeight(2, 0)
             plot.getAxis("bottom").setTicks(None)
             plot.getAxis("left").setTicks(None)
             plot.addItem(self.layer_hint, ignoreBounds=True)
@@ -159,6 +201,8 @@ class EvalPlots(pg.GraphicsLayoutWidget):
             line = plot.plot(layers, percent, pen=pg.mkPen(colour, width=2), symbol="o", symbolSize=6,
                              symbolBrush=colour, symbolPen=None)
             self.layer_legend.addItem(line, FAMILY_LABELS.get(family, family))
+        # The layout would squeeze the legend's row to nothing under the plots' stretch: reserve its lines.
+        self.ci.layout.setRowFixedHeight(2, self.layer_legend.layout.preferredHeight())
         plot.enableAutoRange(axis="x")
 
     def apply_palette(self, palette: QPalette) -> None:
@@ -166,7 +210,7 @@ class EvalPlots(pg.GraphicsLayoutWidget):
         self._foreground = palette.color(QPalette.ColorRole.Text)
         self.setBackground(palette.color(QPalette.ColorRole.Base))
         for plot in (self.kl_plot, self.ppl_plot, self.kl_hist, self.layer_plot):
-            plot.setTitle(plot.titleLabel.text, color=self._foreground)
+            plot.setTitle(plot.titleLabel.text, color=self._foreground, size=TITLE_SIZE)
             for name in ("left", "bottom"):
                 plot.getAxis(name).setPen(self._foreground)
                 plot.getAxis(name).setTextPen(self._foreground)
