@@ -31,11 +31,22 @@ def test_the_calibrate_switch_calibrates_then_converts(qtbot, window, tmp_path):
     out = tmp_path / "out"
     panel.output.setText(str(out))
     panel.calibrate.setChecked(True)
-    phases = []
+    phases, texts, bars = [], [], []
+
+    def seen(p):
+        phases.append(p.phase)
+        texts.append(panel.status.text())
+        bars.append(panel.bar.value())
+
     with qtbot.waitSignal(panel.conversion_finished, timeout=WAIT_MS):
         assert panel.start()
-        panel.worker.progress.connect(lambda p: phases.append(p.phase))
+        panel.worker.progress.connect(seen)
     assert "calibrating" in phases and "writing" in phases
+    # Issue 18: the step is named, and the bar and the ETA run over both steps.
+    assert any(t.startswith("Step 1 of 2, calibrating: ") and t.endswith("left in all") for t in texts)
+    assert any(t.startswith("Step 2 of 2, writing ") and t.endswith("left in all") for t in texts)
+    first_writing = bars[phases.index("writing")]
+    assert 0 < first_writing < 1000 and max(bars[:phases.index("writing")]) <= first_writing
     assert "## Calibration" in (out / "README.md").read_text()
     assert list((tmp_path / "cache").rglob("*.npz"))  # cached for the next conversion
 

@@ -67,7 +67,7 @@ def test_no_path_of_this_machine_reaches_a_card_or_evaluation(tmp_path):
     evaluation recorded in the folder, no file of the output names a folder of this machine."""
     from pathlib import Path
 
-    from studio.core.calibration.convert_hook import calibrate_and_convert
+    from studio.core.calibration.methods import calibrate_and_convert
     from studio.core.card.eval_record import evaluate_and_record
 
     from factory import make_tiny_model

@@ -12,11 +12,12 @@ def add_arguments(parser, flag: str, what: str) -> None:
                              "(the bundled mixed corpus, or FILE); cached, so a second run is instant")
 
 
-def run_calibration(project, text: str, sensitivity: bool):
-    """CalibrationStats for `project`, or None when the user pressed Ctrl-C."""
+def run_calibration(project, text: str, sensitivity: bool, progress=None):
+    """CalibrationStats for `project`, or None when the user pressed Ctrl-C. `progress` takes the
+    pass's progress instead of the line printed here (convert shows one line over both steps)."""
     from studio.core.calibration.calibrate import calibrate
 
-    stats = _with_progress(lambda **kw: calibrate(project, text or None, sensitivity=sensitivity, **kw))
+    stats = _with_progress(lambda **kw: calibrate(project, text or None, sensitivity=sensitivity, **kw), progress)
     if stats is None:
         return None
     thin, experts = stats.thin_experts()
@@ -26,11 +27,11 @@ def run_calibration(project, text: str, sensitivity: bool):
     return stats
 
 
-def run_learning(project, text: str):
+def run_learning(project, text: str, progress=None):
     """The learned method's LearnedResult for `project` (block-wise, streamed), or None on Ctrl-C."""
     from studio.core.calibration.learned import learn
 
-    result = _with_progress(lambda **kw: learn(project, text or None, **kw))
+    result = _with_progress(lambda **kw: learn(project, text or None, **kw), progress)
     if result is None:
         return None
     layers = result.layers
@@ -43,16 +44,19 @@ def run_learning(project, text: str):
     return result
 
 
-def _with_progress(run):
-    """`run(progress=, cancel=)` with a progress line on a terminal and Ctrl-C as cancel; None when cancelled."""
+def _with_progress(run, shown=None):
+    """`run(progress=, cancel=)` with a progress line on a terminal (or `shown`, given each progress
+    instead) and Ctrl-C as cancel; None when cancelled."""
     from studio.core.calibration.calibrate import CalibrationCancelled
     from studio.core.cancel import CancelToken
 
     cancel = CancelToken()
-    interactive = sys.stderr.isatty()
+    interactive = sys.stderr.isatty() and shown is None
 
     def progress(p):
-        if interactive:
+        if shown is not None:
+            shown(p)
+        elif interactive:
             eta = "--:--" if p.eta_s is None else f"{int(p.eta_s) // 60:02d}:{int(p.eta_s) % 60:02d}"
             sys.stderr.write(f"\rcalibrating {100 * p.fraction:5.1f}%  ETA {eta}  {p.label:<28}")
             sys.stderr.flush()

@@ -55,14 +55,17 @@ class ProgressLine:
         self._logged: tuple[str, float] | None = None  # (phase, percent) of the last log line
 
     def __call__(self, p) -> None:
-        percent = 100 * p.fraction
-        text = (f"{p.phase:<9} {percent:5.1f}%  {p.bytes_per_s / 1e6:7.1f} MB/s  ETA {_format_eta(p.eta_s)}  "
+        percent = 100 * p.overall_fraction
+        speed = "" if p.phase == "calibrating" else f"  {p.bytes_per_s / 1e6:7.1f} MB/s"
+        # A calibrated conversion: the step, the bar over both steps, the ETA of all that is left.
+        head = f"{p.stage:<26}" if p.stage else f"{p.phase:<9}"
+        text = (f"{head} {percent:5.1f}%{speed}  ETA {_format_eta(p.overall_eta_s)}  "
                 f"[{p.units_done}/{p.units_total}] {p.unit}")
         text = text[:150]
         if not self.terminal:
             last = self._logged
-            if last is None or last[0] != p.phase or percent >= last[1] + self.LOG_STEP or percent >= 100 > last[1]:
-                self._logged = (p.phase, percent)
+            if last is None or last[0] != (p.stage or p.phase) or percent >= last[1] + self.LOG_STEP or percent >= 100 > last[1]:
+                self._logged = (p.stage or p.phase, percent)
                 self.stream.write(text.rstrip() + "\n")
                 self.stream.flush()
             return
@@ -76,6 +79,15 @@ class ProgressLine:
             self.stream.write("\n")
             self.stream.flush()
             self.width = 0
+
+
+def _steps_sentence(expected) -> str:
+    """The two steps' expected times, as the window's question words them."""
+    convert = f"converting about {_format_eta(expected.converting_s)} {expected.converting_how}"
+    if expected.calibrating_s == 0:
+        return f"calibration cached; {convert}"
+    return (f"about {_format_eta(expected.total_s)} in all: calibrating about {_format_eta(expected.calibrating_s)} "
+            f"{expected.calibrating_how}, then {convert}")
 
 
 def _keep_source(project) -> None:
@@ -112,22 +124,29 @@ def run(args) -> int:
     if args.keep_source:
         _keep_source(project)
     quantizer = None
-    if args.calibrate is not None and method == "learned":
-        from studio.core.calibration.convert_hook import LearnedQuantizer
-
-        learned = run_learning(project, args.calibrate)
-        if learned is None:
-            return 130
-        quantizer = LearnedQuantizer(learned)
-    elif args.calibrate is not None:
-        from studio.core.calibration.convert_hook import CalibratedQuantizer
-
-        stats = run_calibration(project, args.calibrate, sensitivity=False)
-        if stats is None:
-            return 130
-        quantizer = CalibratedQuantizer(stats)
-    cancel = CancelToken()
     line = ProgressLine()
+    progress = line
+    if args.calibrate is not None:
+        from studio.core.calibration.convert_hook import CalibratedQuantizer, LearnedQuantizer
+        from studio.core.calibration.timing import PhasedProgress, conversion_time, remember_pass
+
+        text = args.calibrate or None
+        expected = conversion_time(project, calibrate=True, text=text, method=method)
+        print(f"expected: {_steps_sentence(expected)}", file=sys.stderr)
+        phased = PhasedProgress(line, expected)  # one line over both steps, the ETA over both
+        started = time.monotonic()
+        if method == "learned":
+            learned = run_learning(project, args.calibrate, progress=phased.calibrating)
+            quantizer = None if learned is None else LearnedQuantizer(learned)
+        else:
+            stats = run_calibration(project, args.calibrate, sensitivity=False, progress=phased.calibrating)
+            quantizer = None if stats is None else CalibratedQuantizer(stats)
+        line.end()
+        if quantizer is None:
+            return 130
+        remember_pass(project, text, time.monotonic() - started if phased.measured else None, method)
+        progress = phased.converting
+    cancel = CancelToken()
 
     def on_interrupt(signum, frame):
         cancel.cancel()
@@ -136,7 +155,7 @@ def run(args) -> int:
     previous = signal.signal(signal.SIGINT, on_interrupt)
     started = time.monotonic()
     try:
-        result = convert(project, args.out, force=args.force, progress=line, cancel=cancel,
+        result = convert(project, args.out, force=args.force, progress=progress, cancel=cancel,
                          max_shard_bytes=int(args.shard_gb * 1e9), measure_errors=not args.no_errors, quantizer=quantizer)
     except ConversionCancelled as exc:
         line.end()

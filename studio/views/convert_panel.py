@@ -222,7 +222,8 @@ class ConvertPanel(QWidget):
                          "new one is complete), or choose another folder.")
             return False
         self.controller.flush()
-        text = convert_confirm.question(self.controller.project, out)
+        text = convert_confirm.question(self.controller.project, out, self.calibrate.isChecked(),
+                                        self.calibrate_method.currentData())
         if text is None:
             return self._begin(out)
         box = QMessageBox(QMessageBox.Icon.Question, "Convert", text,
@@ -250,11 +251,14 @@ class ConvertPanel(QWidget):
         from studio.core.convert import ConversionCancelled, convert  # loads MLX: only when converting
 
         snapshot = copy.copy(self.controller.project)  # later policy edits must not reach the running plan
-        if self.calibrate.isChecked():
-            fn = functools.partial(calibrate_and_convert, method=self.calibrate_method.currentData())
+        options = dict(force=self.force.isChecked(), measure_errors=self.measure.isChecked())
+        if self.calibrate.isChecked():  # the ETA covers both steps, from the time the user was told
+            method = self.calibrate_method.currentData()
+            fn = functools.partial(calibrate_and_convert, snapshot, out, method=method,
+                                   expected=convert_confirm.expected(snapshot, calibrate=True, method=method),
+                                   **options)
         else:
-            fn = convert
-        fn = functools.partial(fn, snapshot, out, force=self.force.isChecked(), measure_errors=self.measure.isChecked())
+            fn = functools.partial(convert, snapshot, out, **options)
         self.worker = Worker(fn, cancelled_errors=(ConversionCancelled, CalibrationCancelled), interval_s=0.1,
                              parent=self)
         self.worker.progress.connect(self._progress)
@@ -282,15 +286,18 @@ class ConvertPanel(QWidget):
             self.status.setText("Cancelling after the current tensor …")
 
     def _progress(self, p) -> None:
-        """`p` is a studio.core.convert.Progress."""
-        self.bar.setValue(int(1000 * p.fraction))
+        """`p` is a studio.core.convert.Progress; a calibrated conversion's names its step and
+        carries the bar and ETA over both steps."""
+        self.bar.setValue(int(1000 * p.overall_fraction))
+        left = f"about {_duration(p.overall_eta_s)} left" + (" in all" if p.stage else "")
         if p.phase == "calibrating":
-            self.status.setText(f"Calibrating: {p.unit}\nstep {p.units_done} of {p.units_total}\n"
-                                f"about {_duration(p.eta_s)} left")
+            self.status.setText(f"Step 1 of 2, calibrating: {p.unit}\n"
+                                f"step {p.units_done} of {p.units_total}, about {_duration(p.eta_s)} to go\n{left}")
             return
-        self.status.setText(f"{p.phase.capitalize()} {p.unit}\n{p.units_done}/{p.units_total} units, "
+        step = f"Step 2 of 2, {p.phase}" if p.stage else p.phase.capitalize()
+        self.status.setText(f"{step} {p.unit}\n{p.units_done}/{p.units_total} units, "
                             f"{human_bytes(p.bytes_done)} of {human_bytes(p.bytes_total)}\n"
-                            f"{human_bytes(p.bytes_per_s)}/s, about {_duration(p.eta_s)} left")
+                            f"{human_bytes(p.bytes_per_s)}/s, {left}")
 
     def _finish(self) -> None:
         self.convert_button.setEnabled(True)

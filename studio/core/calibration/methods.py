@@ -22,18 +22,23 @@ def check_method(method: str) -> str:
 
 
 def calibrate_and_convert(project, out, *, text=None, progress=None, cancel=None, method: str = DEFAULT_METHOD,
-                          **kwargs):
+                          expected=None, **kwargs):
     """The window's calibrated conversion: the calibration pass (cached) of `method` ("gptq" or
-    "learned"), then `convert` with its quantizer; calibration progress arrives as convert Progress
-    with phase "calibrating"."""
-    from studio.core.convert import Progress, convert
+    "learned"), then `convert` with its quantizer. Progress covers both steps
+    (`timing.PhasedProgress`): the pass's arrives as convert `Progress` with phase "calibrating";
+    every one carries the step's name and the bar and ETA over both. `expected` is the
+    `timing.ConversionTime` the caller told the user (else one is made)."""
+    import time
 
-    def calibrating(p) -> None:
-        if progress is not None:
-            progress(Progress(p.label, p.step, p.total, p.step, p.total, 0.0, p.eta_s, "calibrating"))
+    from studio.core.calibration.timing import PhasedProgress, conversion_time, remember_pass
+    from studio.core.convert import convert
 
-    quantizer = make_quantizer(project, check_method(method), text, progress=calibrating, cancel=cancel)
-    return convert(project, out, progress=progress, cancel=cancel, quantizer=quantizer, **kwargs)
+    method = check_method(method)
+    phased = PhasedProgress(progress, expected or conversion_time(project, calibrate=True, text=text, method=method))
+    started = time.monotonic()
+    quantizer = make_quantizer(project, method, text, progress=phased.calibrating, cancel=cancel)
+    remember_pass(project, text, time.monotonic() - started if phased.measured else None, method)
+    return convert(project, out, progress=phased.converting, cancel=cancel, quantizer=quantizer, **kwargs)
 
 
 def make_quantizer(project, method: str, text=None, **kwargs):

@@ -39,11 +39,24 @@ class Progress:
     bytes_total: int
     bytes_per_s: float
     eta_s: float | None
-    phase: str  # "checking" | "writing" | "finishing"
+    phase: str  # "checking" | "writing" | "finishing" (or "calibrating", before a calibrated conversion)
+    # A conversion in more than one step (calibrating, then converting): which step, and the bar
+    # and ETA over all of them (`studio.core.calibration.timing.PhasedProgress` fills these in).
+    stage: str = ""
+    total_fraction: float | None = None
+    total_eta_s: float | None = None
 
     @property
     def fraction(self) -> float:
         return self.bytes_done / self.bytes_total if self.bytes_total else 1.0
+
+    @property
+    def overall_fraction(self) -> float:
+        return self.fraction if self.total_fraction is None else self.total_fraction
+
+    @property
+    def overall_eta_s(self) -> float | None:
+        return self.eta_s if self.total_fraction is None else self.total_eta_s
 
 
 @dataclass
