@@ -225,6 +225,10 @@ def test_the_evaluate_tab_fits_small_windows(qtbot, folders, size):
     panel.plots.show_profile({f: {0: 0.01 * (i + 1), 1: 0.02 * (i + 1)} for i, f in enumerate(families)})
     plots = panel.plots
     qtbot.wait(50)
+    # Too short a window scrolls the results; it never squeezes the plots below their least.
+    assert plots.height() >= plots.minimumHeight() and panel.report.height() >= panel.report.minimumHeight()
+    assert window.width() <= size[0] and window.height() <= size[1]
+    assert panel.layout().minimumSize().height() <= panel.height()  # what does not fit scrolls, never overflows
     view = QRectF(plots.viewport().rect()).adjusted(-1, -1, 1, 1)
     parts = [plots.kl_plot, plots.ppl_plot, plots.kl_hist, plots.layer_plot, plots.layer_legend]
     parts += [plot.titleLabel for plot in parts[:4]]

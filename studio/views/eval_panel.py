@@ -172,7 +172,11 @@ class EvalPanel(QWidget):
         layout.addLayout(inputs)
         layout.addWidget(self.status)
         layout.addLayout(run_row)
-        layout.addWidget(self.splitter, 1)
+        # Below the inputs everything scrolls when the window is too short for the report and the
+        # plots at their least (1024x700): scrolled to, never squeezed until the axes lose their ticks.
+        self.results = QScrollArea(widgetResizable=True, frameShape=QFrame.Shape.NoFrame, widget=self.splitter)
+        self.results.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        layout.addWidget(self.results, 1)
         self.plots.apply_palette(self.palette())
 
     # --- inputs ---------------------------------------------------------------------------------
