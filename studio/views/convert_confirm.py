@@ -43,10 +43,10 @@ def time_sentence(time: ConversionTime) -> str:
     if time.steps == 1:
         return f"about {duration(time.converting_s)} {time.converting_how}"
     if time.calibrating_s == 0:
-        return f"about {duration(time.converting_s)} ({time.calibrating_how}; converting {time.converting_how})"
+        return f"about {duration(time.converting_s)} {time.converting_how}; {time.calibrating_how}"
     return (f"about {duration(time.total_s)}: calibrating about {duration(time.calibrating_s)} "
-            f"({time.calibrating_how}), then converting about {duration(time.converting_s)} "
-            f"({time.converting_how})")
+            f"{time.calibrating_how}, then converting about {duration(time.converting_s)} "
+            f"{time.converting_how}")
 
 
 def question(project, out: str, calibrate: bool = False, method: str = "gptq") -> str | None:
