@@ -292,7 +292,7 @@ class ConvertPanel(QWidget):
         left = f"about {_duration(p.overall_eta_s)} left" + (" in all" if p.stage else "")
         if p.phase == "calibrating":
             self.status.setText(f"Step 1 of 2, calibrating: {p.unit}\n"
-                                f"step {p.units_done} of {p.units_total}, about {_duration(p.eta_s)} to go\n{left}")
+                                f"{p.units_done} of {p.units_total} parts of the pass, about {_duration(p.eta_s)} to go\n{left}")
             return
         step = f"Step 2 of 2, {p.phase}" if p.stage else p.phase.capitalize()
         self.status.setText(f"{step} {p.unit}\n{p.units_done}/{p.units_total} units, "
