@@ -100,12 +100,15 @@ class ConvertPanel(QWidget):
         row.addWidget(QLabel("Output:"))
         row.addWidget(self.output, 1)
         row.addWidget(browse)
-        options = QHBoxLayout()
-        options.addWidget(self.force)
-        options.addWidget(self.measure)
-        options.addWidget(self.calibrate)
-        options.addWidget(self.calibrate_method)
-        options.addStretch(1)
+        # Two lines: on one, with the method beside Calibrate, the panel was wider than the dock's
+        # 300 px at 1280x800 and its right edge (the outcome's text, the bar) was cut off.
+        options = QVBoxLayout(spacing=2)
+        for pair in ((self.force, self.measure), (self.calibrate, self.calibrate_method)):
+            line = QHBoxLayout()
+            for widget in pair:
+                line.addWidget(widget)
+            line.addStretch(1)
+            options.addLayout(line)
         buttons = QHBoxLayout()
         buttons.addWidget(self.convert_button)
         buttons.addWidget(self.cancel_button)
