@@ -87,7 +87,7 @@ def run(code: str, *args: str) -> dict:
 def peers(model: Path, bits: int, work: Path, args) -> dict[str, dict]:
     """mlx-lm's own methods through bench/peers_mlx_lm.py (the "models" helper's script), when it is there."""
     try:
-        sys.path.insert(0, str(ROOT / "bench"))
+        sys.path.insert(0, str(args.peers_dir))
         from peers_mlx_lm import run_peers
     except ImportError:
         print("note: bench/peers_mlx_lm.py is not here yet; the mlx-lm peers are left out")
@@ -109,6 +109,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/configi-bench-methods"))
     parser.add_argument("--methods", nargs="+", default=["plain", "gptq", "learned"])
     parser.add_argument("--no-peers", action="store_true")
+    parser.add_argument("--peers-dir", type=Path, default=ROOT / "bench", help="where peers_mlx_lm.py is")
     args = parser.parse_args()
 
     work = args.work / args.model.name
