@@ -28,7 +28,10 @@ from the network, which this bench does not):
            mixtral (nor most MoE types): reported as unsupported.
   dwq      mlx_lm.quant.dwq.dwq_quantize: the plainly quantized model distilled
            (scales and biases trained, KL to the float model) on the calibration
-           sequences, Adam lr --dwq-lr (mlx-lm's CLI default 1e-6 is for large models).
+           sequences, Adam lr --dwq-lr (mlx-lm's CLI default 1e-6 is for large models),
+           batch 4, --dwq-epochs passes over them (mlx-lm makes one pass over its
+           default 2048 samples; one pass over 32 sequences is 7 steps and barely moves).
+           A quarter of the sequences (at least 4) are held back for its validation.
 On a CPU, MoE models run in float32 (MLX's gather_mm is float32-only there): the
 quantizers compute in float32 and the result is cast back to the source's dtype.
 
@@ -56,7 +59,7 @@ def run_peers(model, bits: int, group_size: int, text: str | None = None, *,
               out_dir: str | os.PathLike | None = None, methods=METHODS,
               calib_sequences: int = 32, calib_length: int = 256,
               max_tokens: int = 4096, context: int = 512, dwq_lr: float = 1e-5,
-              timeout: float | None = None) -> list[dict]:
+              dwq_epochs: int = 1, timeout: float | None = None) -> list[dict]:
     """One row per method: method, status, out, bytes, kld_mean, ppl, ppl_reference, top1,
     quantize_s, peak_rss_mb, note. ``text`` is the held-out text (default: the studio's
     bundled evaluation sample). Outputs go to out_dir/<method> (a temp folder if None)."""
@@ -78,7 +81,8 @@ def run_peers(model, bits: int, group_size: int, text: str | None = None, *,
         cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", method, str(model),
                "--bits", str(bits), "--group-size", str(group_size), "--out", str(out),
                "--calib-sequences", str(calib_sequences), "--calib-length", str(calib_length),
-               "--max-tokens", str(max_tokens), "--context", str(context), "--dwq-lr", str(dwq_lr)]
+               "--max-tokens", str(max_tokens), "--context", str(context), "--dwq-lr", str(dwq_lr),
+               "--dwq-epochs", str(dwq_epochs)]
         if text_file is not None:
             cmd += ["--text", str(text_file)]
         env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
@@ -147,7 +151,7 @@ def _save(out: Path, model_path: Path, model, tok, config: dict, dtype) -> None:
 
 
 def _quantize(method: str, model_path: Path, out: Path, bits: int, group_size: int,
-              seqs: int, length: int, dwq_lr: float) -> str:
+              seqs: int, length: int, dwq_lr: float, dwq_epochs: int = 1) -> str:
     """Run one mlx-lm quantizer; returns a note. Raises NotImplementedError when unsupported."""
     import copy
 
@@ -188,8 +192,10 @@ def _quantize(method: str, model_path: Path, out: Path, bits: int, group_size: i
         q_model = copy.deepcopy(model)
         _, config = quantize_model(q_model, config, group_size=group_size, bits=bits)
         seq = [(row.tolist(), 0) for row in data]
-        n_valid = max(4, len(seq) // 8)
-        train, valid = seq[:-n_valid], seq[-n_valid:]
+        n_valid = max(4, len(seq) // 4)
+        train, valid = seq[:-n_valid] * dwq_epochs, seq[-n_valid:]
+        if len(train) < 4:
+            raise NotImplementedError(f"DWQ needs at least {4 + n_valid} calibration sequences here")
         model.eval()
 
         def target_fn(batch, idx, split):
@@ -201,7 +207,8 @@ def _quantize(method: str, model_path: Path, out: Path, bits: int, group_size: i
                      dtype=compute_dtype)
         q_model.eval()
         _save(out, model_path, q_model, tok, config, dtype)
-        return f"dwq_quantize lr {dwq_lr:g}, {len(train)} train / {len(valid)} valid sequences of {length}"
+        return (f"dwq_quantize lr {dwq_lr:g}, {len(train) // dwq_epochs} train x {dwq_epochs} "
+                f"/ {len(valid)} valid sequences of {length}")
     raise ValueError(f"unknown method {method!r}")
 
 
@@ -217,7 +224,8 @@ def _worker(args) -> None:
     t0 = time.time()
     try:
         row["note"] = _quantize(args.worker, args.model, args.out, args.bits, args.group_size,
-                                args.calib_sequences, args.calib_length, args.dwq_lr)
+                                args.calib_sequences, args.calib_length, args.dwq_lr,
+                                args.dwq_epochs)
     except NotImplementedError as exc:
         row.update(status="unsupported", note=str(exc))
         print("PEER_RESULT " + json.dumps(row), flush=True)
@@ -267,6 +275,7 @@ def main(argv=None):
     ap.add_argument("--max-tokens", type=int, default=4096)
     ap.add_argument("--context", type=int, default=512)
     ap.add_argument("--dwq-lr", type=float, default=1e-5)
+    ap.add_argument("--dwq-epochs", type=int, default=1)
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--worker", choices=METHODS, help=argparse.SUPPRESS)
     ap.add_argument("--out", type=Path, help=argparse.SUPPRESS)
@@ -282,7 +291,7 @@ def main(argv=None):
     rows = run_peers(args.model, args.bits, args.group_size, text, out_dir=args.out_dir,
                      methods=args.methods, calib_sequences=args.calib_sequences,
                      calib_length=args.calib_length, max_tokens=args.max_tokens,
-                     context=args.context, dwq_lr=args.dwq_lr)
+                     context=args.context, dwq_lr=args.dwq_lr, dwq_epochs=args.dwq_epochs)
     if args.json:
         print(json.dumps(rows, indent=1))
     else:
