@@ -231,6 +231,7 @@ def test_fit_with_sensitivity_then_calibrated_convert_from_the_command_line(tiny
                  "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["measure"] == "output-space sensitivity" and report["bytes_after"] <= target
+    assert report["error_unit"].startswith("nats") and report["error_after"] < 1  # predicted KL, summed
     assert Project.open(source, str(policy)).estimate.total_bytes == report["bytes_after"]
     out = tmp_path / "out"
     assert main(["convert", str(source), str(out), "--policy", str(policy), "--calibrate"]) == 0

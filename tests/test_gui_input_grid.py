@@ -178,8 +178,8 @@ def test_the_sensitivity_map_shows_the_relative_output_error_fit_to_budget_repor
     assert len(cells) > 20
     for cell in cells:
         bits = model.action(*cell)[0].bits
-        # What Fit to budget reports for this cell alone (its RMS over one cell).
-        reported = overall_error(project, {cell: stats.sensitivity[cell]})
+        # The relative output error of this cell alone (an RMS over one cell of the layer-local measure).
+        reported = overall_error(project, {cell: stats.output_error[cell]})
         index = model.index_of(*cell)
         assert index.data(item_roles.ERROR) == pytest.approx(reported), cell
         assert index.data() == error_text(reported, sign=False)

@@ -77,5 +77,6 @@ def test_sensitivity_heat_map_cancel_measure_and_fit(qtbot, window, tmp_path):
     qtbot.mouseClick(dialog.propose_button, Qt.MouseButton.LeftButton)
     assert not editor.survey_runner.busy and dialog.result is not None, dialog.summary.text()
     assert dialog.result.proposal.total_bytes <= before * 0.8 and "output-space" in dialog.summary.text()
+    assert " nats" in dialog.summary.text()  # sensitivities are KL in nats and add: not a percentage
     assert any("output-space sensitivity" in r.note for r in dialog.result.proposal.policy.rules)
     dialog.reject()

@@ -63,7 +63,8 @@ def run(args) -> int:
             return 130
         result = fit_to_budget(project, budget, stats.sensitivity, additive=True,
                                note="fit to budget (output-space sensitivity)")
-        seconds, measure = stats.seconds, "output-space sensitivity, summed over the cells, on calibration tokens"
+        seconds = stats.seconds
+        measure = "output-space sensitivity: predicted KL of the next-token distribution, summed over the cells"
     else:
         cells = survey(project, progress=progress, max_elements_per_unit=args.sample or DEFAULT_MAX_ELEMENTS)
         if interactive:
@@ -77,6 +78,7 @@ def run(args) -> int:
         out = {"model": project.inventory.source.label, "from_policy": project.policy.name,
                "survey_seconds": round(seconds, 3),
                "measure": "output-space sensitivity" if args.sensitivity is not None else "weight error",
+               "error_unit": "nats (predicted KL, summed over cells)" if result.additive else "relative (RMS)",
                **result.to_dict(), "written": args.out}
         print(json.dumps(out, indent=2))
         return 0

@@ -94,7 +94,8 @@ class BudgetDialog(QDialog):
         self.use_sensitivity = QCheckBox("Propose by output-space sensitivity (calibration pass)",
                                          checked=calibration is not None, enabled=calibration is not None)
         self.use_sensitivity.setToolTip(
-            "Spend the bytes where the layer outputs change least, instead of by weight error"
+            "Spend the bytes where the predicted KL of the next-token distribution grows least, instead of by "
+            "weight error"
             if calibration is not None else "Measure it first with \"Sensitivity\" on the grid")
         self.propose_button = QPushButton("Propose", toolTip="Survey the errors if needed and propose bits")
         self.propose_button.clicked.connect(self.propose)
@@ -227,8 +228,8 @@ class BudgetDialog(QDialog):
             return
         r = self.result
         self.changes.set_rows(r.rows, r.additive)
-        measure = ("output-space sensitivity, summed over the cells, on calibration tokens" if r.additive
-                   else "relative error, RMS over the quantized weights, measured on samples")
+        measure = ("output-space sensitivity: predicted KL of the next-token distribution, summed over the cells"
+                   if r.additive else "relative error, RMS over the quantized weights, measured on samples")
         self.summary.setText(
             f"{len(r.proposal.changes)} cell(s) change. Size {human_bytes(r.bytes_before)} → "
             f"{human_bytes(r.proposal.total_bytes)} for a budget of {human_bytes(r.proposal.target_bytes)}; "

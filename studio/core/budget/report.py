@@ -60,9 +60,9 @@ class ChangeRow:
 
 
 def error_text(value: float, additive: bool = False) -> str:
-    """A fit's error as people read it: a relative error in percent, or a summed sensitivity to
-    three significant digits (it has no natural percent)."""
-    return f"{value:.3g}" if additive else f"{100 * value:.2f}%"
+    """A fit's error as people read it: a relative error in percent, or a summed sensitivity (the
+    predicted KL of the next-token distribution, in nats) to three significant digits."""
+    return f"{value:.3g} nats" if additive else f"{100 * value:.2f}%"
 
 
 def layers_text(layers) -> str:

@@ -6,8 +6,9 @@ Embed the calibration tokens; for each decoder layer, load it (only it) from
 the source with mlx-lm's own classes, run every token's hidden state through
 it while the probes collect each unit's input statistics (per expert from
 the tokens the model's router sends it), optionally measure each cell's
-output-space sensitivity on the first sequences, keep the outputs as the next
-layer's inputs and free the layer. Then the final norm and the head. Peak
+sensitivity on the first sequences (`sensitivity_pass`: the KL it adds to the
+next-token distribution, in nats), keep the outputs as the next layer's
+inputs and free the layer. Then the final norm and the head. Peak
 memory: one layer's weights (experts as their source bytes, one expert in
 float32 at a time) plus the hidden states of the calibration tokens.
 
@@ -37,7 +38,7 @@ from studio.core.project import Project
 BIT_OPTIONS = (2, 3, 4, 5, 6, 8)
 GROUP_SIZE = 64
 SEQUENCES_PER_CALL = 8  # attention memory grows with the square of the sequence length, per call
-PROBE_SEQUENCES = 8  # sensitivity is measured on this many sequences
+PROBE_SEQUENCES = 8  # sensitivity is measured on this many sequences (each layer's gain on fewer)
 
 
 class CalibrationCancelled(StudioError):
@@ -56,32 +57,30 @@ class CalibrationProgress:
         return self.step / self.total if self.total else 1.0
 
 
-def _one_layer(skeleton, index: int, h, call, stats: CalibrationStats, probe: int, sensitivity: bool, bits_options,
-               group_size: int, dtype, check_cancel):
-    """Layer `index` over every hidden state: its statistics (and sensitivity) into `stats`; its outputs.
-    `call` passes the layer what the model's own `__call__` passes it (its mask above all)."""
+def _one_layer(skeleton, index: int, h, call, stats: CalibrationStats, measurer, check_cancel):
+    """Layer `index` over every hidden state: its statistics into `stats`, its sensitivity into
+    `measurer` (if any); returns its outputs. `call` passes the layer what the model's own
+    `__call__` passes it (its mask above all)."""
     import mlx.core as mx
-
-    from studio.core.calibration import sensitivity as sens
 
     probes = skeleton.load_layer(index)
     layer = skeleton.layer(index)
 
-    def run(x, first=0):
-        y = call(layer, x, first)
+    def run(x, rows):
+        y = call(layer, x, rows)
         mx.eval(y)
         return y
 
-    outs = [run(h[a:a + SEQUENCES_PER_CALL], a) for a in range(0, h.shape[0], SEQUENCES_PER_CALL)]
+    outs = [run(h[a:a + SEQUENCES_PER_CALL], np.arange(a, min(a + SEQUENCES_PER_CALL, h.shape[0])))
+            for a in range(0, h.shape[0], SEQUENCES_PER_CALL)]
     out = mx.concatenate(outs, axis=0) if len(outs) > 1 else outs[0]
     mx.eval(out)
     del outs
     for path, p in probes.items():
         xtx = None if p.xtx is None else np.asarray(p.xtx, dtype=np.float32)
         stats.units[path] = UnitStats(p.sum_sq, np.asarray(p.count), xtx)
-    if sensitivity:
-        stats.sensitivity.update(sens.measure_layer(run, probes, h[:probe], out[:probe], stats, bits_options,
-                                                    group_size, dtype, check_cancel))
+    if measurer is not None:
+        measurer.layer(index, run, probes, h, out)
     return out
 
 
@@ -148,7 +147,7 @@ def _stream(skeleton, project, corpus, sensitivity, bits_options, group_size, pr
             on_layer) -> CalibrationStats:
     import mlx.core as mx
 
-    from studio.core.calibration import sensitivity as sens
+    from studio.core.calibration.sensitivity_pass import SensitivityPass
 
     started = time.monotonic()
     dtype = _mx_dtype(project.plan.float_dtype)
@@ -169,24 +168,22 @@ def _stream(skeleton, project, corpus, sensitivity, bits_options, group_size, pr
 
     tokens = mx.array(corpus.tokens)
     probe = min(PROBE_SEQUENCES, tokens.shape[0])
+    measurer = SensitivityPass(stats, bits_options, group_size, dtype, probe, SEQUENCES_PER_CALL,
+                               check_cancel) if sensitivity else None
     report(0, "embedding")
     h, calls = skeleton.embed(tokens)
     count = int(corpus.tokens.size)
     hidden = h.shape[-1]
     stats.units[skeleton.embedding.path] = UnitStats(np.full(hidden, float(count)), np.array(count))
-    if sensitivity and skeleton.embedding.quantizable(group_size):
-        table = skeleton.values(skeleton.embedding)
-        stats.sensitivity[(skeleton.embedding.role, None)] = sens.measure_embedding(
-            table, corpus.tokens[:probe], bits_options, group_size, dtype)
-        del table
+    if measurer is not None:
+        measurer.embedding(skeleton, corpus.tokens, h)
 
     for index in range(layers):
         check_cancel()
         report(index + 1, f"layer {index}")
         # In a function of its own: every reference to the layer (probes, closures, loop
         # variables) is gone when it returns, so the next layer never loads beside it.
-        h = _one_layer(skeleton, index, h, calls[index], stats, probe, sensitivity, bits_options, group_size, dtype,
-                       check_cancel)
+        h = _one_layer(skeleton, index, h, calls[index], stats, measurer, check_cancel)
         skeleton.free_layer(index)
         if on_layer is not None:
             on_layer(index, h)
@@ -199,10 +196,8 @@ def _stream(skeleton, project, corpus, sensitivity, bits_options, group_size, pr
     if skeleton.head is not None:
         sum_sq = np.asarray(mx.sum(final * final, axis=0), dtype=np.float64)
         stats.units[skeleton.head.path] = UnitStats(sum_sq, np.array(final.shape[0]))
-        if sensitivity and skeleton.head.quantizable(group_size):
-            stats.sensitivity[(skeleton.head.role, None)] = sens.measure_head(
-                skeleton.head_weight(), final[: probe * corpus.tokens.shape[1]],
-                stats.importance(skeleton.head.path), bits_options, group_size, dtype)
+    if measurer is not None:
+        measurer.finish(skeleton, final, corpus.tokens.shape[1])
     stats.seconds = time.monotonic() - started
     report(total, "done")
     return stats

@@ -25,6 +25,7 @@ from collections import defaultdict
 
 import mlx.core as mx
 import mlx.nn as nn
+import numpy as np
 from mlx.utils import tree_flatten, tree_unflatten
 
 from studio.core.calibration.probes import LinearProbe, SwitchProbe, is_linear, is_switch
@@ -59,13 +60,13 @@ class LayerCall:
     def __init__(self, args: tuple, kwargs: dict, batch: int):
         self.args, self.kwargs, self.batch = args, kwargs, batch
 
-    def __call__(self, layer, x: mx.array, first: int = 0) -> mx.array:
-        """`layer` on x, the hidden states of sequences first .. first + len(x)."""
+    def __call__(self, layer, x: mx.array, rows=None) -> mx.array:
+        """`layer` on x, the hidden states of the corpus's sequences `rows` (default: the first len(x))."""
         def part(value):
             # A per-sequence argument (a padding mask [B, 1, L, L], say) is cut to the sequences
             # of x; the usual [L, L] mask or "causal" broadcasts over any batch as it is.
             if isinstance(value, mx.array) and value.ndim >= 3 and value.shape[0] == self.batch > 1:
-                return value[first:first + x.shape[0]]
+                return value[mx.array(np.arange(x.shape[0]) if rows is None else np.asarray(rows))]
             return value
 
         return layer(x, *(part(a) for a in self.args), **{k: part(v) for k, v in self.kwargs.items()})
@@ -136,13 +137,14 @@ class Skeleton:
 
     # ------------------------------------------------------------------ ends
 
-    def embed(self, tokens: mx.array) -> tuple[mx.array, list[LayerCall]]:
+    def embed(self, tokens: mx.array, table: mx.array | None = None) -> tuple[mx.array, list[LayerCall]]:
         """(the first layer's input in float32, what each layer is called with), from the model's
         own `__call__` over `tokens` [sequences, length] with recorders in place of its layers
-        (they pass their input through, so no layer runs and the final norm is never evaluated)."""
+        (they pass their input through, so no layer runs and the final norm is never evaluated).
+        `table`: an embedding table to use instead of the source's (the tokens index it)."""
         layers = self.text.layers
         recorders = [_Recorder(layer, tokens.shape[0]) for layer in layers]
-        self.text.embed_tokens.weight = self.values(self.embedding)
+        self.text.embed_tokens.weight = self.values(self.embedding) if table is None else table
         self.text.layers = recorders
         try:
             self.text(tokens)

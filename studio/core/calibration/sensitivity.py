@@ -1,28 +1,45 @@
-"""Output-space sensitivity: how much a layer's output moves when one cell is quantized.
+"""Sensitivity in one unit: the KL divergence (nats per token) that quantizing one cell alone adds
+to the model's next-token distribution, measured streamed, one decoder layer at a time.
 
-For each cell (role, layer) the calibration pass can quantize and each bit
-width: quantize that cell alone with the calibrated quantizer, run the layer
-on the probe tokens and compare its output (the residual stream) with the
-float layer's: ``sum ||y_q - y||^2 / sum ||y||^2``. The embedding's figure is
-the relative error of the embedded probe tokens (the first layer's input), the
-head's the relative error of the logits. Errors this small add about
-linearly across cells (each is a small perturbation of the residual stream),
-which is what lets the knapsack sum them.
+A cell (role, layer) quantized at some bits moves its layer's output, the
+residual stream, by d: `measure_layer` quantizes that cell alone with the
+calibrated quantizer and measures the mean over probe tokens of ||d||^2. What
+d costs at the logits depends on where it enters: it still has to pass every
+later layer. So once per layer the pass also quantizes the whole layer (every
+cell at REFERENCE_BITS), carries that perturbed stream through the remaining
+float layers to the logits (`propagation.Propagation`) and divides the KL it
+causes there by its ||d||^2: the layer's gain, nats per unit of squared
+perturbation. A cell's sensitivity is its layer's gain times its own ||d||^2.
+This is the second-order model of the final KL (KL of a small perturbation is
+quadratic in it) with one curvature per layer, along the directions
+quantization actually perturbs; errors of different cells are independent, so
+their KLs add, which is what lets the knapsack sum them.
+
+The embedding gets its gain the same way, from a perturbed first-layer input;
+the head is measured exactly (KL of the logits with the head alone quantized),
+and so is a tied embedding's second use as the head, which adds to its input
+side. Every cell, embedding, blocks and head, is thus in nats per token.
+
+The layer-local relative output error (the measure before this one) is kept
+beside it as `output_error`, for comparison (bench/bench_sensitivity.py).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from contextlib import contextmanager
 from typing import Callable
 
 import mlx.core as mx
 import numpy as np
 
 from studio.core.calibration.gptq import gptq_quantize
+from studio.core.calibration.logits_kl import HEAD_ROWS, OnlineKL
 from studio.core.calibration.quantizer import calibrated_quantize
 from studio.core.model.unit import Unit
 
-HEAD_ROWS = 8192  # logits computed this many vocabulary rows at a time
+REFERENCE_BITS = 4  # the whole-layer perturbation a layer's gain is measured with
+UNIT = "KL divergence of the next-token distribution, nats per token"
 
 
 def round_trip(w: mx.array, group_size: int, bits: int, importance, dtype, hessian=None) -> mx.array:
@@ -60,12 +77,6 @@ def _replacement(probe, importance, hessian, group_size: int, bits: int, dtype):
     return replace
 
 
-def _relative(y: mx.array, ref: mx.array) -> float:
-    err = mx.sum(mx.square(y - ref)).item()
-    den = mx.sum(mx.square(ref)).item()
-    return err / den if den > 0 else 0.0
-
-
 def layer_cells(probes: dict, group_size: int) -> dict[tuple, list]:
     cells = defaultdict(list)
     for probe in probes.values():
@@ -75,10 +86,29 @@ def layer_cells(probes: dict, group_size: int) -> dict[tuple, list]:
     return dict(cells)
 
 
+@contextmanager
+def quantized(members, stats, bits: int, group_size: int, dtype):
+    """The probes `members` compute with their weights quantized at `bits` while inside."""
+    for probe in members:
+        path = probe._unit.path
+        probe.replace = _replacement(probe, stats.importance(path), stats.hessian(path), group_size, bits, dtype)
+    try:
+        yield
+    finally:
+        for probe in members:
+            probe.replace = None
+
+
+def squared_change(y: mx.array, ref: mx.array) -> float:
+    """Mean over tokens of ||y - ref||^2 (y, ref [..., hidden])."""
+    tokens = max(1, ref.size // ref.shape[-1])
+    return mx.sum(mx.square(y - ref)).item() / tokens
+
+
 def measure_layer(run: Callable[[mx.array], mx.array], probes: dict, x: mx.array, reference: mx.array,
                   stats, bits_options, group_size: int, dtype,
                   check_cancel: Callable[[], None]) -> dict[tuple, dict[int, float]]:
-    """{cell: {bits: relative output error}} for every measurable cell of one layer."""
+    """{cell: {bits: mean ||output change||^2 per token}} for every measurable cell of one layer."""
     out = {}
     for probe in probes.values():
         probe.recording = False
@@ -86,42 +116,53 @@ def measure_layer(run: Callable[[mx.array], mx.array], probes: dict, x: mx.array
         out[cell] = {}
         for bits in bits_options:
             check_cancel()
-            for probe in members:
-                path = probe._unit.path
-                probe.replace = _replacement(probe, stats.importance(path), stats.hessian(path), group_size, bits,
-                                             dtype)
-            try:
-                y = run(x)
-                out[cell][bits] = _relative(y, reference)
-            finally:
-                for probe in members:
-                    probe.replace = None
+            with quantized(members, stats, bits, group_size, dtype):
+                out[cell][bits] = squared_change(run(x), reference)
     return out
 
 
-def measure_embedding(table: mx.array, tokens: np.ndarray, bits_options, group_size: int, dtype) -> dict[int, float]:
-    """Relative error of the embedded tokens (each row counted as often as it occurs)."""
+def whole_layer(run: Callable[[mx.array], mx.array], probes: dict, x: mx.array, stats, group_size: int,
+                dtype) -> mx.array | None:
+    """The layer's output on x with every measurable cell at REFERENCE_BITS; None if it has none."""
+    members = [p for cell in layer_cells(probes, group_size).values() for p in cell]
+    if not members:
+        return None
+    with quantized(members, stats, REFERENCE_BITS, group_size, dtype):
+        return run(x)
+
+
+def embedding_change(table: mx.array, tokens: np.ndarray, bits_options, group_size: int,
+                     dtype) -> tuple[dict[int, float], float]:
+    """({bits: mean ||embedding change||^2 per token}, mean ||embedding||^2 per token), each row
+    counted as often as it occurs in `tokens`."""
     ids, counts = np.unique(tokens.reshape(-1), return_counts=True)
     rows = table[mx.array(ids)].astype(mx.float32)
     weight = mx.array(counts.astype(np.float32))[:, None]
-    den = mx.sum(weight * mx.square(rows)).item()
+    total = float(counts.sum())
     ones = mx.ones((rows.shape[-1],), dtype=mx.float32)
     out = {}
     for bits in bits_options:
         deq = round_trip(rows, group_size, bits, ones, dtype)
-        out[bits] = mx.sum(weight * mx.square(deq - rows)).item() / den if den > 0 else 0.0
-    return out
+        out[bits] = mx.sum(weight * mx.square(deq - rows)).item() / total
+    return out, mx.sum(weight * mx.square(rows)).item() / total
 
 
-def measure_head(weight: mx.array, h: mx.array, importance, bits_options, group_size: int, dtype) -> dict[int, float]:
-    """Relative error of the logits of hidden states `h` [tokens, hidden]."""
+def head_kl(weight: mx.array, h: mx.array, importance, bits_options, group_size: int,
+            dtype) -> tuple[dict[int, float], dict[int, float]]:
+    """({bits: mean KL of the logits with the head quantized}, {bits: their relative squared error})
+    on final hidden states `h` [tokens, hidden]; the head (or tied embedding) `weight` [vocab, hidden]."""
+    kl = {bits: OnlineKL() for bits in bits_options}
     err = {bits: 0.0 for bits in bits_options}
     den = 0.0
+    if importance is None:
+        importance = mx.ones((weight.shape[-1],), dtype=mx.float32)
     for first in range(0, weight.shape[0], HEAD_ROWS):
         w = weight[first:first + HEAD_ROWS].astype(mx.float32)
         ref = h @ w.T
         den += mx.sum(mx.square(ref)).item()
         for bits in bits_options:
-            deq = round_trip(w, group_size, bits, importance, dtype)
-            err[bits] += mx.sum(mx.square(h @ deq.T - ref)).item()
-    return {bits: e / den if den > 0 else 0.0 for bits, e in err.items()}
+            out = h @ round_trip(w, group_size, bits, importance, dtype).T
+            kl[bits].update(ref, out)
+            err[bits] += mx.sum(mx.square(out - ref)).item()
+    return ({bits: acc.mean() for bits, acc in kl.items()},
+            {bits: e / den if den > 0 else 0.0 for bits, e in err.items()})

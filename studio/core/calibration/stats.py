@@ -6,9 +6,16 @@ turns them into the mean squared activation the calibrated quantizer weighs
 its error by. An expert that saw fewer than `MIN_EXPERT_TOKENS` tokens gets
 the mean over all of its unit's tokens instead (the report counts them).
 
-Per cell (role, layer): the output-space sensitivity at each bit width, the
-relative error of the layer's output (the residual stream) with that cell
-alone quantized, from `studio.core.calibration.sensitivity`.
+Per cell (role, layer) and bit width: `sensitivity`, the KL divergence that
+quantizing that cell alone adds to the next-token distribution, in nats per
+token (embedding, blocks and head alike; `studio.core.calibration.sensitivity`),
+and `output_error`, the layer-local measure that came before it (the relative
+squared change of the layer's output), kept for comparison. Per layer
+(None: the embedding): `layer_gain`, nats of final KL per unit of squared
+perturbation of that layer's output.
+
+The cache file carries FORMAT; a file of another format (format 2 held the
+layer-local measure under `sensitivity`) is not read, so the pass runs again.
 """
 
 from __future__ import annotations
@@ -22,7 +29,8 @@ import numpy as np
 
 MIN_EXPERT_TOKENS = 8
 HESSIAN_TOKENS_PER_INPUT = 4
-FORMAT = 2
+FORMAT = 3
+SENSITIVITY_UNIT = "nats"  # KL per token of the next-token distribution
 
 Cell = tuple[str, "int | None"]
 
@@ -37,13 +45,15 @@ class UnitStats:
 @dataclass
 class CalibrationStats:
     units: dict[str, UnitStats] = field(default_factory=dict)
-    # (role, layer) -> {bits: squared relative output error, sum ||y_q - y||^2 / sum ||y||^2}, at
-    # `group_size`: additive across cells, so the knapsack sums it. People read `relative_output_error`.
+    # (role, layer) -> {bits: KL added to the next-token distribution, nats per token}, at `group_size`
     sensitivity: dict[Cell, dict[int, float]] = field(default_factory=dict)
     group_size: int = 64
     corpus_label: str = ""
     tokens: int = 0
     seconds: float = 0.0
+    # (role, layer) -> {bits: relative squared change of the layer's output}: the layer-local measure
+    output_error: dict[Cell, dict[int, float]] = field(default_factory=dict)
+    layer_gain: dict[int | None, float] = field(default_factory=dict)  # layer -> nats per unit ||d||^2
 
     def importance(self, path: str):
         """Mean squared activation per input channel ([in] or [experts, in]) as an MLX array, or None."""
@@ -83,10 +93,10 @@ class CalibrationStats:
         return np.where(counts >= need, per_expert, pooled[None])
 
     def relative_output_error(self) -> dict[Cell, dict[int, float]]:
-        """{cell: {bits: relative output error ||y_q - y|| / ||y||, a fraction}}: the figure to show for
-        `sensitivity` (Fit to budget reports the same, as an RMS over cells)."""
+        """{cell: {bits: relative output error ||y_q - y|| / ||y||, a fraction}}: the layer-local figure
+        the Sensitivity map shows (from `output_error`; the knapsack spends by `sensitivity`, in nats)."""
         return {cell: {bits: math.sqrt(max(e, 0.0)) for bits, e in by_bits.items()}
-                for cell, by_bits in self.sensitivity.items()}
+                for cell, by_bits in self.output_error.items()}
 
     def thin_experts(self) -> tuple[int, int]:
         """(experts that fell back to their unit's mean, experts in all)."""
@@ -108,7 +118,9 @@ class CalibrationStats:
                 arrays[f"h{i}"] = stats.xtx
         meta = {"format": FORMAT, "names": list(self.units), "group_size": self.group_size,
                 "corpus_label": self.corpus_label, "tokens": self.tokens, "seconds": self.seconds,
-                "sensitivity": [[r, l, {str(b): e for b, e in v.items()}] for (r, l), v in self.sensitivity.items()]}
+                "sensitivity_unit": SENSITIVITY_UNIT, "sensitivity": _cells(self.sensitivity),
+                "output_error": _cells(self.output_error),
+                "layer_gain": [[layer, gain] for layer, gain in self.layer_gain.items()]}
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp.npz")
         np.savez(tmp, meta=np.array(json.dumps(meta)), **arrays)
@@ -125,5 +137,16 @@ class CalibrationStats:
                          for i, name in enumerate(meta["names"])}
         except (OSError, ValueError, KeyError):
             return None
-        sensitivity = {(r, l): {int(b): float(e) for b, e in v.items()} for r, l, v in meta["sensitivity"]}
-        return cls(units, sensitivity, meta["group_size"], meta["corpus_label"], meta["tokens"], meta["seconds"])
+        if meta.get("sensitivity_unit") != SENSITIVITY_UNIT:
+            return None
+        return cls(units, _uncells(meta["sensitivity"]), meta["group_size"], meta["corpus_label"], meta["tokens"],
+                   meta["seconds"], _uncells(meta["output_error"]),
+                   {layer: float(gain) for layer, gain in meta["layer_gain"]})
+
+
+def _cells(table: dict) -> list:
+    return [[r, l, {str(b): e for b, e in v.items()}] for (r, l), v in table.items()]
+
+
+def _uncells(rows: list) -> dict:
+    return {(r, l): {int(b): float(e) for b, e in v.items()} for r, l, v in rows}
