@@ -100,6 +100,6 @@ def test_sensitivities_are_summed_in_the_report_not_taken_as_squared_errors(tmp_
         changed = [c for c in fit.proposal.changes if (c.role, c.old_bits, c.new_bits) ==
                    (row.role, row.old_bits, row.new_bits)]
         assert row.error_after == pytest.approx(sum(c.new_error for c in changed))
-    assert fit.to_dict()["error_combined"] == "sum" and error_text(0.01234, True) == "0.0123"
+    assert fit.to_dict()["error_combined"] == "sum" and error_text(0.01234, True) == "0.0123 nats"
     rms = fit_to_budget(project, int(project.estimate.total_bytes * 0.8), costs)
     assert rms.to_dict()["error_combined"] == "rms" and error_text(0.01234) == "1.23%"
