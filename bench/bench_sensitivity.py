@@ -38,7 +38,7 @@ from studio.core.policy.bit_policy import Quantize  # noqa: E402
 from studio.core.policy.grid_paint import apply_stroke  # noqa: E402
 from studio.core.project import Project  # noqa: E402
 
-BITS = (2, 3, 4, 8)
+BITS = (2, 3, 4, 8)  # the random policies' choices per cell; the pass measures these
 
 
 def predicted(project: Project, per_cell: dict) -> float:
@@ -89,11 +89,11 @@ def main():
     parser.add_argument("--sequences", type=int, default=None, help="calibration sequences (default the studio's)")
     args = parser.parse_args()
     source = Path(args.model or demo_model_path())
-    stats = calibrate(Project.open(source, "config-i"), sequences=args.sequences, progress=lambda p: print(
-        f"calibrating: {p.label}", file=sys.stderr))
+    stats = calibrate(Project.open(source, "config-i"), sequences=args.sequences, bits_options=BITS,
+                      progress=lambda p: print(f"calibrating: {p.label}", file=sys.stderr))
     print(f"calibration: {stats.tokens:,} tokens of {stats.corpus_label}, {stats.seconds:.0f} s", file=sys.stderr)
 
-    projects = [Project.open(source, p) for p in ("config-i", "uniform-2bit", "uniform-4bit", "mixed-2-6")]
+    projects = [Project.open(source, p) for p in ("config-i", "uniform-2bit", "uniform-4bit", "uniform-8bit")]
     for seed in range(args.random):
         project = Project.open(source, "config-i")
         project.set_policy(random_policy(source, seed))
@@ -102,7 +102,7 @@ def main():
     budget = Project.open(source, "uniform-2bit").estimate.total_bytes * 3 // 2
     for name, table_ in (("fit by output_error", stats.output_error), ("fit by sensitivity", stats.sensitivity)):
         project = Project.open(source, "config-i")
-        fitted = propose(project, budget, table_).policy
+        fitted = propose(project, budget, table_, options=BITS).policy
         project.set_policy(fitted.with_rules(fitted.rules, name=name))
         projects.append(project)
 
@@ -111,6 +111,19 @@ def main():
     modules = dict(tree_flatten(model.leaf_modules(), is_leaf=nn.Module.is_module))
     originals = {path: m.weight for path, m in modules.items() if hasattr(m, "weight")}
     rows, old, new, measured = [], [], [], []
+    quantized = {}  # (unit path, bits) -> its weights as calibrated conversion writes them; policies share them
+
+    def values(unit, bits, group_size):
+        key = (unit.path, bits)
+        if key not in quantized:
+            w = originals[unit.path]
+            importance = stats.importance(unit.path)
+            if importance is None:
+                importance = mx.ones((w.shape[-1],), dtype=mx.float32)
+            quantized[key] = round_trip(w, group_size, bits, importance, mx.bfloat16, stats.hessian(unit.path))
+            mx.eval(quantized[key])
+        return quantized[key]
+
     for project in projects:
         for path, weight in originals.items():
             modules[path].weight = weight
@@ -118,12 +131,7 @@ def main():
             bits = project.plan.decisions[members[0]].bits
             for i in members:
                 unit = project.units[i]
-                m = modules[unit.path]
-                importance = stats.importance(unit.path)
-                if importance is None:
-                    importance = mx.ones((m.weight.shape[-1],), dtype=mx.float32)
-                m.weight = round_trip(m.weight, project.plan.decisions[i].group_size, bits, importance,
-                                      mx.bfloat16, stats.hessian(unit.path))
+                modules[unit.path].weight = values(unit, bits, project.plan.decisions[i].group_size)
         out = nn.log_softmax(model(tokens))
         kl = mx.mean(mx.sum(mx.exp(reference) * (reference - out), axis=-1)).item()
         old.append(predicted(project, stats.output_error))
