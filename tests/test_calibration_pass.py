@@ -119,3 +119,22 @@ def test_studio_picks_the_model_class_mlx_lm_loads(tiny_model):
     assert model_classes({"model_type": "minimax_m2"})[0].__module__ == "mlx_lm.models.minimax"
     with pytest.raises(ValueError):
         model_classes({"model_type": "no_such_model"})
+
+
+def test_a_per_sequence_argument_follows_the_sequences_a_call_holds():
+    """A layer argument with one entry per calibration sequence (a padding mask) is cut to the
+    sequences of each call, given as the first one's index or as indices (the perturbed copies the
+    sensitivity pass carries repeat the first sequences); a shared [L, L] mask passes as it is."""
+    from studio.core.calibration.layers import LayerCall
+
+    per_sequence = mx.arange(4 * 2 * 3 * 3).reshape(4, 2, 3, 3)
+    shared = mx.ones((3, 3))
+    x = mx.zeros((2, 3, 8))
+
+    def seen(rows):
+        return LayerCall((per_sequence, shared), {}, 4)(lambda h, a, b: (a, b), x, rows)
+
+    a, b = seen(2)
+    assert np.array_equal(np.asarray(a), np.asarray(per_sequence[2:4])) and b is shared
+    a, _ = seen(np.array([1, 1]))
+    assert np.array_equal(np.asarray(a), np.asarray(per_sequence[mx.array([1, 1])]))

@@ -60,13 +60,15 @@ class LayerCall:
     def __init__(self, args: tuple, kwargs: dict, batch: int):
         self.args, self.kwargs, self.batch = args, kwargs, batch
 
-    def __call__(self, layer, x: mx.array, rows=None) -> mx.array:
-        """`layer` on x, the hidden states of the corpus's sequences `rows` (default: the first len(x))."""
+    def __call__(self, layer, x: mx.array, rows=0) -> mx.array:
+        """`layer` on x, the hidden states of corpus sequences `rows`: an index array, or the first
+        one's index (the rest follow in order)."""
         def part(value):
             # A per-sequence argument (a padding mask [B, 1, L, L], say) is cut to the sequences
             # of x; the usual [L, L] mask or "causal" broadcasts over any batch as it is.
             if isinstance(value, mx.array) and value.ndim >= 3 and value.shape[0] == self.batch > 1:
-                return value[mx.array(np.arange(x.shape[0]) if rows is None else np.asarray(rows))]
+                index = np.arange(rows, rows + x.shape[0]) if np.isscalar(rows) else np.asarray(rows)
+                return value[mx.array(index)]
             return value
 
         return layer(x, *(part(a) for a in self.args), **{k: part(v) for k, v in self.kwargs.items()})
