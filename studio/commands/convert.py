@@ -166,6 +166,8 @@ def run(args) -> int:
         signal.signal(signal.SIGINT, previous)
     for notice in result.notices:
         print(f"note: {notice}", file=sys.stderr)
+    for line in quantizer.expert_lines() if quantizer is not None else ():
+        print(f"calibration: {line}", file=sys.stderr)
     seconds = time.monotonic() - started
     speed = f"{result.bytes_written / max(seconds, 1e-9) / 1e6:.1f} MB/s"
     detail = f"{result.resumed_shards} shard(s) resumed" if result.resumed_shards else speed

@@ -19,7 +19,10 @@ identity, the tokens and the settings, and reused when none changed.
 from __future__ import annotations
 
 import hashlib
+import shutil
+import tempfile
 import time
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -77,8 +80,7 @@ def _one_layer(skeleton, index: int, h, call, stats: CalibrationStats, measurer,
     mx.eval(out)
     del outs
     for path, p in probes.items():
-        xtx = None if p.xtx is None else np.asarray(p.xtx, dtype=np.float32)
-        stats.units[path] = UnitStats(p.sum_sq, np.asarray(p.count), xtx)
+        stats.units[path] = p.unit_stats(stats.keep)  # big X^T X go to disk: memory stays flat in layers
     if measurer is not None:
         measurer.layer(index, run, probes, h, out)
     return out
@@ -115,8 +117,11 @@ def calibrate(project: Project, text: str | Path | None = None, *, sensitivity: 
         cached = CalibrationStats.load(path)
         if cached is not None:
             return cached
+    folder = CalibrationStats.spill_folder(path) if use_cache else None
+    if folder is not None:
+        shutil.rmtree(folder, ignore_errors=True)  # a stale entry's arrays; the .npz is written last
     stats = run_pass(project, corpus, sensitivity=sensitivity, bits_options=bits_options, group_size=group_size,
-                     progress=progress, cancel=cancel)
+                     progress=progress, cancel=cancel, folder=folder)
     try:
         stats.save(path)
     except OSError:
@@ -132,26 +137,39 @@ def _mx_dtype(name: str):
 
 def run_pass(project: Project, corpus: Corpus, *, sensitivity: bool = True, bits_options=BIT_OPTIONS,
              group_size: int = GROUP_SIZE, progress=None, cancel: CancelToken | None = None,
-             on_layer: Callable[[int, object], None] | None = None) -> CalibrationStats:
-    """The pass itself, uncached. `on_layer(i, h)` sees layer i's output hidden states as they are made."""
+             on_layer: Callable[[int, object], None] | None = None,
+             folder: Path | None = None) -> CalibrationStats:
+    """The pass itself, uncached. `on_layer(i, h)` sees layer i's output hidden states as they are made;
+    big arrays go to `folder` (a temporary folder, removed with the result, when None)."""
     from studio.core.calibration.layers import Skeleton
 
+    temporary = folder is None
+    folder = Path(tempfile.mkdtemp(prefix="configi-calibration-")) if temporary else folder
     skeleton = Skeleton(project)
     try:
-        return _stream(skeleton, project, corpus, sensitivity, bits_options, group_size, progress, cancel, on_layer)
+        stats = _stream(skeleton, project, corpus, sensitivity, bits_options, group_size, progress, cancel,
+                        on_layer, folder)
+    except BaseException:
+        if temporary:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
     finally:
         skeleton.reader.close()
+    if temporary:
+        weakref.finalize(stats, shutil.rmtree, folder, True)
+    return stats
 
 
 def _stream(skeleton, project, corpus, sensitivity, bits_options, group_size, progress, cancel,
-            on_layer) -> CalibrationStats:
+            on_layer, folder: Path) -> CalibrationStats:
     import mlx.core as mx
 
     from studio.core.calibration.sensitivity_pass import SensitivityPass
 
     started = time.monotonic()
     dtype = _mx_dtype(project.plan.float_dtype)
-    stats = CalibrationStats(group_size=group_size, corpus_label=corpus.label, tokens=int(corpus.tokens.size))
+    stats = CalibrationStats(group_size=group_size, corpus_label=corpus.label, tokens=int(corpus.tokens.size),
+                             folder=folder)
     layers = skeleton.num_layers
     total = layers + 2
 

@@ -3,7 +3,9 @@
 
 For every affine-quantized unit the calibration pass measured, the chunk's
 rows (rows of a matrix, experts of a stacked unit) are quantized by
-`calibrated_quantize` with that unit's activation statistics; everything else
+`calibrated_quantize` with that unit's activation statistics, or by GPTQ where
+the pass kept X^T X (per routed expert: its own, the pooled one shrunk toward
+it, or none; `expert_hessians`); everything else
 (units nobody measured, the mx/nv float modes) goes through MLX's own
 `mx.quantize` as in a plain conversion. Either way the tensors written have the
 names, shapes, dtypes and bytes of the plain conversion.
@@ -12,10 +14,17 @@ names, shapes, dtypes and bytes of the plain conversion.
 from __future__ import annotations
 
 import hashlib
+import re
+from collections import defaultdict
 
+import numpy as np
+
+from studio.core.calibration.expert_hessians import CLIP, METHOD_NAMES, OWN, POOLED
 from studio.core.calibration.gptq import gptq_quantize
 from studio.core.calibration.quantizer import calibrated_quantize
 from studio.core.calibration.stats import MIN_EXPERT_TOKENS, CalibrationStats
+
+_LAYER = re.compile(r"\.layers\.(\d+)\.")
 from studio.core.convert.compute import mx_dtype, quantize_weight
 from studio.core.formatting import shareable_name
 
@@ -37,7 +46,7 @@ class CalibratedQuantizer:
         importance = self.stats.importance(unit.path) if decision.mode == "affine" else None
         if importance is None:
             return quantize_weight(x, decision)
-        hessian = self.stats.hessian(unit.path)
+        hessian = self.hessian_for(unit)
         if importance.ndim == 2:  # per expert; the chunk's rows are experts [first, stop)
             importance = importance[first:stop]
             hessian = None if hessian is None else hessian[first:stop]
@@ -46,6 +55,29 @@ class CalibratedQuantizer:
             return list(gptq_quantize(x, decision.group_size, decision.bits, hessian, mx_dtype(decision.dtype)))
         return list(calibrated_quantize(x, decision.group_size, decision.bits, importance,
                                         mx_dtype(decision.dtype)))
+
+    def hessian_for(self, unit):
+        """What GPTQ quantizes `unit` with (None: the clipping search alone)."""
+        return self.stats.hessian(unit.path)
+
+    def expert_methods(self) -> dict[int, list[int]]:
+        """Per layer, how many (expert, projection) pairs of the stacked units quantized so far got
+        [GPTQ with their own Hessian, the pooled/shrunk fallback, clipping alone]."""
+        layers: dict[int, list[int]] = defaultdict(lambda: [0, 0, 0])
+        for path in sorted(self.used):
+            methods = self.stats.expert_methods(path)
+            match = _LAYER.search(path)
+            if methods is None or match is None:
+                continue
+            tally = layers[int(match.group(1))]
+            for i, method in enumerate((OWN, POOLED, CLIP)):
+                tally[i] += int(np.sum(methods == method))
+        return dict(sorted(layers.items()))
+
+    def expert_lines(self) -> list[str]:
+        """"layer 3 experts: 30 GPTQ own Hessian, 18 pooled/shrunk fallback, 0 clip-only", per layer."""
+        return [f"layer {layer} experts: " + ", ".join(f"{n} {name}" for n, name in zip(tally, METHOD_NAMES))
+                for layer, tally in self.expert_methods().items()]
 
     @property
     def card_note(self) -> str:
@@ -65,7 +97,18 @@ class CalibratedQuantizer:
             "plain conversion of the same policy; only the values differ. The calibration text is not the "
             "evaluation text (see Quality).",
             "",
+            *self._expert_section(),
         ])
+
+    def _expert_section(self) -> list[str]:
+        lines = self.expert_lines()
+        if not lines:
+            return []
+        return ["Routed experts (counted per expert and projection): GPTQ with the expert's own X^T X where it "
+                "saw at least 4 calibration tokens per input channel; otherwise GPTQ with its projection's X^T X "
+                "pooled over all experts, rescaled to the expert's own per-channel activation (and shrunk toward "
+                "its own X^T X where that was kept); clipping search alone where neither was available.", "",
+                *[f"- {line}" for line in lines], ""]
 
 
 class LearnedQuantizer:

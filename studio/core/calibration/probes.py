@@ -28,8 +28,16 @@ from studio.core.model.unit import Unit
 Replacement = Callable[[mx.array, "int | None"], mx.array]
 
 
-# Keep the full input covariance X^T X (for GPTQ) of units whose copy of it is at most this big.
+# Keep the full input covariance X^T X (for GPTQ) of units whose copy of it is at most this big;
+# for a stacked unit, all of its experts' together (each expert's own X_e^T X_e).
 FULL_HESSIAN_BYTES = 64 * 2**20
+EXPERT_HESSIANS_BYTES = FULL_HESSIAN_BYTES
+# A stacked unit's X^T X summed over its experts, one [in, in] float32 matrix, is kept up to this
+# size: 8192 wide (268 MB) and below, so every MoE this studio targets (MiniMax-M3 6144, DeepSeek-V3
+# 7168). Memory bound during a layer: each stacked probe holds at most EXPERT_HESSIANS_BYTES +
+# POOLED_HESSIAN_BYTES besides the layer's weights, and both leave memory (to disk, stats.keep)
+# when the layer is done.
+POOLED_HESSIAN_BYTES = 320 * 2**20
 
 
 def _keeps_hessian(experts: int, inputs: int) -> bool:
@@ -46,6 +54,13 @@ class LinearProbe(nn.Module):
         self.count = 0
         self.recording = True
         self.replace: Replacement | None = None
+
+    def unit_stats(self, keep):
+        """What the pass learned, as `stats.UnitStats`; `keep` moves big arrays to disk."""
+        from studio.core.calibration.stats import UnitStats
+
+        xtx = None if self.xtx is None else np.asarray(self.xtx, dtype=np.float32)
+        return UnitStats(self.sum_sq, np.asarray(self.count), keep(xtx))
 
     def weight32(self) -> mx.array:
         return self._weight.astype(mx.float32)
@@ -75,9 +90,19 @@ class SwitchProbe(nn.Module):
         experts, _, inputs = unit.shape
         self.sum_sq = np.zeros((experts, inputs), dtype=np.float64)
         self.count = np.zeros(experts, dtype=np.int64)
-        self.xtx = np.zeros((experts, inputs, inputs), dtype=np.float32) if _keeps_hessian(experts, inputs) else None
+        own = experts * inputs * inputs * 4 <= EXPERT_HESSIANS_BYTES
+        self.xtx = np.zeros((experts, inputs, inputs), dtype=np.float32) if own else None
+        # Summed over experts; not needed beside every expert's own (their sum is the same matrix).
+        pooled = not own and inputs * inputs * 4 <= POOLED_HESSIAN_BYTES
+        self.pooled = mx.zeros((inputs, inputs), dtype=mx.float32) if pooled else None
         self.recording = True
         self.replace: Replacement | None = None
+
+    def unit_stats(self, keep):
+        from studio.core.calibration.stats import UnitStats
+
+        pooled = None if self.pooled is None else np.asarray(self.pooled, dtype=np.float32)
+        return UnitStats(self.sum_sq, np.asarray(self.count), keep(self.xtx), keep(pooled))
 
     def expert32(self, e: int) -> mx.array:
         """Expert e's float32 weight [out, in], from its source rows."""
@@ -89,6 +114,9 @@ class SwitchProbe(nn.Module):
         flat = np.asarray(indices.reshape(-1))
         order = np.argsort(flat, kind="stable")
         bounds = np.searchsorted(flat[order], np.arange(self._unit.shape[0] + 1))
+        if self.recording and self.pooled is not None:  # every row goes to one expert: the sum over experts
+            self.pooled = self.pooled + x.T @ x
+            mx.eval(self.pooled)
         pieces = []
         for e in range(self._unit.shape[0]):
             rows = order[bounds[e]:bounds[e + 1]]
