@@ -67,7 +67,7 @@ def _experts(project, role):
 def test_a_real_experts_output_error_falls_with_its_own_hessian(mixtral_stats):
     """A factory Mixtral's expert that saw enough tokens: GPTQ with its own X^T X has less error on
     the rows it saw (||X dW^T||^2 = tr(dW X^T X dW^T)) than the clipping search."""
-    from studio.core.unit_source import read_unit_rows, unit_values
+    from studio.core.model.unit_source import read_unit_rows, unit_values
 
     source, project, stats = mixtral_stats
     unit = _experts(project, "expert_gate")[0]
@@ -107,7 +107,7 @@ def test_wide_experts_convert_with_the_pooled_factor_to_stock_mlx_at_the_estimat
     expert goes through the pooled factor; the output is what the estimate said, byte for byte, and
     mlx-lm loads and runs it; the command line and the card say which expert got what."""
     from studio.core.calibration import corpus, probes
-    from studio.core.evaluate import load_model
+    from studio.core.evaluate.run import load_model
     from studio.core.project import Project
     from studio.main import main
 
