@@ -15,8 +15,15 @@ tokens. Targets: peak RSS within that bound, and flat from 1 to 2 layers.
 the GPTQ start, then `--steps` optimizer steps a layer); it keeps three copies of the hidden
 states (float stream, quantized stream, target), so its bound counts them three times.
 
+--gptq N then quantizes, in the same process, the first N experts of every
+routed projection of every layer the way a calibrated conversion does
+(`stats.hessian` -> `gptq.quantize_experts`: each expert's own X^T X, or the
+projection's pooled one at the expert's scales; at M3 width the pooled one,
+151 MB a projection, which the pass spilled to disk), so the peak includes
+expert GPTQ's matrices too: still flat in layers.
+
     python bench/bench_calibrate.py [--work DIR] [--layers 1 2] [--sequences 8] [--length 256]
-                                    [--method gptq|learned] [--steps 2]
+                                    [--method gptq|learned] [--steps 2] [--gptq 1]
 """
 
 from __future__ import annotations
@@ -59,10 +66,33 @@ if sys.argv[6] == "learned":
 else:
     stats = calibrate(project, sensitivity=sys.argv[3] == "1", sequences=int(sys.argv[4]),
                       length=int(sys.argv[5]), use_cache=False)
-rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-rss = rss if sys.platform == "darwin" else rss * 1024
-print(json.dumps({"wall_s": time.monotonic() - start, "peak_rss": rss, "tokens": stats.tokens,
-                  "thin": stats.thin_experts()}))
+def peak():
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss if sys.platform == "darwin" else rss * 1024
+pass_rss, pass_s = peak(), time.monotonic() - start
+methods, gptq_s = [0, 0, 0], 0.0
+experts = int(sys.argv[8])
+if experts:
+    import mlx.core as mx
+    from studio.core.calibration.gptq import quantize_experts
+    from studio.core.model.unit_source import read_unit_rows, unit_values
+    reader = project.inventory.source.reader()
+    for unit in project.units:
+        if unit.role not in ("expert_gate", "expert_up", "expert_down") or unit.kind != "module":
+            continue
+        hessians = stats.hessian(unit.path)
+        if hessians is None:
+            continue
+        for i, n in enumerate(hessians.tally()):
+            methods[i] += n
+        w = unit_values(unit, read_unit_rows(reader, project.inventory, unit, 0, experts))
+        q = quantize_experts(w, 64, 3 if unit.role == "expert_down" else 2, hessians[:experts], mx.bfloat16)
+        mx.eval(*q)
+        del w, q, hessians
+    reader.close()
+    gptq_s = time.monotonic() - start - pass_s
+print(json.dumps({"wall_s": pass_s, "peak_rss": pass_rss, "tokens": stats.tokens, "thin": stats.thin_experts(),
+                  "gptq_rss": peak(), "gptq_s": gptq_s, "methods": methods}))
 """
 
 BASELINE = r"""
@@ -150,6 +180,8 @@ def main() -> None:
     parser.add_argument("--sensitivity", action="store_true")
     parser.add_argument("--method", choices=("gptq", "learned"), default="gptq")
     parser.add_argument("--steps", type=int, default=2, help="learned: optimizer steps a layer")
+    parser.add_argument("--gptq", type=int, default=0, metavar="N",
+                        help="then GPTQ the first N experts of every routed projection, as convert would")
     args = parser.parse_args()
 
     layer_bf16 = layer_elements() * 2
@@ -159,18 +191,26 @@ def main() -> None:
     base = run(BASELINE)["peak_rss"]
     print(f"one layer in bf16 {layer_bf16 / 1e9:.2f} GB; hidden states of {args.sequences}x{args.length} tokens "
           f"{hidden / 1e6:.0f} MB; bound {bound / 1e9:.2f} GB; Python + MLX + mlx-lm alone {base / 1e6:.0f} MB")
-    print(f"{'layers':>6}{'source GB':>11}{'wall s':>9}{'peak RSS GB':>13}{'of bound':>10}{'thin experts':>14}")
-    peaks = []
+    print(f"{'layers':>6}{'source GB':>11}{'wall s':>9}{'peak RSS GB':>13}{'of bound':>10}{'thin experts':>14}"
+          + (f"{'+GPTQ s':>9}{'+GPTQ peak GB':>15}{'of bound':>10}  expert projections own/pooled/clip"
+             if args.gptq else ""))
+    peaks, gptq_peaks = [], []
     for layers in args.layers:
         source = build_slice(args.work / f"m3-mxfp8-{layers}L", layers)
         size = sum(f.stat().st_size for f in source.glob("*.safetensors"))
         r = run(RUN, str(source), "1" if args.sensitivity else "0", str(args.sequences), str(args.length),
-                args.method, str(args.steps))
+                args.method, str(args.steps), str(args.gptq))
         peaks.append(r["peak_rss"])
+        gptq_peaks.append(r["gptq_rss"])
+        extra = (f"{r['gptq_s']:>9.1f}{r['gptq_rss'] / 1e9:>15.2f}{r['gptq_rss'] / bound:>10.2f}  "
+                 f"{'/'.join(map(str, r['methods']))}" if args.gptq else "")
         print(f"{layers:>6}{size / 1e9:>11.2f}{r['wall_s']:>9.1f}{r['peak_rss'] / 1e9:>13.2f}"
-              f"{r['peak_rss'] / bound:>10.2f}{'%d of %d' % tuple(r['thin']):>14}")
+              f"{r['peak_rss'] / bound:>10.2f}{'%d of %d' % tuple(r['thin']):>14}{extra}")
     if len(peaks) > 1:
         print(f"peak RSS, {args.layers[-1]} layers / {args.layers[0]}: {peaks[-1] / peaks[0]:.3f} (target: flat, ~1)")
+        if args.gptq:
+            print(f"with expert GPTQ, {args.layers[-1]} layers / {args.layers[0]}: "
+                  f"{gptq_peaks[-1] / gptq_peaks[0]:.3f} (target: flat, ~1)")
 
 
 if __name__ == "__main__":

@@ -86,7 +86,7 @@ class ExpertHessians:
     scales: np.ndarray  # [E, in]: D_e, the expert's mean squared activation per channel
     own: np.ndarray | None  # [E, in, in]: X_e^T X_e sums, where the pass kept them
     corr: np.ndarray | None  # [in, in]: the pooled correlation R
-    factors: dict = field(default_factory=dict)  # shared cache: the Cholesky factor of R's damped inverse
+    factors: dict = field(default_factory=dict)  # shared cache: R, and the Cholesky factor of its damped inverse
 
     def __len__(self) -> int:
         return len(self.methods)
@@ -145,9 +145,12 @@ def expert_hessians(stats, factors: dict | None = None) -> ExpertHessians | None
     methods = expert_methods(stats)
     if np.all(methods == CLIP):
         return None
+    factors = factors if factors is not None else {}
     own = read(stats.xtx)
-    pooled = own.sum(axis=0) if own is not None else read(stats.pooled)
-    corr = correlation(pooled) if np.any(methods == POOLED) else None
+    corr = None
+    if np.any(methods == POOLED):  # read and normalised once per unit, not once per converted chunk
+        if "corr" not in factors:
+            factors["corr"] = correlation(own.sum(axis=0) if own is not None else read(stats.pooled))
+        corr = factors["corr"]
     count = np.asarray(stats.count)
-    return ExpertHessians(methods, count, channel_scales(stats.sum_sq, count), own, corr,
-                          factors if factors is not None else {})
+    return ExpertHessians(methods, count, channel_scales(stats.sum_sq, count), own, corr, factors)
