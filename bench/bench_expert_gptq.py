@@ -13,7 +13,7 @@ Each is scored against the source with the studio's evaluation (mean KL of the
 next-token distributions) on the held-out evaluation text, which shares no
 text with the calibration corpus. Target: expert-aware KL <= 0.8x today's.
 
-    python bench/bench_expert_gptq.py [MODEL ...] [--preset config-i] [--max-tokens 4096]
+    python bench/bench_expert_gptq.py [MODEL ...] [--preset config-i] [--max-tokens 4096] [--sequences N]
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ class TodayQuantizer(CalibratedQuantizer):
 def bench(source: Path, preset: str, args) -> list[list[str]]:
     project = Project.open(source, preset)
     started = time.monotonic()
-    stats = calibrate(project, sensitivity=False, progress=lambda p: print(f"  calibrating {source.name}: {p.label}",
+    stats = calibrate(project, sensitivity=False, sequences=args.sequences, progress=lambda p: print(f"  calibrating {source.name}: {p.label}",
                                                                            file=sys.stderr))
     print(f"{source.name}: calibration {stats.tokens:,} tokens, {time.monotonic() - started:.0f} s",
           file=sys.stderr)
@@ -97,6 +97,8 @@ def main():
     parser.add_argument("--preset", default="config-i")
     parser.add_argument("--max-tokens", type=int, default=4096)
     parser.add_argument("--context", type=int, default=256)
+    parser.add_argument("--sequences", type=int, default=None, help="calibration sequences of 256 tokens "
+                        "(default: the studio's, 32)")
     args = parser.parse_args()
     rows = []
     for model in args.models or [str(demo_model_path())]:
