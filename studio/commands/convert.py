@@ -166,7 +166,8 @@ def run(args) -> int:
         signal.signal(signal.SIGINT, previous)
     for notice in result.notices:
         print(f"note: {notice}", file=sys.stderr)
-    for line in quantizer.expert_lines() if quantizer is not None else ():
+    expert_lines = getattr(quantizer, "expert_lines", None)  # the GPTQ quantizer's per-layer expert methods
+    for line in expert_lines() if expert_lines is not None else ():
         print(f"calibration: {line}", file=sys.stderr)
     seconds = time.monotonic() - started
     speed = f"{result.bytes_written / max(seconds, 1e-9) / 1e6:.1f} MB/s"

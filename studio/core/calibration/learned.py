@@ -245,8 +245,7 @@ def _one_layer(skeleton, index, h_f, h_q, call, decisions, store, settings, chec
     layer_stats = CalibrationStats()
     for path, p in probes.items():
         p.recording = False
-        xtx = None if p.xtx is None else np.asarray(p.xtx, dtype=np.float32)
-        layer_stats.units[path] = UnitStats(p.sum_sq, np.asarray(p.count), xtx)
+        layer_stats.units[path] = p.unit_stats(layer_stats.keep)  # with X^T X pooled over experts: expert GPTQ
     check_cancel()
     start = CalibratedQuantizer(layer_stats)
     base = f"{skeleton.prefix}.layers.{index}."
