@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from studio.views.main_window import MainWindow
-from studio.views.tensor_model import AFTER, NAME
+from studio.views.tensor_model import DECISION, NAME
 from test_gui_fixtures import m3_replica, studio_settings  # noqa: F401
 
 
@@ -32,9 +32,9 @@ def test_every_grid_column_tree_size_and_role_label_has_room(qtbot, m3_replica, 
     qtbot.waitUntil(lambda: grid.horizontalScrollBar().maximum() == 0)  # all 20 role columns on screen
     tree = window.tree.view
 
-    def tree_fits():  # names and sizes not cut
-        after = tree.header().sectionViewportPosition(AFTER) + tree.columnWidth(AFTER)
-        return tree.columnWidth(NAME) >= 140 and after <= tree.viewport().width()
+    def tree_fits():  # names and decisions not cut
+        decision = tree.header().sectionViewportPosition(DECISION) + tree.columnWidth(DECISION)
+        return tree.columnWidth(NAME) >= 150 and decision <= tree.viewport().width()
 
     qtbot.waitUntil(tree_fits)
     plot = window.size.role_plot

@@ -2,15 +2,30 @@
 
 from __future__ import annotations
 
-from PySide6.QtCore import QItemSelectionModel, QModelIndex, QPoint, Qt, Signal
-from PySide6.QtGui import QAction, QKeySequence
-from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QToolButton, QTreeView,
-                               QVBoxLayout, QWidget)
+from PySide6.QtCore import QEvent, QItemSelectionModel, QModelIndex, QPoint, Qt, Signal
+from PySide6.QtGui import QAction, QFont, QFontMetrics, QKeySequence
+from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QStyledItemDelegate,
+                               QToolButton, QTreeView, QVBoxLayout, QWidget)
 
 from studio.core.model.roles import ROLE_BY_KEY
 from studio.views import item_roles
 from studio.views.tensor_filter import TensorFilterModel
-from studio.views.tensor_model import AFTER, BEFORE, COLUMNS, DECISION, ERROR, NAME, TensorTreeModel
+from studio.views.tensor_model import (AFTER, BEFORE, COLUMNS, DECISION, DTYPE, ERROR, NAME, ROLE, SHAPE,
+                                       TensorTreeModel)
+
+# The columns beside the name, by what a person checks first: Decision always sits in the dock's view
+# (a 1280x800 laptop's dock has ~255 px beside a scroll bar), the next ones join while the name keeps
+# NAME_ROOM, the rest scroll into view.
+ALWAYS_SHOWN = (DECISION,)
+SHOWN_IF_ROOM = (AFTER, ERROR, BEFORE)
+NAME_MIN = 100  # px: a unit's leaf ("…q_proj") under two indents, in a dock narrower than laptops have
+NAME_ROOM = 170  # px the name keeps before another column joins (a vision unit's "…attn.qkv.weight")
+INDENT = 14  # px a level (the style's 20 takes a tensor's leaf from a narrow dock)
+# The widest text each column shows (a unit's decision with a note; sizes up to 999.99), in the layer rows'
+# bold too, so a policy change never widens a column under the pointer. Layer summaries may elide.
+WIDEST = {AFTER: "999.99 KB", BEFORE: "999.99 KB", DECISION: "8-bit g128 *", ERROR: "<0.01%"}
+DETAIL_WIDTHS = {ROLE: 130, SHAPE: 140, DTYPE: 90}  # past the view's right edge at a laptop's dock width
+CELL_PADDING = 8  # px around a cell's text (the style puts 3 each side), so nothing elides at the widest
 
 
 def legend_html(roles: list[str]) -> str:
@@ -18,6 +33,14 @@ def legend_html(roles: list[str]) -> str:
              f"{ROLE_BY_KEY[r].label.replace(' ', '&nbsp;')}"
              for r in roles]
     return " &nbsp; ".join(items)
+
+
+class ElideRight(QStyledItemDelegate):
+    """Decisions and sizes cut on the right ("8-bit · 4-b…"): the view cuts names on the left."""
+
+    def initStyleOption(self, option, index):
+        super().initStyleOption(option, index)
+        option.textElideMode = Qt.TextElideMode.ElideRight
 
 
 class TensorTreePanel(QWidget):
@@ -41,18 +64,25 @@ class TensorTreePanel(QWidget):
         self.layer_box.currentIndexChanged.connect(
             lambda _: self.proxy.set_filter(layer=self.layer_box.currentData()))
 
-        self.view = QTreeView(uniformRowHeights=True, alternatingRowColors=False)
+        self.view = QTreeView(uniformRowHeights=True, alternatingRowColors=False, indentation=INDENT)
         self.view.setTextElideMode(Qt.TextElideMode.ElideLeft)  # "…k_proj.weight": the leaf tells names apart
         self.view.setModel(self.proxy)
+        self._elide_right = ElideRight(self.view)
+        for col in range(len(COLUMNS)):
+            if col != NAME:
+                self.view.setItemDelegateForColumn(col, self._elide_right)
         self.view.setSelectionMode(QTreeView.SelectionMode.SingleSelection)
         self.view.setSelectionBehavior(QTreeView.SelectionBehavior.SelectRows)
         header = self.view.header()
         header.setStretchLastSection(False)
         header.setSectionResizeMode(NAME, QHeaderView.ResizeMode.Interactive)
-        for col, width in ((NAME, 250), (1, 130), (2, 140), (3, 90), (DECISION, 95), (BEFORE, 82), (AFTER, 82),
-                           (ERROR, 64)):
+        self.view.setColumnWidth(NAME, 250)
+        for col, width in DETAIL_WIDTHS.items():
             self.view.setColumnWidth(col, width)
-        for visual, col in enumerate((NAME, AFTER, DECISION, ERROR, BEFORE)):  # what changes with the policy first
+        self._fit_to_contents()
+        # The name takes what the viewport leaves: also when a vertical scroll bar comes or goes.
+        self.view.viewport().installEventFilter(self)
+        for visual, col in enumerate((NAME, DECISION, AFTER, ERROR, BEFORE)):  # what changes with the policy first
             header.moveSection(header.visualIndex(col), visual)
         self.view.selectionModel().currentRowChanged.connect(self._current_changed)
         # Rows that come into view after a policy change: their parents catch up (one signal each).
@@ -131,14 +161,37 @@ class TensorTreePanel(QWidget):
         self.layer_box.setCurrentIndex(0)
         self.search.clear()
 
-    def resizeEvent(self, event):
-        """Name and Size after always fit the dock, and Decision too when there is room (names are cut
-        from the left, so the leaves that tell them apart stay); the other columns scroll."""
-        super().resizeEvent(event)
-        room = self.view.viewport().width() - self.view.columnWidth(AFTER)
-        if room - self.view.columnWidth(DECISION) >= 220:
-            room -= self.view.columnWidth(DECISION)
-        self.view.setColumnWidth(NAME, max(140, room))
+    def _fit_to_contents(self) -> None:
+        """The live columns as wide as their header or their widest text, whichever is wider."""
+        bold = QFont(self.view.font())
+        bold.setBold(True)
+        metrics, header = QFontMetrics(bold), self.view.header()  # bold is the wider
+        for col, text in WIDEST.items():
+            self.view.setColumnWidth(col, max(header.sectionSizeHint(col), metrics.horizontalAdvance(text)
+                                              + CELL_PADDING))
+
+    def eventFilter(self, watched, event):
+        if event.type() == QEvent.Type.Resize and watched is self.view.viewport():
+            self._fit_name()
+        return super().eventFilter(watched, event)
+
+    def changeEvent(self, event):
+        super().changeEvent(event)
+        if event.type() == QEvent.Type.FontChange:
+            self._fit_to_contents()
+            self._fit_name()
+
+    def _fit_name(self) -> None:
+        """Name and Decision fit the dock's view (names are cut from the left, so the leaves that tell them
+        apart stay); Size after, Error and Size before join while the name keeps NAME_ROOM; the other
+        columns scroll (a column is either wholly in view or starts at its right edge)."""
+        view = self.view
+        room = view.viewport().width() - sum(view.columnWidth(col) for col in ALWAYS_SHOWN)
+        for col in SHOWN_IF_ROOM:
+            if room - view.columnWidth(col) < NAME_ROOM:
+                break
+            room -= view.columnWidth(col)
+        view.setColumnWidth(NAME, max(NAME_MIN, room))
 
     def _search_changed(self, text: str) -> None:
         self.proxy.set_filter(text=text)
