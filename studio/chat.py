@@ -241,10 +241,12 @@ class ChatPane(QWidget):
         (they were the previous model's conversions) and no comparison."""
         self.clear()
         self.set_compare(False)
-        for s in self._sides:
+        for side, s in enumerate(self._sides):
             if s.cancel is not None:
                 s.cancel.cancel()
             s.pending, s.cancel, s.loaded, s.path = None, None, False, ""
+            s.loading = self._new_id()  # a load still on its way is ignored, and its model freed after it
+            self._host.request_unload(side, s.loading)
             s.label.setText("no model")
             s.view.conversation = Conversation()
             s.view.render()

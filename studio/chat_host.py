@@ -43,6 +43,14 @@ class Load:
 
 
 @dataclass
+class Unload:
+    """Free a side's model: another model is open in the window, its conversions are not chatted with."""
+
+    side: int
+    request_id: int = 0
+
+
+@dataclass
 class Reply:
     side: int
     request_id: int
@@ -77,6 +85,7 @@ class ModelHost(QThread):
     chunk = Signal(int, int, str)  # side, request id, batched text
     reply_done = Signal(int, int, object)  # side, request id, GenerationStats
     reply_failed = Signal(int, int, str)  # side, request id, one sentence
+    unloaded = Signal(int, int)  # side, request id: its model's memory is free
 
     FLUSH_S = 0.05
 
@@ -88,6 +97,10 @@ class ModelHost(QThread):
     def request_load(self, side: int, path: str | Path, request_id: int) -> None:
         self._ensure_running()
         self._requests.put(Load(side, str(path), request_id))
+
+    def request_unload(self, side: int, request_id: int) -> None:
+        if self.isRunning():  # a host never started holds no model
+            self._requests.put(Unload(side, request_id))
 
     def request_reply(self, request: Reply | Replies) -> None:
         self._ensure_running()
@@ -112,13 +125,17 @@ class ModelHost(QThread):
                 continue
             if request is None:
                 break
-            if isinstance(request, Load):
+            if isinstance(request, (Load, Unload)):
                 # Replies on that side are cancelled (the pane did it): let them end before the model goes.
                 for r in [r for r in running if r.request.side == request.side]:
                     while self._step(r):
                         pass
                     running.remove(r)
-                self._load(request)
+                if isinstance(request, Load):
+                    self._load(request)
+                else:
+                    self._models.pop(request.side, None)
+                    self.unloaded.emit(request.side, request.request_id)
             else:
                 for reply in request.replies if isinstance(request, Replies) else [request]:
                     started = self._start(reply)

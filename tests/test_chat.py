@@ -294,3 +294,18 @@ def test_compare_streams_b_while_a_is_still_replying(qtbot, pane, llama_dir, req
     assert sides_streaming_before == {0, 1}, events[:first_done + 1]
     for side in (0, 1):
         assert [t.role for t in pane.conversation(side).turns] == ["user", "assistant"]
+
+
+def test_another_model_in_the_window_frees_the_chat_models_memory(qtbot, pane, llama_dir):
+    import gc
+
+    import mlx.core as mx
+
+    gc.collect()
+    before = mx.get_active_memory()
+    _open(qtbot, pane, llama_dir)
+    held = mx.get_active_memory()
+    assert held > before
+    pane.model_changed(None)  # the host thread frees it: active memory falls back to what it was
+    qtbot.waitUntil(lambda: gc.collect() >= 0 and mx.get_active_memory() <= before + (held - before) // 10,
+                    timeout=5000)
