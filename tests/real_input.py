@@ -44,7 +44,7 @@ def settle(ms: int = SETTLE_MS) -> None:
     QTest.qWait(ms)
 
 
-def wait_until(condition, timeout_ms: int = 3000) -> None:
+def wait_until(condition, timeout_ms: int = 15000) -> None:
     waited = 0
     while not condition():
         assert waited < timeout_ms, "timed out waiting for the window"

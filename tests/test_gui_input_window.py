@@ -35,7 +35,7 @@ def _open_from_the_hub_menu(qtbot, window, ref: str) -> None:
     person.activate(window)  # as the window manager does when a dialog closes
     person.key("alt+f")
     person.key("h")
-    qtbot.waitUntil(lambda: isinstance(QApplication.activeModalWidget(), HubOpenDialog))
+    qtbot.waitUntil(lambda: isinstance(QApplication.activeModalWidget(), HubOpenDialog), timeout=WAIT_MS)
     person.type_text(ref)
     person.key("Return")
 
@@ -50,14 +50,14 @@ def test_open_from_the_hub_asks_before_dropping_unsaved_edits(qtbot, hub, tiny_m
         box = window.session.question
         assert "unsaved edits" in box.text()
         person.click(box.button(QMessageBox.StandardButton.Cancel))
-        qtbot.waitUntil(lambda: window.session.question is None)
+        qtbot.waitUntil(lambda: window.session.question is None, timeout=WAIT_MS)
         assert not window.controller.project.inventory.source.remote  # still the folder, edits kept
         assert window.editor.grid_model.action("attn_q", 1)[0].bits == 3
 
         _open_from_the_hub_menu(qtbot, window, "org/tiny")
         qtbot.waitUntil(lambda: window.session.question is not None, timeout=WAIT_MS)
         person.click(window.session.question.button(QMessageBox.StandardButton.Discard))
-        qtbot.waitUntil(lambda: bool(window.controller.project.inventory.source.remote))
+        qtbot.waitUntil(lambda: bool(window.controller.project.inventory.source.remote), timeout=WAIT_MS)
         assert window.controller.project.inventory.source.repo_id == "org/tiny"
         assert window.controller.undo_stack.count() == 0
     finally:
@@ -80,7 +80,7 @@ def _hub_model_with_unsaved_edits(qtbot, hub, tiny_m3):
     person.key("Return")
     qtbot.waitUntil(lambda: window.controller.project is not None, timeout=WAIT_MS)
     assert window.controller.project.inventory.source.commit == commit
-    qtbot.waitUntil(lambda: window.editor.grid.visualRect(window.editor.grid_model.index_of("attn_q", 2)).isValid())
+    qtbot.waitUntil(lambda: window.editor.grid.visualRect(window.editor.grid_model.index_of("attn_q", 2)).isValid(), timeout=WAIT_MS)
     _paint_attn_q(window)
     return window, commit
 
@@ -123,14 +123,14 @@ def test_a_recovery_that_cannot_open_never_blocks_the_start(qtbot, hub, tiny_m3)
     qtbot.addWidget(again)
     try:
         assert settings.get(settings.RECOVERY) == ""  # asked once, never again
-        qtbot.waitUntil(lambda: again.startup_notice is not None and again.startup_notice.isVisible())
+        qtbot.waitUntil(lambda: again.startup_notice is not None and again.startup_notice.isVisible(), timeout=WAIT_MS)
         text = again.startup_notice.text()
         assert "org/tiny@" in text
         kept = next(settings.rescue_folder().glob("recovered-*.json"))
         assert str(kept) in text
         assert load_policy_file(kept).decide("attn_q", 1, 8)[0].bits == 3  # nothing of the user's lost
         person.click(again.startup_notice.button(QMessageBox.StandardButton.Ok))
-        qtbot.waitUntil(lambda: not again.startup_notice.isVisible())
+        qtbot.waitUntil(lambda: not again.startup_notice.isVisible(), timeout=WAIT_MS)
     finally:
         again.shutdown()
 
@@ -159,13 +159,13 @@ def test_the_first_window_fits_the_screen_and_works_at_1024_by_700(qtbot, tiny_m
         minimum = window.minimumSizeHint().expandedTo(window.minimumSize())
         assert minimum.width() <= 1024 and minimum.height() <= 700, minimum
         person.resize_window(window, 1024, 700)
-        qtbot.waitUntil(lambda: (window.width(), window.height()) == (1024, 700))
+        qtbot.waitUntil(lambda: (window.width(), window.height()) == (1024, 700), timeout=WAIT_MS)
         window._size_docks()  # the layout a first start at this size gets
         qtbot.wait(200)
         convert = window.convert
         for widget in (window.editor.grid.viewport(), window.editor.rules, window.size.total, window.size.fit_text,
                        convert.convert_button, convert.force, window.policy_label):
-            qtbot.waitUntil(lambda w=widget: _on_screen_in(window, w))
+            qtbot.waitUntil(lambda w=widget: _on_screen_in(window, w), timeout=WAIT_MS)
         person.activate(window)
         before = convert.force.isChecked()
         person.click(convert.force)
@@ -176,6 +176,6 @@ def test_the_first_window_fits_the_screen_and_works_at_1024_by_700(qtbot, tiny_m
         bar = tabs[0]
         index = [bar.tabText(i) for i in range(2)].index("Tensors")
         person.click(bar, bar.tabRect(index).center())
-        qtbot.waitUntil(lambda: _on_screen_in(window, window.tree.view.viewport()))
+        qtbot.waitUntil(lambda: _on_screen_in(window, window.tree.view.viewport()), timeout=WAIT_MS)
     finally:
         window.shutdown()

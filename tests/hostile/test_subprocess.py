@@ -63,7 +63,9 @@ def test_refused_cleanly_in_a_real_process(case_id, commands, bases, tmp_path):
         assert rc == 2 and "Traceback" not in err and err.count("configi-studio: error:") == 1, where
         message = err.split("configi-studio: error:", 1)[1].strip()
         assert len(message.splitlines()) <= 2, where
-        assert seconds < 10, where
+        # A refusal reads headers only; minutes mean it started real work (a hang guard, not a
+        # speed target: bench/ measures speed). Loaded CI machines took 16 s.
+        assert seconds < 45, where
         assert rss < MEMORY_LIMIT, where
         assert list(out.iterdir()) == [], where
     assert snapshot(model, policy) == before
