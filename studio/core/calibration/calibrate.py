@@ -60,6 +60,25 @@ class CalibrationProgress:
         return self.step / self.total if self.total else 1.0
 
 
+class PassSteps:
+    """A calibration pass's cancel check and its progress, with an ETA from the steps done so far
+    (the gptq and learned passes count steps differently but report alike)."""
+
+    def __init__(self, total: int, progress, cancel, started: float):
+        self.total, self._progress, self._cancel, self._started = total, progress, cancel, started
+
+    def check_cancel(self) -> None:
+        if self._cancel is not None and self._cancel.cancelled:
+            raise CalibrationCancelled("calibration cancelled.")
+
+    def report(self, step: int, label: str) -> None:
+        if self._progress is None:
+            return
+        elapsed = time.monotonic() - self._started
+        eta = elapsed / step * (self.total - step) if step else None
+        self._progress(CalibrationProgress(step, self.total, label, eta))
+
+
 def _one_layer(skeleton, index: int, h, call, stats: CalibrationStats, measurer, check_cancel):
     """Layer `index` over every hidden state: its statistics into `stats`, its sensitivity into
     `measurer` (if any); returns its outputs. `call` passes the layer what the model's own
@@ -173,16 +192,8 @@ def _stream(skeleton, project, corpus, sensitivity, bits_options, group_size, pr
     layers = skeleton.num_layers
     total = layers + 2
 
-    def check_cancel():
-        if cancel is not None and cancel.cancelled:
-            raise CalibrationCancelled("calibration cancelled.")
-
-    def report(step: int, label: str):
-        if progress is None:
-            return
-        elapsed = time.monotonic() - started
-        eta = elapsed / step * (total - step) if step else None
-        progress(CalibrationProgress(step, total, label, eta))
+    steps = PassSteps(total, progress, cancel, started)
+    check_cancel, report = steps.check_cancel, steps.report
 
     tokens = mx.array(corpus.tokens)
     probe = min(PROBE_SEQUENCES, tokens.shape[0])

@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from studio.core.calibration import corpus as corpus_module
-from studio.core.calibration.calibrate import CODE, CalibrationCancelled, CalibrationProgress, cache_folder
+from studio.core.calibration.calibrate import CODE, PassSteps, cache_folder
 from studio.core.calibration.corpus import Corpus, load_corpus
 from studio.core.calibration.learned_layer import ROUNDING_MAX_VALUES, LayerResult, LearnSettings
 from studio.core.calibration.learned_store import UnitStore
@@ -137,16 +137,8 @@ def _stream(skeleton, project, corpus, store, settings, progress, cancel) -> Cal
     per_layer = settings.steps + 2
     total = layers * per_layer + 2
 
-    def check_cancel():
-        if cancel is not None and cancel.cancelled:
-            raise CalibrationCancelled("calibration cancelled.")
-
-    def report(step: int, label: str):
-        if progress is None:
-            return
-        elapsed = time.monotonic() - started
-        eta = elapsed / step * (total - step) if step else None
-        progress(CalibrationProgress(step, total, label, eta))
+    steps = PassSteps(total, progress, cancel, started)
+    check_cancel, report = steps.check_cancel, steps.report
 
     stats = CalibrationStats(corpus_label=corpus.label, tokens=int(corpus.tokens.size))
     fallback = CalibratedQuantizer(stats)
