@@ -41,7 +41,7 @@ def _get(module, path: str):
     return module
 
 
-def _set(module, path: str, value) -> None:
+def set_submodule(module, path: str, value) -> None:
     parent, _, leaf = path.rpartition(".")
     owner = _get(module, parent) if parent else module
     if isinstance(owner, list):
@@ -205,7 +205,7 @@ class Skeleton:
                     parts = [read_unit_rows(self.reader, self.project.inventory, unit, e, e + 1)
                              for e in range(unit.shape[0])]
                     probe = SwitchProbe(unit, parts, bias)
-                _set(layer, rel, probe)
+                set_submodule(layer, rel, probe)
                 probes[unit.path] = probe
                 covered |= {f"{rel}.weight"} | ({f"{rel}.bias"} if bias is not None else set())
             else:  # a module kind the probes do not cover: loaded as it is, measured by nobody

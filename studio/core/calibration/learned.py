@@ -221,7 +221,7 @@ def _float_weight(probe):
 
 def _one_layer(skeleton, index, h_f, h_q, call, decisions, store, settings, check_cancel, on_step):
     from studio.core.calibration.convert_hook import CalibratedQuantizer
-    from studio.core.calibration.layers import _set
+    from studio.core.calibration.layers import set_submodule
     from studio.core.calibration.learned_layer import QuantLinear, QuantSwitch, run_layer, train_layer
     from studio.core.calibration.probes import SwitchProbe
     from studio.core.convert.compute import mx_dtype
@@ -252,7 +252,7 @@ def _one_layer(skeleton, index, h_f, h_q, call, decisions, store, settings, chec
                       decision.bits, decision.mode, mx_dtype(decision.dtype))
         if settings.rounding and module.trainable and int(np.prod(probe._unit.shape)) <= ROUNDING_MAX_VALUES:
             module.learn_rounding(_float_weight(probe))
-        _set(layer, path[len(base):], module)
+        set_submodule(layer, path[len(base):], module)
         modules[path] = module
         del probe
     skeleton.probes = {}
