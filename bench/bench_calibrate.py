@@ -20,7 +20,14 @@ routed projection of every layer the way a calibrated conversion does
 (`stats.hessian` -> `gptq.quantize_experts`: each expert's own X^T X, or the
 projection's pooled one at the expert's scales; at M3 width the pooled one,
 151 MB a projection, which the pass spilled to disk), so the peak includes
-expert GPTQ's matrices too: still flat in layers.
+expert GPTQ's matrices too: still flat in layers. The pooled X^T X is trusted
+only from 4 routed rows per input channel (24,576 at width 6144, 6,144 tokens at
+top-4), so --gptq raises --sequences to that; with fewer every expert is
+clip-only and there is no GPTQ to measure (the bench's first version printed
+0/0/0 for that reason).
+
+Each run also prints the peak RSS reached by the end of each layer: a 2-layer
+run whose second figure equals its first is flat in layers within one process.
 
     python bench/bench_calibrate.py [--work DIR] [--layers 1 2] [--sequences 8] [--length 256]
                                     [--method gptq|learned] [--steps 2] [--gptq 1]
@@ -46,6 +53,8 @@ from factory import MXFP8_CONFIG, st  # noqa: E402
 from factory.tiny import m3_layout  # noqa: E402
 from factory.tokenizer import write_tokenizer  # noqa: E402
 
+from studio.core.calibration.expert_hessians import HESSIAN_TOKENS_PER_INPUT  # noqa: E402
+
 HIDDEN, EXPERTS = 6144, 128
 
 RUN = r"""
@@ -56,19 +65,29 @@ from studio.core.project import Project
 from studio.core.calibration.calibrate import calibrate
 from studio.core.calibration.learned import learn
 from studio.core.calibration.learned_layer import LearnSettings
+def peak():
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss if sys.platform == "darwin" else rss * 1024
+# Peak RSS so far each time the pass starts a layer (and the head): the growth from one layer to
+# the next, in one process, is what "flat in layers" means.
+layer_peaks, current = [], [None]
+def on_progress(p):
+    name = p.label.split(":")[0]
+    if name != current[0]:
+        if current[0] is not None and current[0].startswith("layer "):
+            layer_peaks.append(peak())
+        current[0] = name
 start = time.monotonic()
 project = Project.open(sys.argv[2])
 if sys.argv[6] == "learned":
     with tempfile.TemporaryDirectory() as cache:
         result = learn(project, settings=LearnSettings(steps=int(sys.argv[7]), batch=2, holdout=1),
-                       sequences=int(sys.argv[4]), length=int(sys.argv[5]), use_cache=False, cache_dir=Path(cache))
+                       sequences=int(sys.argv[4]), length=int(sys.argv[5]), use_cache=False, cache_dir=Path(cache),
+                       progress=on_progress)
         stats = result.stats
 else:
     stats = calibrate(project, sensitivity=sys.argv[3] == "1", sequences=int(sys.argv[4]),
-                      length=int(sys.argv[5]), use_cache=False)
-def peak():
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss if sys.platform == "darwin" else rss * 1024
+                      length=int(sys.argv[5]), use_cache=False, progress=on_progress)
 pass_rss, pass_s = peak(), time.monotonic() - start
 methods, gptq_s = [0, 0, 0], 0.0
 experts = int(sys.argv[8])
@@ -92,7 +111,7 @@ if experts:
     reader.close()
     gptq_s = time.monotonic() - start - pass_s
 print(json.dumps({"wall_s": pass_s, "peak_rss": pass_rss, "tokens": stats.tokens, "thin": stats.thin_experts(),
-                  "gptq_rss": peak(), "gptq_s": gptq_s, "methods": methods}))
+                  "gptq_rss": peak(), "gptq_s": gptq_s, "methods": methods, "layer_peaks": layer_peaks}))
 """
 
 BASELINE = r"""
@@ -184,6 +203,13 @@ def main() -> None:
                         help="then GPTQ the first N experts of every routed projection, as convert would")
     args = parser.parse_args()
 
+    top_k = 4
+    need = HESSIAN_TOKENS_PER_INPUT * HIDDEN  # routed rows a gate/up projection's pooled X^T X needs
+    if args.gptq and args.sequences * args.length * top_k < need:
+        # Below this every expert is clip-only (expert_hessians.py) and there is no GPTQ to measure.
+        args.sequences = -(-need // (args.length * top_k))
+        print(f"--gptq: {args.sequences} sequences, so that the routed rows reach the {need:,} "
+              f"a {HIDDEN}-wide pooled Hessian needs")
     layer_bf16 = layer_elements() * 2
     hidden = args.sequences * args.length * HIDDEN * 4
     bound = layer_bf16 + (3 if args.method == "learned" else 1) * hidden
@@ -206,6 +232,10 @@ def main() -> None:
                  f"{'/'.join(map(str, r['methods']))}" if args.gptq else "")
         print(f"{layers:>6}{size / 1e9:>11.2f}{r['wall_s']:>9.1f}{r['peak_rss'] / 1e9:>13.2f}"
               f"{r['peak_rss'] / bound:>10.2f}{'%d of %d' % tuple(r['thin']):>14}{extra}")
+        steps = r["layer_peaks"]
+        if len(steps) > 1:
+            print(f"{'':>6}peak RSS after each layer (GB): {' '.join(f'{x / 1e9:.2f}' for x in steps)}; "
+                  f"last / first {steps[-1] / steps[0]:.3f} (target: flat, ~1)")
     if len(peaks) > 1:
         print(f"peak RSS, {args.layers[-1]} layers / {args.layers[0]}: {peaks[-1] / peaks[0]:.3f} (target: flat, ~1)")
         if args.gptq:

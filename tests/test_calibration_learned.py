@@ -110,5 +110,9 @@ def test_learned_conversion_from_the_command_line(tiny_model, tmp_path, monkeypa
     captured = capsys.readouterr()
     assert "learned calibration: 2 layers" in captured.err and "calibrated (learned)" in captured.out
     assert "Method: learned" in (out / "README.md").read_text()
-    assert list((tmp_path / "cache").rglob("manifest.json"))
+    manifests = list((tmp_path / "cache").rglob("manifest.json"))
+    assert manifests
+    # The learned method reads twice the gptq pass's text by default: with fewer tokens its roundings
+    # fit the calibration text (see corpus.LEARNED_TEXT_FACTOR).
+    assert json.loads(manifests[0].read_text())["meta"]["tokens"] == corpus.LEARNED_TEXT_FACTOR * 4 * 32
     assert json.loads((out / "config.json").read_text())["quantization"]

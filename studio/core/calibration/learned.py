@@ -22,6 +22,9 @@ trained on what it will see (the errors of every layer before it) towards
 where the float model would be, so it corrects the error that reached it
 instead of passing it on; trained on float inputs, each layer would be right
 only in a model whose earlier layers were exact, and the errors would add up.
+Measured against the other choice, the float layer on h_q as the target (each
+layer fixing only its own error, as GPTQ does): KL 0.00332 vs 0.00376 on the
+Austen-trained Mixtral (4-bit g64, 64 sequences, 200 steps a layer).
 The held-out check in train_layer keeps a layer from fitting the calibration
 tokens at the expense of others.
 
@@ -86,7 +89,8 @@ def learn(project: Project, text: str | Path | None = None, *, settings: LearnSe
           sequences: int | None = None, length: int | None = None, progress=None,
           cancel: CancelToken | None = None, cache_dir: Path | None = None, use_cache: bool = True) -> LearnedResult:
     settings = settings or DEFAULT_SETTINGS
-    corpus = load_corpus(project.inventory.root, text, sequences or corpus_module.DEFAULT_SEQUENCES,
+    sequences = sequences or corpus_module.LEARNED_TEXT_FACTOR * corpus_module.DEFAULT_SEQUENCES
+    corpus = load_corpus(project.inventory.root, text, sequences,
                          length or corpus_module.DEFAULT_LENGTH)
     key = cache_key(project, corpus, settings)
     folder = (cache_dir or cache_folder().parent / "learned") / key

@@ -48,7 +48,7 @@ class LearnSettings:
     learning_rate: float = 1e-4  # Adam, on the relative parameters a and c; warm-up, then cosine decay
     warmup: float = 0.1  # of the steps: Adam's first steps move every parameter by the full rate
     batch: int = 4  # sequences per step
-    holdout: int = 2  # sequences never trained on, which pick the kept point
+    holdout: int = 4  # sequences never trained on, which pick the kept point
     seconds_per_layer: float | None = None  # a time budget per layer; None: the steps only
     rounding: bool = True  # also learn each value's rounding (AutoRound's offset, sign-SGD)
     rounding_rate: float = 5e-3  # sign-SGD step of the offset (AutoRound's 1/200); warm-up and decay as above
