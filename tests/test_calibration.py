@@ -25,6 +25,21 @@ def test_packing_is_mlx_layout(bits):
     assert np.array_equal(np.asarray(back), np.asarray(levels).astype(np.float32))
 
 
+@pytest.mark.parametrize("shape, importance_shape", [((48, 256), (256,)), ((3, 40, 128), (3, 128))])
+def test_the_clip_search_in_row_blocks_gives_the_same_tensors(monkeypatch, shape, importance_shape):
+    from studio.core.calibration import quantizer
+
+    mx.random.seed(7)
+    w = (mx.random.normal(shape) * 0.02).astype(mx.bfloat16)
+    importance = mx.exp(mx.random.normal(importance_shape))
+    whole = calibrated_quantize(w, 64, 3, importance, mx.bfloat16)
+    monkeypatch.setattr(quantizer, "BLOCK_VALUES", 5 * shape[-1] * (shape[0] if len(shape) == 3 else 1))
+    blocks = calibrated_quantize(w, 64, 3, importance, mx.bfloat16)  # 5 rows a block: a ragged last block
+    for a, b in zip(whole, blocks):
+        assert a.shape == b.shape and a.dtype == b.dtype
+        assert np.array_equal(np.asarray(a.astype(mx.float32)), np.asarray(b.astype(mx.float32)))
+
+
 @pytest.mark.parametrize("bits", [2, 3, 4])
 def test_calibrated_quantization_beats_round_to_nearest_on_the_output(bits):
     mx.random.seed(bits)

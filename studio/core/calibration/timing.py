@@ -33,8 +33,11 @@ TYPICAL_CONVERT_RATE = 150e6
 # x86-64 CPU shared by other jobs: 1.34e10 units in 83 s); Apple silicon is faster, so before
 # the first pass this errs long.
 TYPICAL_CALIBRATION_RATE = 1.6e8
-# The learned method runs a few hundred optimizer steps a layer on top of the gptq pass: a guess
-# until this machine has run it once (then its own rate is remembered, per method).
+# The learned method runs a few hundred optimizer steps a layer on top of the gptq pass, on twice its
+# text. Measured (bench/bench_calibration_methods.py, 200 steps, both methods on the same tokens):
+# 9.5x the gptq conversion on the Austen Mixtral (64x256 tokens), 10.9x on SmolLM2's first 8 layers
+# (50x256); against gptq on its own default half of the text, about 20x. Until this machine has run
+# it once (then its own rate is remembered, per method).
 LEARNED_SLOWDOWN = 20
 # Reading a weight, dequantizing it and freeing it costs about as much as this many tokens through it.
 DEQUANTIZE_TOKENS = 4
