@@ -101,8 +101,9 @@ def pack(levels, bits: int):
 
 
 # Rows are searched this many values at a time: the search holds about twenty float32 copies of what
-# it works on, so a 29,127 x 576 embedding chunk took 1.3 GB at once (peak RSS of a calibrated
-# SmolLM2 conversion 1.66 GB vs 0.23 GB plain); in blocks it stays near 20 x 4 bytes x this.
+# it works on, so a 29,127 x 576 embedding chunk took 1.3 GB at once (bench_calibration_methods.py,
+# SmolLM2's first 8 layers: calibrated conversion peak 1,148 MB, 456 MB in blocks, plain 229 MB); in
+# blocks the search stays near 20 x 4 bytes x this.
 BLOCK_VALUES = 2**21
 
 
