@@ -55,7 +55,11 @@ from factory.tokenizer import write_tokenizer  # noqa: E402
 
 from studio.core.calibration.expert_hessians import HESSIAN_TOKENS_PER_INPUT  # noqa: E402
 
-HIDDEN, EXPERTS = 6144, 128
+HIDDEN, EXPERTS, TOP_K = 6144, 128, 4
+# The slices' shape: MiniMax-M3's full-width layers, a tiny vocabulary and vision tower.
+SLICE = dict(hidden=HIDDEN, dense_layers=0, experts=EXPERTS, top_k=TOP_K, heads=64, kv_heads=4, head_dim=128,
+             inter=3072, dense_inter=12288, shared_inter=3072, index_heads=4, index_dim=128, index_block=128,
+             vocab=512, max_pos=4096, vision_hidden=64, vision_inter=128, vision_layers=1, projector_hidden=128)
 
 RUN = r"""
 import json, resource, sys, tempfile, time
@@ -129,10 +133,7 @@ def build_slice(path: Path, layers: int) -> Path:
     tmp = path.with_name(path.name + ".building")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    config, specs = m3_layout(hidden=HIDDEN, layers=layers, dense_layers=0, experts=EXPERTS, top_k=4, heads=64,
-                              kv_heads=4, head_dim=128, inter=3072, dense_inter=12288, shared_inter=3072,
-                              index_heads=4, index_dim=128, index_block=128, vocab=512, max_pos=4096,
-                              vision_hidden=64, vision_inter=128, vision_layers=1, projector_hidden=128)
+    config, specs = m3_layout(layers=layers, **SLICE)
     rng = np.random.default_rng(0)
     pool = st.to_bf16_bits(0.02 * rng.standard_normal(1 << 22).astype(np.float32))
     codes = rng.integers(0, 256, size=1 << 26, dtype=np.uint8)
@@ -176,10 +177,7 @@ def build_slice(path: Path, layers: int) -> Path:
 
 
 def layer_elements() -> int:
-    _, specs = m3_layout(hidden=HIDDEN, layers=1, dense_layers=0, experts=EXPERTS, top_k=4, heads=64, kv_heads=4,
-                         head_dim=128, inter=3072, dense_inter=12288, shared_inter=3072, index_heads=4,
-                         index_dim=128, index_block=128, vocab=512, max_pos=4096, vision_hidden=64,
-                         vision_inter=128, vision_layers=1, projector_hidden=128)
+    _, specs = m3_layout(layers=1, **SLICE)
     return sum(math.prod(shape) for name, shape, _ in specs.items if ".layers.0." in name)
 
 
@@ -203,11 +201,10 @@ def main() -> None:
                         help="then GPTQ the first N experts of every routed projection, as convert would")
     args = parser.parse_args()
 
-    top_k = 4
     need = HESSIAN_TOKENS_PER_INPUT * HIDDEN  # routed rows a gate/up projection's pooled X^T X needs
-    if args.gptq and args.sequences * args.length * top_k < need:
+    if args.gptq and args.sequences * args.length * TOP_K < need:
         # Below this every expert is clip-only (expert_hessians.py) and there is no GPTQ to measure.
-        args.sequences = -(-need // (args.length * top_k))
+        args.sequences = -(-need // (args.length * TOP_K))
         print(f"--gptq: {args.sequences} sequences, so that the routed rows reach the {need:,} "
               f"a {HIDDEN}-wide pooled Hessian needs")
     layer_bf16 = layer_elements() * 2

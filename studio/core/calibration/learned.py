@@ -90,8 +90,7 @@ def learn(project: Project, text: str | Path | None = None, *, settings: LearnSe
           cancel: CancelToken | None = None, cache_dir: Path | None = None, use_cache: bool = True) -> LearnedResult:
     settings = settings or DEFAULT_SETTINGS
     sequences = sequences or corpus_module.LEARNED_TEXT_FACTOR * corpus_module.DEFAULT_SEQUENCES
-    corpus = load_corpus(project.inventory.root, text, sequences,
-                         length or corpus_module.DEFAULT_LENGTH)
+    corpus = load_corpus(project.inventory.root, text, sequences, length or corpus_module.DEFAULT_LENGTH)
     key = cache_key(project, corpus, settings)
     folder = (cache_dir or cache_folder().parent / "learned") / key
     if use_cache:
