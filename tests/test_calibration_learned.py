@@ -116,3 +116,47 @@ def test_learned_conversion_from_the_command_line(tiny_model, tmp_path, monkeypa
     # fit the calibration text (see corpus.LEARNED_TEXT_FACTOR).
     assert json.loads(manifests[0].read_text())["meta"]["tokens"] == corpus.LEARNED_TEXT_FACTOR * 4 * 32
     assert json.loads((out / "config.json").read_text())["quantization"]
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4])
+def test_the_hand_written_rounding_gradient_equals_autograds_straight_through_one(bits, monkeypatch):
+    """The stand-in's gradient (written by hand, in blocks of rows) is the straight-through estimator's:
+    the rounding passes the gradient, the clip to [0, 2^bits) passes it where the rounded value is inside."""
+    import mlx.core as mx
+    import numpy as np
+
+    from studio.core.calibration import learned_layer
+    from studio.core.calibration.learned_layer import QuantSwitch
+
+    monkeypatch.setattr(learned_layer, "ROUNDING_BLOCK_VALUES", 3 * 128)  # several blocks, one cut mid-expert
+    mx.random.seed(bits)
+    w = 0.02 * mx.random.normal((3, 16, 128))
+    module = QuantSwitch(list(mx.quantize(w, group_size=32, bits=bits)), None, 32, bits, "affine", mx.bfloat16)
+    module.learn_rounding(w)
+    x, indices = mx.random.normal((24, 1, 1, 128)), mx.array([[0], [2], [1]] * 8)
+    target = mx.random.normal((24, 1, 1, 16))
+    params = module.zero_params()
+    params["v"] = mx.random.uniform(-0.5, 0.5, params["v"].shape)
+    params["a"] = 0.02 * mx.random.normal(params["a"].shape)
+    params["c"] = 0.02 * mx.random.normal(params["c"].shape)
+
+    def loss(p):
+        module.set_params(p)
+        return mx.sum(mx.square(module(x, indices) - target))
+
+    def reference(p):
+        module.set_params(p)
+        flat = module.levels0.astype(mx.float32) + module.frac.astype(mx.float32) + p["v"]
+        levels = mx.stop_gradient(mx.clip(mx.round(flat), 0, 2**bits - 1))
+        inside = mx.stop_gradient((levels == mx.round(flat)).astype(mx.float32))
+        levels = levels + inside * (flat - mx.stop_gradient(flat))  # value unchanged, gradient 1 inside
+        grouped = levels.reshape(3, 16, 4, 32) * module.scales[..., None] + module.biases[..., None]
+        y = mx.gather_mm(x, grouped.reshape(3, 16, 128).swapaxes(-1, -2), rhs_indices=indices)
+        return mx.sum(mx.square(y - target))
+
+    got = mx.grad(loss)(params)
+    want = mx.grad(reference)(params)
+    assert mx.allclose(loss(params), reference(params)).item()
+    for name in ("v", "a", "c"):
+        np.testing.assert_allclose(np.array(got[name]), np.array(want[name]), rtol=1e-4, atol=1e-6)
+    assert np.count_nonzero(np.array(got["v"])) > 0.5 * got["v"].size

@@ -66,17 +66,14 @@ class LayerResult:
 
 
 # Learn the rounding of a unit only while its working copy (levels, offsets and a float32 weight with
-# its gradient, ~15 bytes a value) stays this small; bigger units (a full-width MoE's stacked
+# its gradient, about 30 bytes a value at the peak of a step) stays this small; bigger units (a full-width MoE's stacked
 # experts) learn their scales and biases only, on their packed values.
 ROUNDING_MAX_VALUES = 64 * 2**20
+ROUNDING_BLOCK_VALUES = 2**18  # the hand-written gradient's rows at a time (smaller: hardly less memory, slower)
 
 
 def _stored_value(x, dtype):
     return x + mx.stop_gradient(x.astype(dtype).astype(mx.float32) - x)
-
-
-def _round_ste(x):
-    return x + mx.stop_gradient(mx.round(x) - x)
 
 
 class _Quantized(nn.Module):
@@ -112,16 +109,55 @@ class _Quantized(nn.Module):
     def rounds(self) -> bool:
         return self.levels0 is not None
 
-    def levels(self, v, ste: bool = True):
-        x = self.levels0.astype(mx.float32) + self.frac.astype(mx.float32) + v
-        return mx.clip(_round_ste(x) if ste else mx.round(x), 0, 2**self.bits - 1)
+    def _position(self, v, rows: slice = slice(None)):
+        """Where rows `rows` of the flattened weight lie on the integer grid at offsets `v` (those rows')."""
+        width = self.levels0.shape[-1]
+        return (self.levels0.reshape(-1, width)[rows].astype(mx.float32)
+                + self.frac.reshape(-1, width)[rows].astype(mx.float32) + v.reshape(-1, width))
+
+    def levels(self, v):
+        """The integers at rounding offsets `v`, as the flattened weight's rows."""
+        return mx.clip(mx.round(self._position(v)), 0, 2**self.bits - 1)
 
     def float_weight(self):
-        """The dequantized weight of the current levels, scales and biases (differentiable)."""
-        levels = self.levels(self.v)
-        shape = (*levels.shape[:-1], levels.shape[-1] // self.group_size, self.group_size)
-        w = levels.reshape(shape) * self.scales[..., None] + self.biases[..., None]
-        return w.reshape(levels.shape)
+        """The dequantized weight of the current levels, scales and biases, differentiable in the
+        offsets (straight through the rounding), the scales and the biases."""
+        return self._weight(self.v, self.scales, self.biases)
+
+    def _grouped(self, a):
+        return a.reshape(*a.shape[:-1], a.shape[-1] // self.group_size, self.group_size)
+
+    def _weight(self, v, scales, biases):
+        # The gradient is written by hand, a block of rows at a time: autograd's own graph keeps every
+        # float32 intermediate of the whole weight (positions, rounding, clip, masks) until the backward
+        # pass, about twice the memory of an expert layer's step (bench/bench_learned_memory.py).
+        @mx.custom_function
+        def weight(v, scales, biases):
+            groups = scales.shape[-1]
+            w = self._grouped(self.levels(v)) * scales.reshape(-1, groups, 1) + biases.reshape(-1, groups, 1)
+            return w.reshape(v.shape)
+
+        @weight.vjp
+        def weight_vjp(primals, cotangent, output):
+            v, scales, biases = primals
+            width, groups = v.shape[-1], scales.shape[-1]
+            cotangent, v, scales = cotangent.reshape(-1, width), v.reshape(-1, width), scales.reshape(-1, groups)
+            step = max(ROUNDING_BLOCK_VALUES // width, 1)
+            dv, ds, db = [], [], []
+            for a in range(0, v.shape[0], step):
+                rows = slice(a, a + step)
+                rounded = mx.round(self._position(v[rows], rows))
+                levels = mx.clip(rounded, 0, 2**self.bits - 1)
+                g = self._grouped(cotangent[rows])
+                # Straight through the rounding; the clip passes the gradient where it did not bind
+                # (torch.clamp's rule, as in AutoRound), so a value on the grid's edge can move inwards.
+                dv.append(mx.where(levels == rounded, (g * scales[rows][..., None]).reshape(-1, width), 0.0))
+                ds.append(mx.sum(g * self._grouped(levels), axis=-1))
+                db.append(mx.sum(g, axis=-1))
+            return (mx.concatenate(dv).reshape(primals[0].shape), mx.concatenate(ds).reshape(primals[1].shape),
+                    mx.concatenate(db).reshape(primals[2].shape))
+
+        return weight(v, scales, biases)
 
     @property
     def trainable(self) -> bool:
@@ -143,7 +179,7 @@ class _Quantized(nn.Module):
         """The tensors to write: packed values, scales and biases in the output dtype."""
         from studio.core.calibration.quantizer import pack
 
-        weight = pack(self.levels(self.v, ste=False), self.bits) if self.rounds else self.weight
+        weight = pack(self.levels(self.v).reshape(self.levels0.shape), self.bits) if self.rounds else self.weight
         out = [weight, self.scales.astype(self.out_dtype)]
         return out + ([self.biases.astype(self.out_dtype)] if self.biases is not None else [])
 
