@@ -45,7 +45,8 @@ def autograd_loss(module, x, indices, target):
         inside = mx.stop_gradient((levels == mx.round(position)).astype(mx.float32))
         levels = levels + inside * (position - mx.stop_gradient(position))
         groups = width // module.group_size
-        w = levels.reshape(experts, out, groups, module.group_size) * module.scales[..., None] + module.biases[..., None]
+        w = levels.reshape(experts, out, groups, module.group_size)
+        w = w * module.scales[..., None] + module.biases[..., None]
         y = mx.gather_mm(x, w.reshape(experts, out, width).swapaxes(-1, -2), rhs_indices=indices, sorted_indices=True)
         return mx.mean(mx.square(y - target))
 

@@ -139,7 +139,7 @@ class _Quantized(nn.Module):
 
         @weight.vjp
         def weight_vjp(primals, cotangent, output):
-            v, scales, biases = primals
+            v, scales, _ = primals
             width, groups = v.shape[-1], scales.shape[-1]
             cotangent, v, scales = cotangent.reshape(-1, width), v.reshape(-1, width), scales.reshape(-1, groups)
             step = max(ROUNDING_BLOCK_VALUES // width, 1)
