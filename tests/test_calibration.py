@@ -25,6 +25,19 @@ def test_packing_is_mlx_layout(bits):
     assert np.array_equal(np.asarray(back), np.asarray(levels).astype(np.float32))
 
 
+@pytest.mark.parametrize("bits", [3, 4])
+def test_packing_in_row_blocks_is_mlx_layout_for_stacked_experts(monkeypatch, bits):
+    from studio.core.calibration import quantizer
+
+    monkeypatch.setattr(quantizer, "PACK_BLOCK_VALUES", 7 * 128)  # 7 rows a block: ragged, across experts
+    rng = np.random.default_rng(bits)
+    levels = mx.array(rng.integers(0, 2**bits, size=(3, 10, 128)).astype(np.uint32))
+    packed = pack(levels, bits)
+    assert packed.shape == (3, 10, 128 * bits // 32)
+    back = mx.dequantize(packed, mx.ones((3, 10, 2)), mx.zeros((3, 10, 2)), 64, bits)
+    assert np.array_equal(np.asarray(back), np.asarray(levels).astype(np.float32))
+
+
 @pytest.mark.parametrize("shape, importance_shape", [((48, 256), (256,)), ((3, 40, 128), (3, 128))])
 def test_the_clip_search_in_row_blocks_gives_the_same_tensors(monkeypatch, shape, importance_shape):
     from studio.core.calibration import quantizer

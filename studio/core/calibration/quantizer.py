@@ -93,11 +93,22 @@ def _rtn(w, group_size, bits, dtype):
 def pack(levels, bits: int):
     """Integers in [0, 2^bits) along the last axis -> MLX's packed uint32 words."""
     mx = _mx()
-    values = np.asarray(levels.astype(mx.uint32)).astype(np.uint32)
-    shape = values.shape
+    width = levels.shape[-1]
+    flat = levels.reshape(-1, width)
+    # A block of rows at a time: the bit planes take 4 x bits bytes a value in numpy.
+    step = max(PACK_BLOCK_VALUES // width, 1)
+    words = [_pack_rows(np.asarray(flat[a:a + step].astype(mx.uint32)), bits) for a in range(0, flat.shape[0], step)]
+    packed = np.concatenate(words) if len(words) > 1 else words[0]
+    return mx.array(packed.reshape(*levels.shape[:-1], packed.shape[-1]))
+
+
+PACK_BLOCK_VALUES = 2**20
+
+
+def _pack_rows(values: np.ndarray, bits: int) -> np.ndarray:
     bit_planes = ((values[..., None] >> np.arange(bits, dtype=np.uint32)) & 1).astype(np.uint8)
-    packed = np.packbits(bit_planes.reshape(*shape[:-1], shape[-1] * bits), axis=-1, bitorder="little")
-    return mx.array(np.ascontiguousarray(packed).view("<u4"))
+    packed = np.packbits(bit_planes.reshape(values.shape[0], values.shape[1] * bits), axis=-1, bitorder="little")
+    return np.ascontiguousarray(packed).view("<u4")
 
 
 # Rows are searched this many values at a time: the search holds about twenty float32 copies of what
