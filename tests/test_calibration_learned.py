@@ -66,6 +66,19 @@ def test_a_second_pass_is_read_from_the_cache(learned, monkeypatch):
     assert again.key == result.key and again.layers == result.layers
 
 
+@pytest.mark.parametrize("steps", [1, 2])
+def test_a_pass_of_one_or_two_steps_a_layer_runs(tiny_model, tmp_path, steps):
+    """Fewer steps than the warm-up plus one decay step (the M3 bench's `--steps 1`) once crashed in
+    MLX's cosine schedule, after the layer's whole start had been computed."""
+    from studio.core.calibration.learned import learn
+    from studio.core.project import Project
+
+    project = Project.open(tiny_model("llama"), "config-i")
+    result = learn(project, settings=LearnSettings(steps=steps, batch=2, holdout=1), cache_dir=tmp_path, **TOKENS)
+    assert [r.steps for r in result.layers] == [steps] * project.num_layers
+    assert all(r.error <= r.start_error for r in result.layers)
+
+
 def test_cancel_stops_in_the_middle_of_a_layer_and_leaves_nothing(tiny_model, tmp_path):
     from studio.core.calibration.calibrate import CalibrationCancelled
     from studio.core.calibration.learned import learn

@@ -272,12 +272,13 @@ def train_layer(layer, call, modules: dict[str, _Quantized], inputs, target, set
 
     step_fn = mx.value_and_grad(loss_fn)
     warm = max(int(settings.warmup * settings.steps), 1)
+    decay = max(settings.steps - warm, 1)  # MLX's cosine decay refuses 0 steps (a 1-step run)
     schedule = optim.join_schedules([optim.linear_schedule(0.0, settings.learning_rate, warm),
-                                     optim.cosine_decay(settings.learning_rate, settings.steps - warm)], [warm])
+                                     optim.cosine_decay(settings.learning_rate, decay)], [warm])
     optimizer = optim.Adam(learning_rate=schedule)
     rate = settings.rounding_rate
     rounding = optim.join_schedules([optim.linear_schedule(0.0, rate, warm),
-                                     optim.cosine_decay(rate, settings.steps - warm)], [warm])
+                                     optim.cosine_decay(rate, decay)], [warm])
     rng = np.random.default_rng(seed)
     check_every = max(settings.steps // 8, 1)
     started = time.monotonic()
