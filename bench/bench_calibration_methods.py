@@ -15,6 +15,7 @@ the best peer's.
 
     python bench/bench_calibration_methods.py --model /work/wt/_models/dense --bits 4 \
         [--steps 200] [--sequences 32] [--length 256] [--eval-tokens 4096] [--no-peers]
+        [--peer-methods convert gptq]
 """
 
 from __future__ import annotations
@@ -92,7 +93,8 @@ def peers(model: Path, bits: int, work: Path, args) -> dict[str, dict]:
     except ImportError:
         print("note: bench/peers_mlx_lm.py is not here yet; the mlx-lm peers are left out")
         return {}
-    rows = run_peers(model, bits, 64, out_dir=work / "peers", calib_sequences=args.sequences,
+    chosen = {"methods": args.peer_methods} if args.peer_methods else {}
+    rows = run_peers(model, bits, 64, out_dir=work / "peers", calib_sequences=args.sequences, **chosen,
                      calib_length=args.length, max_tokens=args.eval_tokens, context=args.context)
     return {f"mlx-lm {row['method']}": {**row, "wall_s": row.get("quantize_s")} for row in rows}
 
@@ -109,6 +111,8 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/configi-bench-methods"))
     parser.add_argument("--methods", nargs="+", default=["plain", "gptq", "learned"])
     parser.add_argument("--no-peers", action="store_true")
+    parser.add_argument("--peer-methods", nargs="+", default=None,
+                        help="mlx-lm methods to run (default: all of peers_mlx_lm.py's)")
     parser.add_argument("--peers-dir", type=Path, default=ROOT / "bench", help="where peers_mlx_lm.py is")
     args = parser.parse_args()
 
@@ -128,12 +132,12 @@ def main() -> None:
     print(f"\n{args.model} at {args.bits} bits, group 64; calibration {args.sequences}x{args.length} tokens of the "
           f"bundled corpus; learned {args.steps} steps a layer; KL on {args.eval_tokens} held-out tokens "
           f"(studio evaluate, context {args.context})")
-    print(f"{'method':<16}{'bytes':>12}{'KL mean':>10}{'top-1':>8}{'ppl':>9}{'peak RSS MB':>13}{'wall s':>9}  note")
+    print(f"{'method':<16}{'bytes':>12}{'KL mean':>10}{'top-1':>8}{'ppl':>12}{'peak RSS MB':>13}{'wall s':>9}  note")
     for name, row in rows.items():
         if row.get("status") != "ok":
             print(f"{name:<16}{row.get('status', 'error')}: {row.get('note', '')}")
             continue
-        print(f"{name:<16}{row['bytes']:>12,}{row['kld_mean']:>10.5f}{row['top1']:>8.3f}{row['ppl']:>9.2f}"
+        print(f"{name:<16}{row['bytes']:>12,}{row['kld_mean']:>10.5f}{row['top1']:>8.3f}{row['ppl']:>12.5g}"
               f"{row['peak_rss_mb']:>13.0f}{row.get('wall_s') or 0:>9.1f}  {row.get('note') or ''}")
     ok = {n: r for n, r in rows.items() if r.get("status") == "ok"}
     best_peer = min((n for n in ok if n.startswith("mlx-lm") and not n.endswith("convert")),
