@@ -90,6 +90,9 @@ def _rtn(w, group_size, bits, dtype):
     return scale, bias, levels
 
 
+PACK_BLOCK_VALUES = 2**20  # pack()'s values at a time
+
+
 def pack(levels, bits: int):
     """Integers in [0, 2^bits) along the last axis -> MLX's packed uint32 words."""
     mx = _mx()
@@ -100,9 +103,6 @@ def pack(levels, bits: int):
     words = [_pack_rows(np.asarray(flat[a:a + step].astype(mx.uint32)), bits) for a in range(0, flat.shape[0], step)]
     packed = np.concatenate(words) if len(words) > 1 else words[0]
     return mx.array(packed.reshape(*levels.shape[:-1], packed.shape[-1]))
-
-
-PACK_BLOCK_VALUES = 2**20
 
 
 def _pack_rows(values: np.ndarray, bits: int) -> np.ndarray:
