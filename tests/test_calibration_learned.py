@@ -173,3 +173,27 @@ def test_the_hand_written_rounding_gradient_equals_autograds_straight_through_on
     for name in ("v", "a", "c"):
         np.testing.assert_allclose(np.array(got[name]), np.array(want[name]), rtol=1e-4, atol=1e-6)
     assert np.count_nonzero(np.array(got["v"])) > 0.5 * got["v"].size
+
+
+def test_a_kept_point_held_as_its_integers_gives_back_exactly_the_weights_it_was_taken_at():
+    """The best point is kept as uint8 integers, not float32 offsets: putting it back must give the same
+    levels, scales and biases, so the layer written is the one measured."""
+    import mlx.core as mx
+
+    from studio.core.calibration.learned_layer import QuantLinear
+
+    mx.random.seed(3)
+    w = 0.02 * mx.random.normal((16, 128))
+    module = QuantLinear(list(mx.quantize(w, group_size=32, bits=2)), None, 32, 2, "affine", mx.bfloat16)
+    module.learn_rounding(w)
+    params = module.zero_params()
+    params["v"] = mx.random.uniform(-0.5, 0.5, params["v"].shape)
+    params["a"] = 0.02 * mx.random.normal(params["a"].shape)
+    module.set_params(params)
+    before = module.float_weight()
+    kept = module.kept(params)
+    assert kept["levels"].dtype == mx.uint8 and "v" not in kept
+    module.set_params(module.zero_params())
+    assert not mx.array_equal(module.float_weight(), before).item()
+    module.set_params(module.point(kept))
+    assert mx.array_equal(module.float_weight(), before).item()

@@ -209,9 +209,16 @@ def _start_tensors(probe, unit, decision, start):
 
     if not isinstance(probe, SwitchProbe):
         return start(probe._weight, unit, decision, 0, unit.shape[0])
-    parts = [start(unit_values(unit, probe._parts[e]), unit, decision, e, e + 1) for e in range(unit.shape[0])]
-    out = [mx.concatenate([p[i] for p in parts], axis=0) for i in range(len(parts[0]))]
-    mx.eval(out)
+    # Each expert is written into the stacked arrays in place (MLX donates the buffer of an array
+    # nothing else holds): gathering the parts and concatenating them held the packed unit twice.
+    out = None
+    for e in range(unit.shape[0]):
+        part = start(unit_values(unit, probe._parts[e]), unit, decision, e, e + 1)
+        if out is None:
+            out = [mx.zeros((unit.shape[0], *t.shape[1:]), dtype=t.dtype) for t in part]
+        for whole, t in zip(out, part):
+            whole[e] = t[0]
+        mx.eval(out)
     return out
 
 
@@ -253,6 +260,7 @@ def _one_layer(skeleton, index, h_f, h_q, call, decisions, store, settings, chec
         if decision is None or decision.action != "quantize":
             continue  # kept in float: its probe stays and computes as the float layer does
         probe = probes.pop(path)
+        skeleton.probes.pop(path, None)  # its float weights leave memory once its start is made
         kind = QuantSwitch if isinstance(probe, SwitchProbe) else QuantLinear
         module = kind(_start_tensors(probe, probe._unit, decision, start), probe._bias, decision.group_size,
                       decision.bits, decision.mode, mx_dtype(decision.dtype))

@@ -175,6 +175,20 @@ class _Quantized(nn.Module):
         if self.rounds:
             self.v = p["v"]
 
+    def kept(self, p: dict) -> dict:
+        """A copy of point `p` to keep aside while training goes on: the rounding as its uint8
+        integers rather than the float32 offsets (1 byte a value instead of 4)."""
+        if not self.rounds:
+            return p
+        return {"a": p["a"], "c": p["c"], "levels": self.levels(p["v"]).reshape(self.levels0.shape).astype(mx.uint8)}
+
+    def point(self, kept: dict) -> dict:
+        """The parameters of a kept point: offsets that put every value exactly on its kept integer."""
+        if "levels" not in kept:
+            return kept
+        v = kept["levels"].astype(mx.float32) - self.levels0.astype(mx.float32) - self.frac.astype(mx.float32)
+        return {"a": kept["a"], "c": kept["c"], "v": v}
+
     def stored(self) -> list:
         """The tensors to write: packed values, scales and biases in the output dtype."""
         from studio.core.calibration.quantizer import pack
@@ -263,7 +277,7 @@ def train_layer(layer, call, modules: dict[str, _Quantized], inputs, target, set
     start_error = best_error = measure(params)
     if not modules or settings.steps <= 0:
         return LayerResult(start_error, start_error, 0)
-    best = params
+    best = _kept(modules, params)
 
     def loss_fn(params, x, y, first):
         for name, m in modules.items():
@@ -295,11 +309,18 @@ def train_layer(layer, call, modules: dict[str, _Quantized], inputs, target, set
         if step % check_every == 0 or step == settings.steps or out_of_time:
             error = measure(params)
             if error < best_error:
-                best_error, best = error, params
+                best_error, best = error, _kept(modules, params)
         if on_step is not None:
             on_step(step, settings.steps, best_error)
         if out_of_time:
             break
+    del params, grads, optimizer
     for name, m in modules.items():
-        m.set_params(best[name])
+        m.set_params(m.point(best[name]))
     return LayerResult(start_error, best_error, step)
+
+
+def _kept(modules, params) -> dict:
+    kept = {name: m.kept(params[name]) for name, m in modules.items()}
+    mx.eval(kept)
+    return kept
