@@ -197,3 +197,47 @@ def test_a_kept_point_held_as_its_integers_gives_back_exactly_the_weights_it_was
     assert not mx.array_equal(module.float_weight(), before).item()
     module.set_params(module.point(kept))
     assert mx.array_equal(module.float_weight(), before).item()
+
+
+@pytest.mark.parametrize("method", ["gptq", "learned"])
+def test_an_output_folder_that_would_be_refused_stops_the_run_before_the_calibration_pass(
+        tiny_model, tmp_path, monkeypatch, capsys, method):
+    """The pass takes hours on a big MoE: a destination the conversion would refuse fails first."""
+    from studio.main import main
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "mine.txt").write_text("keep me")
+    assert main(["convert", str(tiny_model("llama")), str(out), "--calibrate-method", method]) != 0
+    err = capsys.readouterr().err
+    assert "already exists; choose another folder or replace it with --force." in err
+    assert "calibrat" not in err.split("\n", 1)[1]  # no pass, no expected time for one
+    assert not [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]
+    assert [p.name for p in out.iterdir()] == ["mine.txt"]
+
+
+def test_the_windows_calibrated_conversion_checks_its_destination_before_the_pass(tiny_model, tmp_path, monkeypatch):
+    from studio.core.calibration.methods import calibrate_and_convert
+    from studio.core.errors import StudioError
+    from studio.core.project import Project
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    source = tiny_model("llama")
+    project = Project.open(source, "config-i")
+    with pytest.raises(StudioError, match="must not be the source model's folder"):
+        calibrate_and_convert(project, source / "out", method="learned")
+    assert not [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]
+
+
+def test_a_short_calibration_text_is_used_with_a_warning(tiny_model, tmp_path, monkeypatch, capsys):
+    from studio.main import main
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    text = tmp_path / "short.txt"
+    text.write_text("The capital of France is Paris.")
+    out = tmp_path / "out"
+    assert main(["convert", str(tiny_model("llama")), str(out), "--calibrate", str(text), "--no-errors"]) == 0
+    err = capsys.readouterr().err
+    assert f"warning: {text} gave only " in err and "tokens to calibrate on" in err
+    assert (out / "config.json").exists()

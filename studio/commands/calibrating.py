@@ -24,6 +24,7 @@ def run_calibration(project, text: str, sensitivity: bool, progress=None):
     print(f"calibration: {stats.tokens:,} tokens of {stats.corpus_label} ({stats.seconds:.1f} s)"
           + (f"; {thin} of {experts} experts saw too few tokens and use their projection's mean" if thin else ""),
           file=sys.stderr)
+    _warn_if_few_tokens(stats)
     return stats
 
 
@@ -41,7 +42,16 @@ def run_learning(project, text: str, progress=None):
     print(f"learned calibration: {len(layers)} layers in {result.seconds:.1f} s; mean relative error of the "
           f"layer outputs on held-out tokens {start:.3g} at the GPTQ start, {error:.3g} learned{change}",
           file=sys.stderr)
+    _warn_if_few_tokens(result.stats)
     return result
+
+
+def _warn_if_few_tokens(stats) -> None:
+    from studio.core.calibration.corpus import few_tokens_warning
+
+    warning = few_tokens_warning(stats.tokens, stats.corpus_label)
+    if warning is not None:
+        print(f"warning: {warning}", file=sys.stderr)
 
 
 def _with_progress(run, shown=None):

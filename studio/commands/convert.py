@@ -130,7 +130,13 @@ def run(args) -> int:
         from studio.core.calibration.convert_hook import CalibratedQuantizer, LearnedQuantizer
         from studio.core.calibration.timing import PhasedProgress, conversion_time, remember_pass
 
+        from studio.core.calibration.corpus import read_corpus_text
+        from studio.core.convert import preflight
+
         text = args.calibrate or None
+        # What would stop the run fails now, not after a pass that takes hours on a big MoE.
+        read_corpus_text(text)
+        preflight(project, args.out, args.force)
         expected = conversion_time(project, calibrate=True, text=text, method=method)
         print(f"expected: {_steps_sentence(expected)}", file=sys.stderr)
         phased = PhasedProgress(line, expected)  # one line over both steps, the ETA over both

@@ -24,6 +24,10 @@ DEFAULT_LENGTH = 256
 # 0.00393; 32 scored 0.00353 and 64 scored 0.00332. So this method reads twice the gptq pass's text
 # (each step still trains on `LearnSettings.batch` sequences; only the streamed passes grow).
 LEARNED_TEXT_FACTOR = 2
+# Below this many tokens a pass fits the text it was given more than the model's general use (the
+# default pass reads 32 x 256 = 8,192): the user hears so, and the pass still runs (a short text of
+# the user's own domain can be what they want).
+FEW_TOKENS = 1024
 BUNDLED_LABEL = "the bundled calibration corpus (prose, chat, code, other languages)"
 
 
@@ -73,3 +77,12 @@ def load_corpus(model_root: Path, path: str | Path | None = None, sequences: int
     except Exception as exc:
         raise StudioError(f"the tokenizer of {model_root} could not be loaded to calibrate ({exc}).") from None
     return tokenize(tokenizer, text, label, sequences, length)
+
+
+def few_tokens_warning(tokens: int, label: str) -> str | None:
+    """A sentence for the user when `label` gave too few tokens to calibrate on well; else None."""
+    if tokens >= FEW_TOKENS:
+        return None
+    return (f"{label} gave only {tokens:,} tokens to calibrate on (a pass reads {DEFAULT_SEQUENCES * DEFAULT_LENGTH:,} "
+            f"or more when the text is long enough); the quantization fits that text closely and may do worse on "
+            f"other text. A longer file, or none for the bundled corpus, is safer.")

@@ -31,9 +31,10 @@ def calibrate_and_convert(project, out, *, text=None, progress=None, cancel=None
     import time
 
     from studio.core.calibration.timing import PhasedProgress, conversion_time, remember_pass
-    from studio.core.convert import convert
+    from studio.core.convert import convert, preflight
 
     method = check_method(method)
+    preflight(project, out, kwargs.get("force", False))  # before the pass, not after it
     phased = PhasedProgress(progress, expected or conversion_time(project, calibrate=True, text=text, method=method))
     started = time.monotonic()
     quantizer = make_quantizer(project, method, text, progress=phased.calibrating, cancel=cancel)

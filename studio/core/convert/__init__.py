@@ -1,6 +1,7 @@
 """Convert a planned model to an MLX folder, streaming, in bounded memory, resumably.
 
     convert(project, out, force=False, progress=None, cancel=None, max_shard_bytes=5e9)
+    preflight(project, out, force=False)   what would stop convert, checked before a calibration pass
 
 How it goes (one module per step):
 1. `run`: lay out every output shard from the plan (names, shapes, dtypes,
@@ -31,7 +32,7 @@ from studio.core.cancel import CancelToken
 from studio.core.convert.chunks import CHUNK_ELEMENTS
 from studio.core.convert.compute import ERROR_ROW_STRIDE
 from studio.core.convert.resume import MARKER_NAME, RECORD_NAME
-from studio.core.convert.run import ConversionCancelled, ConvertResult, Progress, convert
+from studio.core.convert.run import ConversionCancelled, ConvertResult, Progress, convert, preflight
 
 __all__ = ["CHUNK_ELEMENTS", "ERROR_ROW_STRIDE", "MARKER_NAME", "RECORD_NAME", "CancelToken", "ConversionCancelled",
-           "ConvertResult", "Progress", "convert"]
+           "ConvertResult", "Progress", "convert", "preflight"]

@@ -20,7 +20,7 @@ from studio.core.convert.resume import fingerprint, prepare_partial
 from studio.core.errors import StudioError
 from studio.core.convert.output_config import output_config
 from studio.core.policy.plan import Plan
-from studio.core.convert.shard_layout import plan_layout
+from studio.core.convert.shard_layout import Layout, plan_layout
 from studio.core.validation.loadable import check_parameters, check_tokenizer, check_tokenizer_files
 
 PROGRESS_INTERVAL_S = 0.1
@@ -95,6 +95,25 @@ def _planned_tensors(layout) -> dict[str, tuple[tuple[int, ...], str]]:
     return {slot.name: (slot.shape, slot.dtype) for shard in layout.shards for slot in shard.slots}
 
 
+def preflight(project, out: str | Path, force: bool = False) -> None:
+    """Raise what would stop `convert(project, out, force=force)` before it writes a byte, writing
+    nothing: a calibrated conversion runs its pass (hours on a big MoE) only when the conversion
+    after it can start."""
+    out = Path(out).expanduser().absolute()
+    check_destination(project.plan, out, force)
+    _checked_layout(project.plan)
+
+
+def _checked_layout(plan: Plan, max_shard_bytes: int = 5 * 10**9) -> Layout:
+    layout = plan_layout(plan, max_shard_bytes)
+    if not layout.shards:
+        raise StudioError("the policy drops every tensor; there is nothing to write.")
+    # Before anything is written: the output must be what plain mlx_lm.load accepts.
+    check_parameters(output_config(plan), _planned_tensors(layout), "the converted model")
+    check_tokenizer_files(plan.inventory.root)
+    return layout
+
+
 def convert(project, out: str | Path, *, force: bool = False,
             progress: Callable[[Progress], None] | None = None, cancel: CancelToken | None = None,
             max_shard_bytes: int = 5 * 10**9, measure_errors: bool = True, quantizer=None) -> ConvertResult:
@@ -108,12 +127,7 @@ def convert(project, out: str | Path, *, force: bool = False,
     plan: Plan = project.plan
     out = Path(out).expanduser().absolute()
     check_destination(plan, out, force=True)  # where it is; whether it may be replaced is checked under the lock
-    layout = plan_layout(plan, max_shard_bytes)
-    if not layout.shards:
-        raise StudioError("the policy drops every tensor; there is nothing to write.")
-    # Before anything is written: the output must be what plain mlx_lm.load accepts.
-    check_parameters(output_config(plan), _planned_tensors(layout), "the converted model")
-    check_tokenizer_files(plan.inventory.root)
+    layout = _checked_layout(plan, max_shard_bytes)
     partial = out.parent / f".{out.name}.partial"
     created = _missing_parents(out.parent)
     try:
