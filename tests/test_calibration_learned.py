@@ -230,14 +230,20 @@ def test_the_windows_calibrated_conversion_checks_its_destination_before_the_pas
     assert not [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]
 
 
-def test_a_short_calibration_text_is_used_with_a_warning(tiny_model, tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("method", ["gptq", "learned"])
+def test_a_short_calibration_text_is_used_with_a_warning(tiny_model, tmp_path, monkeypatch, capsys, method):
+    from studio.core.calibration import learned
     from studio.main import main
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(learned, "DEFAULT_SETTINGS", QUICK)
     text = tmp_path / "short.txt"
     text.write_text("The capital of France is Paris.")
     out = tmp_path / "out"
-    assert main(["convert", str(tiny_model("llama")), str(out), "--calibrate", str(text), "--no-errors"]) == 0
+    assert main(["convert", str(tiny_model("llama")), str(out), "--calibrate", str(text), "--calibrate-method",
+                 method, "--no-errors"]) == 0
     err = capsys.readouterr().err
     assert f"warning: {text} gave only " in err and "tokens to calibrate on" in err
+    if method == "learned":  # one sequence: nothing was held out, and the summary says so
+        assert "on the tokens it trained on (too few to hold any out)" in err and "held-out" not in err
     assert (out / "config.json").exists()

@@ -39,8 +39,10 @@ def run_learning(project, text: str, progress=None):
     start = sum(r.start_error for r in layers) / max(len(layers), 1)
     error = sum(r.error for r in layers) / max(len(layers), 1)
     change = f" ({100 * (error / start - 1):+.1f}%)" if start > 0 else ""
+    held_out = result.store.meta.get("held_out", True)
+    measured = "held-out tokens" if held_out else "the tokens it trained on (too few to hold any out)"
     print(f"learned calibration: {len(layers)} layers in {result.seconds:.1f} s; mean relative error of the "
-          f"layer outputs on held-out tokens {start:.3g} at the GPTQ start, {error:.3g} learned{change}",
+          f"layer outputs on {measured} {start:.3g} at the GPTQ start, {error:.3g} learned{change}",
           file=sys.stderr)
     _warn_if_few_tokens(result.stats)
     return result

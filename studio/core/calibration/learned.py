@@ -177,7 +177,9 @@ def _stream(skeleton, project, corpus, store, settings, progress, cancel) -> Cal
         stats.units[skeleton.head.path] = UnitStats(sum_sq, np.array(final.shape[0]))
     stats.seconds = time.monotonic() - started
     store.manifest["meta"] = {"layers": [[r.start_error, r.error, r.steps] for r in results],
-                              "seconds": stats.seconds}
+                              "seconds": stats.seconds,
+                              # train_layer holds sequences out only when there are two or more
+                              "held_out": settings.holdout > 0 and corpus.tokens.shape[0] > 1}
     report(total, "done")
     return stats
 
