@@ -15,7 +15,11 @@ the best peer's.
 
     python bench/bench_calibration_methods.py --model /work/wt/_models/dense --bits 4 \
         [--steps 200] [--sequences 32] [--length 256] [--eval-tokens 4096] [--no-peers]
-        [--peer-methods convert gptq]
+        [--peer-methods convert gptq] [--methods plain gptq learned learned-wide]
+
+`learned-wide` is the learned method with the rounding of every unit over 1 Mi
+values left at its start (scales and biases learned only), which is what
+full-width MiniMax-M3 experts get: on a small MoE it measures what that costs.
 """
 
 from __future__ import annotations
@@ -31,11 +35,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+# `--methods learned-wide`: the learned method as it runs on full-width MiniMax-M3 experts (over
+# learned_layer.ROUNDING_MAX_VALUES a projection), where only the scales and biases are learned. On a
+# small MoE the experts are lowered past the limit this way; attention keeps its learned rounding.
+WIDE_ROUNDING_MAX_VALUES = 2**20
+
 RUN = r"""
 import json, resource, sys, time
 from pathlib import Path
 sys.path.insert(0, sys.argv[1])
-model, policy, out, method, steps, sequences, length, cache, tokens, context = sys.argv[2:12]
+model, policy, out, method, steps, sequences, length, cache, tokens, context, wide = sys.argv[2:13]
+WIDE_ROUNDING_MAX_VALUES = int(wide)
 from studio.core.project import Project
 from studio.core.convert import convert
 from studio.core.evaluate.run import evaluate
@@ -47,10 +57,13 @@ if method == "gptq":
     from studio.core.calibration.convert_hook import CalibratedQuantizer
     quantizer = CalibratedQuantizer(calibrate(project, sensitivity=False, sequences=int(sequences),
                                               length=int(length), use_cache=False))
-elif method == "learned":
+elif method in ("learned", "learned-wide"):
+    from studio.core.calibration import learned_layer
     from studio.core.calibration.convert_hook import LearnedQuantizer
     from studio.core.calibration.learned import learn
     from studio.core.calibration.learned_layer import LearnSettings
+    if method == "learned-wide":  # every unit over 1 Mi values keeps its start's rounding, as M3's experts do
+        learned_layer.ROUNDING_MAX_VALUES = WIDE_ROUNDING_MAX_VALUES
     result = learn(project, settings=LearnSettings(steps=int(steps)), sequences=int(sequences), length=int(length),
                    use_cache=False, cache_dir=Path(cache))
     quantizer = LearnedQuantizer(result)
@@ -125,7 +138,7 @@ def main() -> None:
         print(f"converting and evaluating: {method} ...", flush=True)
         rows[method] = run(RUN, str(args.model), str(policy), str(work / method), method, str(args.steps),
                            str(args.sequences), str(args.length), str(work / "cache"), str(args.eval_tokens),
-                           str(args.context))
+                           str(args.context), str(WIDE_ROUNDING_MAX_VALUES))
     if not args.no_peers:
         rows.update(peers(args.model, args.bits, work, args))
 

@@ -48,7 +48,7 @@ import numpy as np
 from studio.core.calibration import corpus as corpus_module
 from studio.core.calibration.calibrate import CODE, PassSteps, cache_folder
 from studio.core.calibration.corpus import Corpus, load_corpus
-from studio.core.calibration.learned_layer import ROUNDING_MAX_VALUES, LayerResult, LearnSettings
+from studio.core.calibration.learned_layer import LayerResult, LearnSettings, learns_rounding
 from studio.core.calibration.learned_store import UnitStore
 from studio.core.calibration.stats import CalibrationStats, UnitStats
 from studio.core.cancel import CancelToken
@@ -266,7 +266,7 @@ def _one_layer(skeleton, index, h_f, h_q, call, decisions, store, settings, chec
         kind = QuantSwitch if isinstance(probe, SwitchProbe) else QuantLinear
         module = kind(_start_tensors(probe, probe._unit, decision, start), probe._bias, decision.group_size,
                       decision.bits, decision.mode, mx_dtype(decision.dtype))
-        if settings.rounding and module.trainable and int(np.prod(probe._unit.shape)) <= ROUNDING_MAX_VALUES:
+        if settings.rounding and module.trainable and learns_rounding(int(np.prod(probe._unit.shape))):
             module.learn_rounding(_float_weight(probe))
         set_submodule(layer, path[len(base):], module)
         modules[path] = module

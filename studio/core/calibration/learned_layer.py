@@ -72,6 +72,11 @@ ROUNDING_MAX_VALUES = 64 * 2**20
 ROUNDING_BLOCK_VALUES = 2**18  # the hand-written gradient's rows at a time (smaller: hardly less memory, slower)
 
 
+def learns_rounding(values: int) -> bool:
+    """Whether a unit of `values` values learns its rounding (else its scales and biases only)."""
+    return values <= ROUNDING_MAX_VALUES
+
+
 def _stored_value(x, dtype):
     return x + mx.stop_gradient(x.astype(dtype).astype(mx.float32) - x)
 
