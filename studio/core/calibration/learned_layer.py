@@ -221,10 +221,55 @@ class QuantSwitch(_Quantized):
             y = mx.gather_mm(x, self.float_weight().swapaxes(-1, -2), rhs_indices=indices,
                              sorted_indices=sorted_indices)
             return y + mx.expand_dims(self.bias[indices], -2) if "bias" in self else y
-        y = mx.gather_qmm(x, self.weight, self.scales, self.biases, rhs_indices=indices, transpose=True,
-                          group_size=self.group_size, bits=self.bits, mode=self.mode,
-                          sorted_indices=sorted_indices)
+        y = self._packed(x, indices, sorted_indices)
         return y + mx.expand_dims(self.bias[indices], -2) if "bias" in self else y
+
+    def _gather_qmm(self, x, scales, biases, indices, sorted_indices):
+        return mx.gather_qmm(x, self.weight, scales, biases, rhs_indices=indices, transpose=True,
+                             group_size=self.group_size, bits=self.bits, mode=self.mode,
+                             sorted_indices=sorted_indices)
+
+    def _packed(self, x, indices, sorted_indices):
+        # MLX's own gradient of gather_qmm with respect to the scales and biases forms every expert's
+        # float32 weight gradient at once (9.7 GB for one full-width MiniMax-M3 projection, which ran
+        # the M3 slice out of memory); here it is formed one expert at a time.
+        @mx.custom_function
+        def packed(x, scales, biases):
+            return self._gather_qmm(x, scales, biases, indices, sorted_indices)
+
+        @packed.vjp
+        def packed_vjp(primals, cotangent, output):
+            x, scales, biases = primals
+            _, (dx,) = mx.vjp(lambda x: self._gather_qmm(x, scales, biases, indices, sorted_indices), [x], [cotangent])
+            ds, db = self._expert_gradients(x, cotangent, indices)
+            return dx, ds.reshape(scales.shape), db.reshape(biases.shape)
+
+        return packed(x, self.scales, self.biases)
+
+    def _expert_gradients(self, x, cotangent, indices):
+        """d loss / d scales and biases, an expert at a time, from the rows routed to it."""
+        experts, out, groups = self.s0.shape
+        width = x.shape[-1]
+        rows_x = mx.broadcast_to(x, (*indices.shape, *x.shape[-2:])).reshape(-1, width)
+        rows_c = cotangent.reshape(-1, out)
+        flat = np.asarray(indices.reshape(-1))
+        order = np.argsort(flat, kind="stable")
+        bounds = np.searchsorted(flat[order], np.arange(experts + 1))
+        ds, db = [], []
+        for e in range(experts):
+            rows = order[bounds[e]:bounds[e + 1]]
+            if rows.size == 0:
+                ds.append(mx.zeros((out, groups), dtype=mx.float32))
+                db.append(mx.zeros((out, groups), dtype=mx.float32))
+                continue
+            picked = mx.array(rows)
+            g = rows_c[picked].astype(mx.float32).T @ rows_x[picked].astype(mx.float32)  # the weight's gradient
+            levels = mx.dequantize(self.weight[e], mx.ones((out, groups)), mx.zeros((out, groups)),
+                                   group_size=self.group_size, bits=self.bits)
+            ds.append(mx.sum(self._grouped(g * levels), axis=-1))
+            db.append(mx.sum(self._grouped(g), axis=-1))
+            mx.eval(ds[-1], db[-1])  # one expert's [out, in] gradient at a time
+        return mx.stack(ds), mx.stack(db)
 
 
 def run_layer(layer, call, h):
