@@ -247,3 +247,42 @@ def test_a_short_calibration_text_is_used_with_a_warning(tiny_model, tmp_path, m
     if method == "learned":  # one sequence: nothing was held out, and the summary says so
         assert "on the tokens it trained on (too few to hold any out)" in err and "held-out" not in err
     assert (out / "config.json").exists()
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4])
+def test_packed_experts_scale_and_bias_gradients_equal_mlxs_own_formed_an_expert_at_a_time(bits):
+    """Wide experts learn their scales and biases on packed values; the stand-in forms their gradient an
+    expert at a time (MLX's forms every expert's float32 weight gradient at once). Same gradients, for
+    the input too, and an expert no token reached gets none."""
+    import mlx.core as mx
+    import numpy as np
+
+    from studio.core.calibration.learned_layer import QuantSwitch
+
+    mx.random.seed(bits)
+    w = 0.02 * mx.random.normal((5, 16, 128))
+    module = QuantSwitch(list(mx.quantize(w, group_size=32, bits=bits)), None, 32, bits, "affine", mx.bfloat16)
+    assert not module.rounds
+    x = mx.random.normal((12, 1, 1, 128))
+    indices = mx.array(np.random.default_rng(bits).integers(0, 4, (12, 2)))  # expert 4 gets no token
+    target = mx.random.normal((12, 2, 1, 16))
+    params = module.zero_params()
+    params["a"] = 0.02 * mx.random.normal(params["a"].shape)
+    params["c"] = 0.02 * mx.random.normal(params["c"].shape)
+
+    def loss(p, x):
+        module.set_params(p)
+        return mx.sum(mx.square(module(x, indices) - target))
+
+    def reference(p, x):
+        module.set_params(p)
+        y = mx.gather_qmm(x, module.weight, module.scales, module.biases, rhs_indices=indices, transpose=True,
+                          group_size=32, bits=bits)
+        return mx.sum(mx.square(y - target))
+
+    got = mx.grad(loss, argnums=(0, 1))(params, x)
+    want = mx.grad(reference, argnums=(0, 1))(params, x)
+    for name in ("a", "c"):
+        np.testing.assert_allclose(np.array(got[0][name]), np.array(want[0][name]), rtol=1e-4, atol=1e-5)
+        assert not np.array(got[0][name])[4].any() and np.array(got[0][name])[:4].any()
+    np.testing.assert_allclose(np.array(got[1]), np.array(want[1]), rtol=1e-4, atol=1e-5)
