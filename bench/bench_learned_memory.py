@@ -13,6 +13,12 @@ time, for a SmolLM2-MoE-shaped unit (the mlp's gate projection: 8 experts of
 1536 x 576, top-2) by default.
 
     python bench/bench_learned_memory.py [--experts 8] [--out 1536] [--in 576] [--tokens 1024] [--bits 4]
+                                         [--packed]
+
+--packed measures what a unit too wide to learn its rounding does (full-width
+MiniMax-M3 experts): scales and biases only, on the packed values. MLX's own
+gradient of gather_qmm with respect to them forms every expert's float32 weight
+gradient at once; the stand-in forms it one expert at a time.
 """
 
 from __future__ import annotations
@@ -53,6 +59,17 @@ def autograd_loss(module, x, indices, target):
     return loss
 
 
+def mlx_packed_loss(module, x, indices, target):
+    """Scales and biases on packed values through MLX's own gather_qmm gradient."""
+    def loss(p):
+        module.set_params(p)
+        y = mx.gather_qmm(x, module.weight, module.scales, module.biases, rhs_indices=indices, transpose=True,
+                          group_size=module.group_size, bits=module.bits, sorted_indices=True)
+        return mx.mean(mx.square(y - target))
+
+    return loss
+
+
 def standin_loss(module, x, indices, target):
     def loss(p):
         module.set_params(p)
@@ -72,7 +89,7 @@ def one_step(make_loss, module, x, indices, target) -> tuple[float, float]:
     mx.reset_peak_memory()
     start = time.perf_counter()
     loss, grads = mx.value_and_grad(loss_fn)(params)
-    offsets = mx.clip(params["v"] - 5e-3 * mx.sign(grads["v"]), -0.5, 0.5)
+    offsets = mx.clip(params["v"] - 5e-3 * mx.sign(grads["v"]), -0.5, 0.5) if "v" in params else loss
     mx.eval(loss, offsets, grads["a"], grads["c"])
     return mx.get_peak_memory() - before, time.perf_counter() - start
 
@@ -84,23 +101,26 @@ def main() -> None:
     parser.add_argument("--in", dest="width", type=int, default=576)
     parser.add_argument("--tokens", type=int, default=1024)
     parser.add_argument("--bits", type=int, default=4)
+    parser.add_argument("--packed", action="store_true", help="scales and biases only, on packed values")
     args = parser.parse_args()
 
     mx.random.seed(0)
     w = 0.02 * mx.random.normal((args.experts, args.out, args.width))
     module = QuantSwitch(list(mx.quantize(w, group_size=64, bits=args.bits)), None, 64, args.bits, "affine",
                          mx.bfloat16)
-    module.learn_rounding(w)
+    if not args.packed:
+        module.learn_rounding(w)
     del w
     x, indices, _ = _gather_sort(mx.random.normal((args.tokens, 1, 1, args.width)),
                                  mx.random.randint(0, args.experts, (args.tokens, TOP_K)))
     target = mx.random.normal((args.tokens * TOP_K, 1, args.out))
-    mx.eval(module.parameters(), module.levels0, module.frac, x, indices, target)
+    mx.eval(module.parameters(), x, indices, target, *([] if args.packed else [module.levels0, module.frac]))
     values = args.experts * args.out * args.width
     print(f"{args.experts} experts of {args.out} x {args.width} ({values / 1e6:.1f}M values), {args.bits} bits, "
           f"{args.tokens} tokens top-{TOP_K}")
+    peer = mlx_packed_loss if args.packed else autograd_loss
     rows = {name: one_step(make, module, x, indices, target)
-            for name, make in (("autograd", autograd_loss), ("hand-written", standin_loss))}
+            for name, make in (("autograd", peer), ("hand-written", standin_loss))}
     print(f"{'gradient':<14}{'peak B/value':>14}{'peak MB':>10}{'seconds':>9}")
     for name, (peak, seconds) in rows.items():
         print(f"{name:<14}{peak / values:>14.1f}{peak / 1e6:>10.0f}{seconds:>9.2f}")

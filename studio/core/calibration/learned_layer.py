@@ -266,9 +266,11 @@ class QuantSwitch(_Quantized):
             g = rows_c[picked].astype(mx.float32).T @ rows_x[picked].astype(mx.float32)  # the weight's gradient
             levels = mx.dequantize(self.weight[e], mx.ones((out, groups)), mx.zeros((out, groups)),
                                    group_size=self.group_size, bits=self.bits)
-            ds.append(mx.sum(self._grouped(g * levels), axis=-1))
-            db.append(mx.sum(self._grouped(g), axis=-1))
-            mx.eval(ds[-1], db[-1])  # one expert's [out, in] gradient at a time
+            # Made into plain arrays, one expert at a time: inside a gradient transform an evaluated array
+            # keeps its graph (this expert's [out, in] float32 gradient), and a lazy loop has MLX form
+            # many experts' at once (bench/bench_learned_memory.py --packed).
+            ds.append(mx.array(np.asarray(mx.sum(self._grouped(g * levels), axis=-1))))
+            db.append(mx.array(np.asarray(mx.sum(self._grouped(g), axis=-1))))
         return mx.stack(ds), mx.stack(db)
 
 
