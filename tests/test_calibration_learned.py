@@ -286,3 +286,34 @@ def test_packed_experts_scale_and_bias_gradients_equal_mlxs_own_formed_an_expert
         np.testing.assert_allclose(np.array(got[0][name]), np.array(want[0][name]), rtol=1e-4, atol=1e-5)
         assert not np.array(got[0][name])[4].any() and np.array(got[0][name])[:4].any()
     np.testing.assert_allclose(np.array(got[1]), np.array(want[1]), rtol=1e-4, atol=1e-5)
+
+
+def test_a_packed_linears_scale_and_bias_gradients_equal_mlxs_own_formed_a_block_of_rows_at_a_time(monkeypatch):
+    import mlx.core as mx
+    import numpy as np
+
+    from studio.core.calibration import learned_layer
+    from studio.core.calibration.learned_layer import QuantLinear
+
+    monkeypatch.setattr(learned_layer, "ROUNDING_BLOCK_VALUES", 5 * 128)  # several blocks, the last one short
+    mx.random.seed(7)
+    w = 0.02 * mx.random.normal((24, 128))
+    module = QuantLinear(list(mx.quantize(w, group_size=32, bits=3)), None, 32, 3, "affine", mx.bfloat16)
+    x, target = mx.random.normal((2, 6, 128)), mx.random.normal((2, 6, 24))
+    params = module.zero_params()
+    params["a"] = 0.02 * mx.random.normal(params["a"].shape)
+
+    def loss(p, x):
+        module.set_params(p)
+        return mx.sum(mx.square(module(x) - target))
+
+    def reference(p, x):
+        module.set_params(p)
+        y = mx.quantized_matmul(x, module.weight, module.scales, module.biases, transpose=True, group_size=32, bits=3)
+        return mx.sum(mx.square(y - target))
+
+    got = mx.grad(loss, argnums=(0, 1))(params, x)
+    want = mx.grad(reference, argnums=(0, 1))(params, x)
+    for name in ("a", "c"):
+        np.testing.assert_allclose(np.array(got[0][name]), np.array(want[0][name]), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(np.array(got[1]), np.array(want[1]), rtol=1e-4, atol=1e-5)

@@ -31,6 +31,7 @@ the held-out tokens.
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 
@@ -180,6 +181,37 @@ class _Quantized(nn.Module):
         if self.rounds:
             self.v = p["v"]
 
+    def _group_gradients(self, xs, cs, packed):
+        """d loss / d scales and biases of one packed matrix [rows, in] from its inputs `xs` [n, in] and
+        output cotangents `cs` [n, rows], as plain arrays [rows, groups]. Made plain on purpose: inside a
+        gradient transform an evaluated array keeps its graph (here the matrix's float32 gradient), and
+        left lazy, MLX forms many matrices' at once (bench/bench_learned_memory.py --packed)."""
+        g = cs.astype(mx.float32).T @ xs.astype(mx.float32)  # the weight's gradient
+        ones = mx.ones((packed.shape[0], self.s0.shape[-1]))
+        levels = mx.dequantize(packed, ones, mx.zeros_like(ones), group_size=self.group_size, bits=self.bits)
+        return (mx.array(np.asarray(mx.sum(self._grouped(g * levels), axis=-1))),
+                mx.array(np.asarray(mx.sum(self._grouped(g), axis=-1))))
+
+    def _packed_matmul(self, x, matmul, scale_bias_gradients):
+        """`matmul(x, scales, biases)` on the packed values, with the gradient with respect to the
+        scales and biases from `scale_bias_gradients(x, cotangent)` (a matrix or an expert at a time):
+        MLX's own forms the whole unit's float32 weight gradient at once (9.7 GB for one full-width
+        MiniMax-M3 expert projection, which ran the M3 slice out of memory)."""
+        @mx.custom_function
+        def packed(x, scales, biases):
+            return matmul(x, scales, biases)
+
+        @packed.vjp
+        def packed_vjp(primals, cotangent, output):
+            x, scales, biases = primals
+            _, (dx,) = mx.vjp(lambda x: matmul(x, scales, biases), [x], [cotangent])
+            ds, db = scale_bias_gradients(x, cotangent)
+            return dx, ds.reshape(scales.shape), db.reshape(biases.shape)
+
+        if not self.trainable:  # nothing to learn (no biases in this mode): MLX's call as it is
+            return matmul(x, self.scales, self.biases)
+        return packed(x, self.scales, self.biases)
+
     def kept(self, p: dict) -> dict:
         """A copy of point `p` to keep aside while training goes on: the rounding as its uint8
         integers rather than the float32 offsets (1 byte a value instead of 4)."""
@@ -208,9 +240,20 @@ class QuantLinear(_Quantized):
         if self.rounds:
             y = x @ self.float_weight().T
             return y + self.bias if "bias" in self else y
-        y = mx.quantized_matmul(x, self.weight, self.scales, self.biases, transpose=True,
-                                group_size=self.group_size, bits=self.bits, mode=self.mode)
+        y = self._packed_matmul(x, self._quantized_matmul, self._row_gradients)
         return y + self.bias if "bias" in self else y
+
+    def _quantized_matmul(self, x, scales, biases):
+        return mx.quantized_matmul(x, self.weight, scales, biases, transpose=True, group_size=self.group_size,
+                                   bits=self.bits, mode=self.mode)
+
+    def _row_gradients(self, x, cotangent):
+        """The scales' and biases' gradients a block of output rows at a time."""
+        out, width = self.s0.shape[0], x.shape[-1]
+        xs, cs = x.reshape(-1, width), cotangent.reshape(-1, out)
+        step = max(ROUNDING_BLOCK_VALUES // width, 1)
+        parts = [self._group_gradients(xs, cs[:, a:a + step], self.weight[a:a + step]) for a in range(0, out, step)]
+        return mx.concatenate([p[0] for p in parts]), mx.concatenate([p[1] for p in parts])
 
 
 class QuantSwitch(_Quantized):
@@ -221,7 +264,8 @@ class QuantSwitch(_Quantized):
             y = mx.gather_mm(x, self.float_weight().swapaxes(-1, -2), rhs_indices=indices,
                              sorted_indices=sorted_indices)
             return y + mx.expand_dims(self.bias[indices], -2) if "bias" in self else y
-        y = self._packed(x, indices, sorted_indices)
+        matmul = functools.partial(self._gather_qmm, indices=indices, sorted_indices=sorted_indices)
+        y = self._packed_matmul(x, matmul, functools.partial(self._expert_gradients, indices=indices))
         return y + mx.expand_dims(self.bias[indices], -2) if "bias" in self else y
 
     def _gather_qmm(self, x, scales, biases, indices, sorted_indices):
@@ -229,25 +273,8 @@ class QuantSwitch(_Quantized):
                              group_size=self.group_size, bits=self.bits, mode=self.mode,
                              sorted_indices=sorted_indices)
 
-    def _packed(self, x, indices, sorted_indices):
-        # MLX's own gradient of gather_qmm with respect to the scales and biases forms every expert's
-        # float32 weight gradient at once (9.7 GB for one full-width MiniMax-M3 projection, which ran
-        # the M3 slice out of memory); here it is formed one expert at a time.
-        @mx.custom_function
-        def packed(x, scales, biases):
-            return self._gather_qmm(x, scales, biases, indices, sorted_indices)
-
-        @packed.vjp
-        def packed_vjp(primals, cotangent, output):
-            x, scales, biases = primals
-            _, (dx,) = mx.vjp(lambda x: self._gather_qmm(x, scales, biases, indices, sorted_indices), [x], [cotangent])
-            ds, db = self._expert_gradients(x, cotangent, indices)
-            return dx, ds.reshape(scales.shape), db.reshape(biases.shape)
-
-        return packed(x, self.scales, self.biases)
-
     def _expert_gradients(self, x, cotangent, indices):
-        """d loss / d scales and biases, an expert at a time, from the rows routed to it."""
+        """The scales' and biases' gradients an expert at a time, from the rows routed to it."""
         experts, out, groups = self.s0.shape
         width = x.shape[-1]
         rows_x = mx.broadcast_to(x, (*indices.shape, *x.shape[-2:])).reshape(-1, width)
@@ -263,14 +290,9 @@ class QuantSwitch(_Quantized):
                 db.append(mx.zeros((out, groups), dtype=mx.float32))
                 continue
             picked = mx.array(rows)
-            g = rows_c[picked].astype(mx.float32).T @ rows_x[picked].astype(mx.float32)  # the weight's gradient
-            levels = mx.dequantize(self.weight[e], mx.ones((out, groups)), mx.zeros((out, groups)),
-                                   group_size=self.group_size, bits=self.bits)
-            # Made into plain arrays, one expert at a time: inside a gradient transform an evaluated array
-            # keeps its graph (this expert's [out, in] float32 gradient), and a lazy loop has MLX form
-            # many experts' at once (bench/bench_learned_memory.py --packed).
-            ds.append(mx.array(np.asarray(mx.sum(self._grouped(g * levels), axis=-1))))
-            db.append(mx.array(np.asarray(mx.sum(self._grouped(g), axis=-1))))
+            d_scales, d_biases = self._group_gradients(rows_x[picked], rows_c[picked], self.weight[e])
+            ds.append(d_scales)
+            db.append(d_biases)
         return mx.stack(ds), mx.stack(db)
 
 
