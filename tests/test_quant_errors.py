@@ -175,6 +175,42 @@ def test_fit_cli_keeps_within_target_and_writes_only_with_out(tiny_model, tmp_pa
     assert [(d.action, d.bits) for d in fitted.plan.decisions] == [(d.action, d.bits) for d in project.plan.decisions]
 
 
+def test_fit_never_replaces_a_file_without_force_and_says_so_before_the_survey(tiny_model, tmp_path, capsys):
+    model = tiny_model("llama")
+    target_gb = Project.open(model, "config-i").estimate.total_bytes * 0.8 / 1e9
+    mine = tmp_path / "mine.json"
+    mine.write_text("my notes")
+    assert main(["fit", str(model), "--target-gb", f"{target_gb:.6f}", "--out", str(mine)]) != 0
+    err = capsys.readouterr().err
+    assert f"{mine} already exists; choose another file or replace it with --force." in err
+    assert "surveying" not in err and mine.read_text() == "my notes"
+    assert main(["fit", str(model), "--target-gb", f"{target_gb:.6f}", "--out", str(tmp_path)]) != 0
+    assert "is a folder" in capsys.readouterr().err
+    assert main(["fit", str(model), "--target-gb", f"{target_gb:.6f}", "--out", str(tmp_path / "no" / "p.json")]) != 0
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["fit", str(model), "--target-gb", f"{target_gb:.6f}", "--out", str(mine), "--force"]) == 0
+    assert Project.open(model, str(mine)).estimate.total_bytes <= int(target_gb * 1e9)
+    assert [p.name for p in tmp_path.iterdir()] == ["mine.json"]  # no temporary file left beside it
+
+
+def test_a_policy_write_that_fails_leaves_the_file_that_was_there(tmp_path, monkeypatch):
+    import os
+
+    from studio.core.errors import StudioError
+    from studio.core.policy.bit_policy import resolve_policy
+
+    path = tmp_path / "p.json"
+    path.write_text("before")
+
+    def full_disk(*args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", full_disk)
+    with pytest.raises(StudioError, match="cannot write the policy to .*No space left on device"):
+        resolve_policy("config-i").save(path)
+    assert path.read_text() == "before" and [p.name for p in tmp_path.iterdir()] == ["p.json"]
+
+
 def test_fit_for_a_mac_budgets_kv_cache_and_runtime(tiny_model, capsys):
     project = Project.open(tiny_model("qwen3_moe"), "config-i")
     budget = target_bytes(project, mac_gb=64, context=8192)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 from studio.commands.calibrating import add_arguments as add_calibration_arguments
 from studio.commands.calibrating import run_calibration
@@ -29,12 +30,25 @@ def configure_parser(parser):
                         f"(default 32768 or the model's max_position_embeddings, whichever is less; "
                         f"e.g. {', '.join(map(str, CONTEXT_CHOICES))})")
     parser.add_argument("--policy", default=None, help="preset name (default config-i) or policy JSON file to start from")
-    parser.add_argument("--out", help="write the proposed policy to this JSON file")
+    parser.add_argument("--out", help="write the proposed policy to this JSON file (a new one; see --force)")
+    parser.add_argument("--force", action="store_true", help="let --out replace a file that exists")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--sample", type=int, default=None, metavar="N",
                         help="values sampled per unit for the error survey (default 4194304)")
     add_calibration_arguments(parser, "--sensitivity", "spend the budget by output-space sensitivity instead of "
                               "weight error")
+
+
+def check_policy_destination(path: Path, force: bool) -> None:
+    """A policy file is written only where nothing of the user's would be lost."""
+    from studio.core.errors import StudioError
+
+    if path.is_dir():
+        raise StudioError(f"{path} is a folder; --out takes the policy file to write.")
+    if path.exists() and not force:
+        raise StudioError(f"{path} already exists; choose another file or replace it with --force.")
+    if not path.parent.is_dir():
+        raise StudioError(f"cannot write {path}: the folder {path.parent} does not exist.")
 
 
 def run(args) -> int:
@@ -45,6 +59,8 @@ def run(args) -> int:
 
     from studio.core.memory import default_context
 
+    if args.out:  # before minutes of survey or calibration, not after
+        check_policy_destination(Path(args.out).expanduser(), args.force)
     project = Project.open(args.model, args.policy)
     if args.context is None:
         args.context = default_context(project.inventory.text_config)
@@ -73,7 +89,7 @@ def run(args) -> int:
         seconds, measure = cells.seconds, "relative error of the quantized weights, RMS, on samples"
     proposal = result.proposal
     if args.out:  # compacted as the window's Save writes it: the same decision for every tensor, fewer rules
-        compact(proposal.policy, project.grid).save(args.out)
+        compact(proposal.policy, project.grid).save(Path(args.out).expanduser())
     if args.json:
         out = {"model": project.inventory.source.label, "from_policy": project.policy.name,
                "survey_seconds": round(seconds, 3),

@@ -112,8 +112,8 @@ class PolicyBar(QWidget):
         policy = compact(c.policy, c.project.grid) if c.project is not None else c.policy
         try:
             policy.save(path)
-        except OSError as exc:
-            QMessageBox.warning(self, "Save policy", f"Cannot save the policy to {path}: {exc.strerror}.")
+        except StudioError as exc:
+            QMessageBox.warning(self, "Save policy", str(exc)[:1].upper() + str(exc)[1:])
             return False
         if policy is not c.policy:
             c.set_policy(policy)

@@ -11,6 +11,7 @@ Policies are stored as versioned, human-readable JSON (see `to_json`).
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -164,7 +165,15 @@ class Policy:
         return json.dumps(self.to_dict(), indent=2) + "\n"
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(self.to_json())
+        """Written beside `path` and moved over it: a failed write (a full disk) leaves what was there."""
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.tmp")
+        try:
+            tmp.write_text(self.to_json())
+            os.replace(tmp, path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise StudioError(f"cannot write the policy to {path}: {exc.strerror or exc}.") from None
 
 
 def _action_to_json(action: Action):
