@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import sys
 
 from studio.core.errors import StudioError
@@ -31,8 +32,10 @@ def _params(args):
 
     if args.max_tokens < 1:
         raise StudioError("--max-tokens must be at least 1.")
-    if args.temp < 0:
-        raise StudioError("--temp must not be negative.")
+    if not (math.isfinite(args.temp) and args.temp >= 0):  # NaN passes a plain `< 0` test
+        raise StudioError("--temp must be a number, 0 or more.")
+    if not (math.isfinite(args.repetition_penalty) and args.repetition_penalty > 0):
+        raise StudioError("--repetition-penalty must be a number above 0 (1.0 is off).")
     if not 0 < args.top_p <= 1:
         raise StudioError("--top-p must be in (0, 1].")
     return SamplingParams(

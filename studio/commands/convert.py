@@ -3,12 +3,14 @@ write an MLX folder, with a progress line."""
 
 from __future__ import annotations
 
+import math
 import signal
 import sys
 import time
 
 from studio.commands.calibrating import add_arguments as add_calibration_arguments
 from studio.commands.calibrating import run_calibration, run_learning
+from studio.core.errors import StudioError
 from studio.core.formatting import human_bytes
 
 
@@ -112,6 +114,8 @@ def run(args) -> int:
     from studio.core.project import Project
 
     method = check_method(args.calibrate_method or DEFAULT_METHOD)  # a bad name fails before any work
+    if not (math.isfinite(args.shard_gb) and args.shard_gb > 0):
+        raise StudioError("--shard-gb must be a number of GB above 0.")
     if args.calibrate_method is not None and args.calibrate is None:
         args.calibrate = ""  # a method asks for calibration, with the bundled corpus
     project = Project.open(args.model, args.policy)

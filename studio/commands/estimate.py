@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import json
 
+from studio.core.errors import StudioError
 from studio.core.formatting import human_bytes, table
 from studio.core.memory import CONTEXT_CHOICES, MAC_MEMORY_GB
 from studio.core.project import Project
 from studio.core.model.roles import ROLE_BY_KEY
+
+
+def check_context(context: int | None) -> None:
+    if context is not None and context < 1:
+        raise StudioError(f"--context must be at least 1 token, not {context}.")
 
 
 def configure_parser(parser):
@@ -21,6 +27,7 @@ def configure_parser(parser):
 
 
 def run(args) -> int:
+    check_context(args.context)
     project = Project.open(args.model, args.policy)
     est = project.estimate
     fit = project.memory_fit(args.mac, args.context)

@@ -15,6 +15,8 @@ from pathlib import Path
 
 from studio.commands.calibrating import add_arguments as add_calibration_arguments
 from studio.commands.calibrating import run_calibration
+from studio.commands.estimate import check_context
+from studio.core.errors import StudioError
 from studio.core.formatting import human_bytes, table
 from studio.core.memory import CONTEXT_CHOICES, MAC_MEMORY_GB
 from studio.core.policy.compact import compact
@@ -59,6 +61,9 @@ def run(args) -> int:
 
     from studio.core.memory import default_context
 
+    check_context(args.context)
+    if args.sample is not None and args.sample < 1:
+        raise StudioError(f"--sample must be at least 1 value, not {args.sample}.")
     if args.out:  # before minutes of survey or calibration, not after
         check_policy_destination(Path(args.out).expanduser(), args.force)
     project = Project.open(args.model, args.policy)

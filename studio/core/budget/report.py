@@ -23,8 +23,8 @@ def target_bytes(project: Project, target_gb: float | None = None, mac_gb: int |
                  context: int = 32768) -> int:
     """The weights budget: an explicit size in GB (1e9 bytes), or what a Mac leaves for weights."""
     if target_gb is not None:
-        if target_gb <= 0:
-            raise StudioError("the target size must be more than 0 GB.")
+        if not math.isfinite(target_gb) or target_gb <= 0:
+            raise StudioError("the target size must be a number of GB above 0.")
         return int(round(target_gb * 1e9))  # round: 0.004123456 GB is 4,123,456 bytes, not one less
     if mac_gb is None:
         raise StudioError("give a target size in GB or a Mac's memory.")
