@@ -132,9 +132,8 @@ def run(args) -> int:
     progress = line
     if args.calibrate is not None:
         from studio.core.calibration.convert_hook import CalibratedQuantizer, LearnedQuantizer
-        from studio.core.calibration.timing import PhasedProgress, conversion_time, remember_pass
-
         from studio.core.calibration.corpus import read_corpus_text
+        from studio.core.calibration.timing import PhasedProgress, conversion_time, remember_pass
         from studio.core.convert import preflight
 
         text = args.calibrate or None

@@ -43,8 +43,6 @@ def configure_parser(parser):
 
 def check_policy_destination(path: Path, force: bool) -> None:
     """A policy file is written only where nothing of the user's would be lost."""
-    from studio.core.errors import StudioError
-
     if path.is_dir():
         raise StudioError(f"{path} is a folder; --out takes the policy file to write.")
     if path.exists() and not force:
