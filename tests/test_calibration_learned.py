@@ -317,3 +317,21 @@ def test_a_packed_linears_scale_and_bias_gradients_equal_mlxs_own_formed_a_block
     for name in ("a", "c"):
         np.testing.assert_allclose(np.array(got[0][name]), np.array(want[0][name]), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(np.array(got[1]), np.array(want[1]), rtol=1e-4, atol=1e-5)
+
+
+def test_a_calibrated_conversion_that_cannot_fit_on_the_disk_says_so_before_the_pass(tiny_model, tmp_path, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    from studio.core.calibration.methods import calibrate_and_convert
+    from studio.core.errors import StudioError
+    from studio.core.project import Project
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**6, 10**6 - 1000, 1000))
+    project = Project.open(tiny_model("llama"), "config-i")
+    with pytest.raises(StudioError, match="not enough free disk space"):
+        calibrate_and_convert(project, tmp_path / "new" / "out", method="gptq")
+    assert not (tmp_path / "new").exists()
+    assert not [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]

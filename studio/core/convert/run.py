@@ -101,7 +101,10 @@ def preflight(project, out: str | Path, force: bool = False) -> None:
     after it can start."""
     out = Path(out).expanduser().absolute()
     check_destination(project.plan, out, force)
-    _checked_layout(project.plan)
+    layout = _checked_layout(project.plan)
+    if not (out.parent / f".{out.name}.partial").exists():  # a resumed run needs less: convert checks that
+        existing = next(p for p in (out.parent, *out.parent.parents) if p.is_dir())
+        check_disk(existing, sum(s.file_bytes for s in layout.shards) + 16 * 2**20)
 
 
 def _checked_layout(plan: Plan, max_shard_bytes: int = 5 * 10**9) -> Layout:
