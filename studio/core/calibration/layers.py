@@ -113,6 +113,7 @@ class Skeleton:
             raise StudioError(f"mlx-lm cannot build a {inventory.model_type or 'model'} of this config to "
                               f"calibrate ({exc}).") from None
         self.reader = inventory.source.reader()
+        self.reader.holds_rows = True  # a layer's expert rows, freed a projection at a time
         units = project.units
         embedding = [u for u in units if u.role == "embedding" and u.kind == "module"]
         if not embedding:

@@ -36,7 +36,14 @@ _NUMPY = {"BF16": np.uint16, "F16": np.float16, "F32": np.float32, "F64": np.flo
 
 
 class SourceReader:
-    """Reads byte ranges of a model's shard files; one open handle per shard per thread."""
+    """Reads byte ranges of a model's shard files; one open handle per shard per thread.
+
+    `holds_rows`: the caller keeps what it reads for long and frees it piecemeal (the calibration
+    pass holds a layer's experts and frees each projection once its start is made). Big reads then
+    get a mapping of their own, see `_buffer`; a streaming reader (the converter) reuses heap blocks,
+    about 4x faster to fill from the page cache here than fresh mappings."""
+
+    holds_rows = False
 
     def __init__(self, root: Path):
         self.root = Path(root)
@@ -60,7 +67,7 @@ class SourceReader:
         stop = rows if stop is None else stop
         row_bytes = raw.nbytes // rows if rows else 0
         begin, count = raw.start + first * row_bytes, (stop - first) * row_bytes
-        buffer = _buffer(count)
+        buffer = _buffer(count) if self.holds_rows else np.empty(count, dtype=np.uint8)
         self.read_into(raw, begin, memoryview(buffer))
         shape = ((stop - first), *raw.shape[1:]) if raw.shape else ()
         return buffer.view(_NUMPY[raw.dtype]).reshape(shape)
@@ -86,10 +93,10 @@ class SourceReader:
         self._local.files = {}
 
 
-# Reads this big get a mapping of their own, returned to the system the moment the rows are freed.
-# From the heap they were not: once glibc has freed one big block it serves blocks up to 32 MB (an
-# M3 expert's rows are 19 MB) from the heap, and keeps them resident after they are freed, so the
-# calibration pass held every expert it had finished with (2.3 GB a projection on the M3 slice).
+# A holding reader's reads this big get a mapping of their own, returned to the system the moment the
+# rows are freed. From the heap they were not: once glibc has freed one big block it serves blocks up
+# to 32 MB (an M3 expert's rows are 19 MB) from the heap, and keeps them resident after they are freed,
+# so the calibration pass held every expert it had finished with (2.3 GB a projection on the M3 slice).
 OWN_MAPPING_BYTES = 2**20
 
 
