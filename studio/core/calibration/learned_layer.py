@@ -95,6 +95,7 @@ class _Quantized(nn.Module):
             self.bias = bias.astype(mx.float32)
         self.group_size, self.bits, self.mode, self.out_dtype = group_size, bits, mode, dtype
         self.levels0 = self.frac = self.v = None
+        self.a = self.c = None if self.b0 is None else mx.zeros_like(self.s0)
         self.freeze()
 
     def learn_rounding(self, weight) -> None:
@@ -178,8 +179,16 @@ class _Quantized(nn.Module):
         passes gradients straight through, so training sees exactly what is written."""
         scales, biases = self.s0 * (1 + p["a"]), self.b0 + self.s0 * p["c"]
         self.scales, self.biases = _stored_value(scales, self.out_dtype), _stored_value(biases, self.out_dtype)
+        self.a, self.c = p["a"], p["c"]  # the packed path makes its scales and biases from these itself
         if self.rounds:
             self.v = p["v"]
+
+    def _rounded_scales_biases(self, a, c):
+        """The scales and biases of relative parameters `a`, `c`, rounded to the output dtype (no graph)."""
+        def rounded(x):
+            return x.astype(self.out_dtype).astype(mx.float32)
+
+        return rounded(self.s0 * (1 + a)), rounded(self.b0 + self.s0 * c)
 
     def _group_gradients(self, xs, cs, packed):
         """d loss / d scales and biases of one packed matrix [rows, in] from its inputs `xs` [n, in] and
@@ -193,24 +202,30 @@ class _Quantized(nn.Module):
                 mx.array(np.asarray(mx.sum(self._grouped(g), axis=-1))))
 
     def _packed_matmul(self, x, matmul, scale_bias_gradients):
-        """`matmul(x, scales, biases)` on the packed values, with the gradient with respect to the
-        scales and biases from `scale_bias_gradients(x, cotangent)` (a matrix or an expert at a time):
-        MLX's own forms the whole unit's float32 weight gradient at once (9.7 GB for one full-width
-        MiniMax-M3 expert projection, which ran the M3 slice out of memory)."""
+        """`matmul(x, scales, biases)` on the packed values, differentiable in the relative parameters
+        a and c. Written by hand, twice over: MLX's own gradient with respect to the scales and biases
+        forms the whole unit's float32 weight gradient at once (9.7 GB for one full-width MiniMax-M3
+        expert projection, which ran the M3 slice out of memory), so `scale_bias_gradients(x,
+        cotangent)` forms it a matrix or an expert at a time; and autograd through `set_params` keeps
+        five float32 copies of every group's scale and bias for the backward pass (4.5 GB a layer on
+        the M3 slice, its second out-of-memory), so the rounding to the output dtype is done in here,
+        straight through, and nothing of it is kept."""
         @mx.custom_function
-        def packed(x, scales, biases):
-            return matmul(x, scales, biases)
+        def packed(x, a, c):
+            return matmul(x, *self._rounded_scales_biases(a, c))
 
         @packed.vjp
         def packed_vjp(primals, cotangent, output):
-            x, scales, biases = primals
+            x, a, c = primals
+            scales, biases = self._rounded_scales_biases(a, c)
             _, (dx,) = mx.vjp(lambda x: matmul(x, scales, biases), [x], [cotangent])
             ds, db = scale_bias_gradients(x, cotangent)
-            return dx, ds.reshape(scales.shape), db.reshape(biases.shape)
+            # scale = s0 (1 + a), bias = b0 + s0 c; the rounding passes the gradient straight through
+            return dx, ds.reshape(a.shape) * self.s0, db.reshape(c.shape) * self.s0
 
         if not self.trainable:  # nothing to learn (no biases in this mode): MLX's call as it is
             return matmul(x, self.scales, self.biases)
-        return packed(x, self.scales, self.biases)
+        return packed(x, self.a, self.c)
 
     def kept(self, p: dict) -> dict:
         """A copy of point `p` to keep aside while training goes on: the rounding as its uint8
