@@ -141,7 +141,7 @@ def test_the_hand_written_rounding_gradient_equals_autograds_straight_through_on
     from studio.core.calibration import learned_layer
     from studio.core.calibration.learned_layer import QuantSwitch
 
-    monkeypatch.setattr(learned_layer, "ROUNDING_BLOCK_VALUES", 3 * 128)  # several blocks, one cut mid-expert
+    monkeypatch.setattr(learned_layer, "ROUNDING_BLOCK_VALUES", 3 * 128)  # the weight made in several blocks
     mx.random.seed(bits)
     w = 0.02 * mx.random.normal((3, 16, 128))
     module = QuantSwitch(list(mx.quantize(w, group_size=32, bits=bits)), None, 32, bits, "affine", mx.bfloat16)
@@ -153,26 +153,70 @@ def test_the_hand_written_rounding_gradient_equals_autograds_straight_through_on
     params["a"] = 0.02 * mx.random.normal(params["a"].shape)
     params["c"] = 0.02 * mx.random.normal(params["c"].shape)
 
-    def loss(p):
+    def loss(p, x):
         module.set_params(p)
         return mx.sum(mx.square(module(x, indices) - target))
 
-    def reference(p):
-        module.set_params(p)
-        flat = module.levels0.astype(mx.float32) + module.frac.astype(mx.float32) + p["v"]
-        levels = mx.stop_gradient(mx.clip(mx.round(flat), 0, 2**bits - 1))
-        inside = mx.stop_gradient((levels == mx.round(flat)).astype(mx.float32))
-        levels = levels + inside * (flat - mx.stop_gradient(flat))  # value unchanged, gradient 1 inside
-        grouped = levels.reshape(3, 16, 4, 32) * module.scales[..., None] + module.biases[..., None]
-        y = mx.gather_mm(x, grouped.reshape(3, 16, 128).swapaxes(-1, -2), rhs_indices=indices)
+    def reference(p, x):
+        w = _straight_through_weight(module, p, bits)
+        y = mx.gather_mm(x, w.swapaxes(-1, -2), rhs_indices=indices)
         return mx.sum(mx.square(y - target))
 
-    got = mx.grad(loss)(params)
-    want = mx.grad(reference)(params)
-    assert mx.allclose(loss(params), reference(params)).item()
+    _assert_same_gradients(loss, reference, params, x)
+
+
+def _straight_through_weight(module, p, bits):
+    """The rounding's straight-through estimator as autograd sees it."""
+    import mlx.core as mx
+
+    module.set_params(p)
+    flat = module.levels0.astype(mx.float32) + module.frac.astype(mx.float32) + p["v"]
+    levels = mx.stop_gradient(mx.clip(mx.round(flat), 0, 2**bits - 1))
+    inside = mx.stop_gradient((levels == mx.round(flat)).astype(mx.float32))
+    levels = levels + inside * (flat - mx.stop_gradient(flat))  # value unchanged, gradient 1 inside
+    grouped = levels.reshape(*module.scales.shape, -1) * module.scales[..., None] + module.biases[..., None]
+    return grouped.reshape(levels.shape)
+
+
+def _assert_same_gradients(loss, reference, params, x):
+    import mlx.core as mx
+    import numpy as np
+
+    got = mx.grad(loss, argnums=(0, 1))(params, x)
+    want = mx.grad(reference, argnums=(0, 1))(params, x)
+    assert mx.allclose(loss(params, x), reference(params, x)).item()
     for name in ("v", "a", "c"):
-        np.testing.assert_allclose(np.array(got[name]), np.array(want[name]), rtol=1e-4, atol=1e-6)
-    assert np.count_nonzero(np.array(got["v"])) > 0.5 * got["v"].size
+        np.testing.assert_allclose(np.array(got[0][name]), np.array(want[0][name]), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(np.array(got[1]), np.array(want[1]), rtol=1e-4, atol=1e-5)
+    assert np.count_nonzero(np.array(got[0]["v"])) > 0.5 * got[0]["v"].size
+
+
+@pytest.mark.parametrize("bits", [2, 4])
+def test_a_linears_rounding_gradient_formed_a_block_of_rows_at_a_time_equals_autograds(bits, monkeypatch):
+    import mlx.core as mx
+
+    from studio.core.calibration import learned_layer
+    from studio.core.calibration.learned_layer import QuantLinear
+
+    monkeypatch.setattr(learned_layer, "ROUNDING_BLOCK_VALUES", 5 * 128)  # several blocks, the last one short
+    mx.random.seed(bits)
+    w = 0.02 * mx.random.normal((24, 128))
+    module = QuantLinear(list(mx.quantize(w, group_size=32, bits=bits)), None, 32, bits, "affine", mx.bfloat16)
+    module.learn_rounding(w)
+    x, target = mx.random.normal((2, 6, 128)), mx.random.normal((2, 6, 24))
+    params = module.zero_params()
+    params["v"] = mx.random.uniform(-0.5, 0.5, params["v"].shape)
+    params["a"] = 0.02 * mx.random.normal(params["a"].shape)
+    params["c"] = 0.02 * mx.random.normal(params["c"].shape)
+
+    def loss(p, x):
+        module.set_params(p)
+        return mx.sum(mx.square(module(x) - target))
+
+    def reference(p, x):
+        return mx.sum(mx.square(x @ _straight_through_weight(module, p, bits).T - target))
+
+    _assert_same_gradients(loss, reference, params, x)
 
 
 def test_a_kept_point_held_as_its_integers_gives_back_exactly_the_weights_it_was_taken_at():

@@ -9,9 +9,10 @@ float weight lies between integers (clipped to +-0.49, so v = 0 is exactly the
 start) and v a learned offset in [-0.5, 0.5], moved by sign-SGD with the
 rounding's gradient passed straight through. The stand-in then computes with
 the dequantized float weight (``mx.gather_mm`` for experts). A unit too big for
-that working copy (ROUNDING_MAX_VALUES) keeps its integers and computes on its
-packed values (`mx.quantized_matmul`, `mx.gather_qmm`, whose gradients with
-respect to scales and biases MLX provides).
+the rounding's state (ROUNDING_MAX_VALUES) keeps its integers and computes on
+its packed values (`mx.quantized_matmul`, `mx.gather_qmm`). Either way the
+gradient is written by hand (`_Quantized._apply`), so that one step's memory
+stays near the parameters' own.
 
 Scales and biases are parameterised relative to the start:
 ``scale = s0 * (1 + a)``, ``bias = b0 + s0 * c`` (Adam, small steps), and are
@@ -66,11 +67,12 @@ class LayerResult:
     steps: int  # optimizer steps taken
 
 
-# Learn the rounding of a unit only while its working copy (levels, offsets and a float32 weight with
-# its gradient, about 30 bytes a value at the peak of a step) stays this small; bigger units (a full-width MoE's stacked
-# experts) learn their scales and biases only, on their packed values.
+# Learn the rounding of a unit only while its state stays this small: the start's integers and fractions,
+# the offsets, their gradient and update, the kept point (about 16 bytes a value at a step's peak,
+# bench/bench_learned_memory.py). Bigger units (a full-width MoE's stacked experts) learn their scales and
+# biases only, on their packed values.
 ROUNDING_MAX_VALUES = 64 * 2**20
-ROUNDING_BLOCK_VALUES = 2**18  # the hand-written gradient's rows at a time (smaller: hardly less memory, slower)
+ROUNDING_BLOCK_VALUES = 2**18  # a linear's rows at a time in its weight and gradient (smaller: slower)
 
 
 def learns_rounding(values: int) -> bool:
@@ -79,11 +81,19 @@ def learns_rounding(values: int) -> bool:
 
 
 def _stored_value(x, dtype):
+    """`x` rounded to `dtype`, with the gradient passed straight through at full precision."""
     return x + mx.stop_gradient(x.astype(dtype).astype(mx.float32) - x)
 
 
+def _plain(a):
+    """A copy of `a` that holds no graph (see `_Quantized._apply` for why)."""
+    if a.dtype == mx.float32:
+        return mx.array(np.asarray(a))
+    return mx.array(np.asarray(a.astype(mx.float32))).astype(a.dtype)
+
+
 class _Quantized(nn.Module):
-    """Common to both stand-ins: the stock tensors, and the relative parameters' effect."""
+    """Common to both stand-ins: the stock tensors, the parameters and their hand-written gradient."""
 
     def __init__(self, tensors, bias, group_size: int, bits: int, mode: str, dtype):
         super().__init__()
@@ -126,45 +136,26 @@ class _Quantized(nn.Module):
         """The integers at rounding offsets `v`, as the flattened weight's rows."""
         return mx.clip(mx.round(self._position(v)), 0, 2**self.bits - 1)
 
-    def float_weight(self):
-        """The dequantized weight of the current levels, scales and biases, differentiable in the
-        offsets (straight through the rounding), the scales and the biases."""
-        return self._weight(self.v, self.scales, self.biases)
-
     def _grouped(self, a):
         return a.reshape(*a.shape[:-1], a.shape[-1] // self.group_size, self.group_size)
 
-    def _weight(self, v, scales, biases):
-        # The gradient is written by hand, a block of rows at a time: autograd's own graph keeps every
-        # float32 intermediate of the whole weight (positions, rounding, clip, masks) until the backward
-        # pass, about twice the memory of an expert layer's step (bench/bench_learned_memory.py).
-        @mx.custom_function
-        def weight(v, scales, biases):
-            groups = scales.shape[-1]
-            w = self._grouped(self.levels(v)) * scales.reshape(-1, groups, 1) + biases.reshape(-1, groups, 1)
-            return w.reshape(v.shape)
+    def _plain_weight(self, v, scales, biases):
+        """The dequantized float32 weight at rounding offsets `v`, as a plain array made a block of rows
+        at a time: evaluated whole inside a gradient transform, every float32 intermediate of it would
+        be alive at once (about 28 bytes a value)."""
+        width, groups = self.levels0.shape[-1], scales.shape[-1]
+        v, scales, biases = v.reshape(-1, width), scales.reshape(-1, groups, 1), biases.reshape(-1, groups, 1)
+        out = np.empty(v.shape, dtype=np.float32)
+        step = max(ROUNDING_BLOCK_VALUES // width, 1)
+        for a in range(0, v.shape[0], step):
+            rows = slice(a, a + step)
+            levels = mx.clip(mx.round(self._position(v[rows], rows)), 0, 2**self.bits - 1)
+            out[rows] = np.asarray((self._grouped(levels) * scales[rows] + biases[rows]).reshape(-1, width))
+        return mx.array(out).reshape(self.levels0.shape)
 
-        @weight.vjp
-        def weight_vjp(primals, cotangent, output):
-            v, scales, _ = primals
-            width, groups = v.shape[-1], scales.shape[-1]
-            cotangent, v, scales = cotangent.reshape(-1, width), v.reshape(-1, width), scales.reshape(-1, groups)
-            step = max(ROUNDING_BLOCK_VALUES // width, 1)
-            dv, ds, db = [], [], []
-            for a in range(0, v.shape[0], step):
-                rows = slice(a, a + step)
-                rounded = mx.round(self._position(v[rows], rows))
-                levels = mx.clip(rounded, 0, 2**self.bits - 1)
-                g = self._grouped(cotangent[rows])
-                # Straight through the rounding; the clip passes the gradient where it did not bind
-                # (torch.clamp's rule, as in AutoRound), so a value on the grid's edge can move inwards.
-                dv.append(mx.where(levels == rounded, (g * scales[rows][..., None]).reshape(-1, width), 0.0))
-                ds.append(mx.sum(g * self._grouped(levels), axis=-1))
-                db.append(mx.sum(g, axis=-1))
-            return (mx.concatenate(dv).reshape(primals[0].shape), mx.concatenate(ds).reshape(primals[1].shape),
-                    mx.concatenate(db).reshape(primals[2].shape))
-
-        return weight(v, scales, biases)
+    def float_weight(self):
+        """The dequantized weight of the current levels, scales and biases."""
+        return self._plain_weight(self.v, self.scales, self.biases)
 
     @property
     def trainable(self) -> bool:
@@ -175,57 +166,85 @@ class _Quantized(nn.Module):
         return params | ({"v": mx.zeros(self.levels0.shape, dtype=mx.float32)} if self.rounds else {})
 
     def set_params(self, p: dict) -> None:
-        """Scales and biases as they will be stored (rounded to the output dtype); the rounding
-        passes gradients straight through, so training sees exactly what is written."""
-        scales, biases = self.s0 * (1 + p["a"]), self.b0 + self.s0 * p["c"]
-        self.scales, self.biases = _stored_value(scales, self.out_dtype), _stored_value(biases, self.out_dtype)
-        self.a, self.c = p["a"], p["c"]  # the packed path makes its scales and biases from these itself
+        self.a, self.c = p["a"], p["c"]
         if self.rounds:
             self.v = p["v"]
+        self.scales, self.biases = self._rounded_scales_biases(self.a, self.c)
 
     def _rounded_scales_biases(self, a, c):
-        """The scales and biases of relative parameters `a`, `c`, rounded to the output dtype (no graph)."""
-        def rounded(x):
-            return x.astype(self.out_dtype).astype(mx.float32)
+        """The scales and biases of relative parameters `a`, `c`, rounded to the output dtype so that
+        training sees exactly what is written."""
+        return (_stored_value(self.s0 * (1 + a), self.out_dtype),
+                _stored_value(self.b0 + self.s0 * c, self.out_dtype))
 
-        return rounded(self.s0 * (1 + a)), rounded(self.b0 + self.s0 * c)
+    def _params(self) -> dict:
+        return {"a": self.a, "c": self.c} | ({"v": self.v} if self.rounds else {})
 
-    def _group_gradients(self, xs, cs, packed):
-        """d loss / d scales and biases of one packed matrix [rows, in] from its inputs `xs` [n, in] and
-        output cotangents `cs` [n, rows], as plain arrays [rows, groups]. Made plain on purpose: inside a
-        gradient transform an evaluated array keeps its graph (here the matrix's float32 gradient), and
-        left lazy, MLX forms many matrices' at once (bench/bench_learned_memory.py --packed)."""
-        g = cs.astype(mx.float32).T @ xs.astype(mx.float32)  # the weight's gradient
-        ones = mx.ones((packed.shape[0], self.s0.shape[-1]))
-        levels = mx.dequantize(packed, ones, mx.zeros_like(ones), group_size=self.group_size, bits=self.bits)
-        return (mx.array(np.asarray(mx.sum(self._grouped(g * levels), axis=-1))),
-                mx.array(np.asarray(mx.sum(self._grouped(g), axis=-1))))
+    def _apply(self, x, float_matmul, packed_matmul, chunks):
+        """The unit on `x`, differentiable in `x` and in the parameters: `float_matmul(x, weight)` on the
+        float weight of the learned rounding, or `packed_matmul(x, scales, biases)` on the packed values
+        where the unit keeps its start's rounding. `chunks(x, cotangent)` yields the pieces the
+        parameters' gradient is formed in (see `_gradients`).
 
-    def _packed_matmul(self, x, matmul, scale_bias_gradients):
-        """`matmul(x, scales, biases)` on the packed values, differentiable in the relative parameters
-        a and c. Written by hand, twice over: MLX's own gradient with respect to the scales and biases
-        forms the whole unit's float32 weight gradient at once (9.7 GB for one full-width MiniMax-M3
-        expert projection, which ran the M3 slice out of memory), so `scale_bias_gradients(x,
-        cotangent)` forms it a matrix or an expert at a time; and autograd through `set_params` would
-        keep several float32 copies of every group's scale and bias for the backward pass (s0 (1 + a),
-        its rounding, the straight-through sum; by count about 3.6 GB a layer on M3's 113 M groups, not
-        measured apart), so the rounding to the output dtype is done in here, straight through."""
-        @mx.custom_function
-        def packed(x, a, c):
-            return matmul(x, *self._rounded_scales_biases(a, c))
-
-        @packed.vjp
-        def packed_vjp(primals, cotangent, output):
-            x, a, c = primals
-            scales, biases = self._rounded_scales_biases(a, c)
-            _, (dx,) = mx.vjp(lambda x: matmul(x, scales, biases), [x], [cotangent])
-            ds, db = scale_bias_gradients(x, cotangent)
-            # scale = s0 (1 + a), bias = b0 + s0 c; the rounding passes the gradient straight through
-            return dx, ds.reshape(a.shape) * self.s0, db.reshape(c.shape) * self.s0
-
+        The gradient is written by hand and evaluated as it is formed, one chunk's float32 weight
+        gradient at a time: MLX's own gradient of gather_qmm forms every expert's at once (9.7 GB for one
+        full-width MiniMax-M3 projection). Inside a gradient transform MLX keeps the graph of every array
+        it evaluates until the step ends, so the unit's output and its input's gradient are handed on
+        as plain arrays, and the float weight is made a block at a time: with their graphs, the float
+        weights of M3's attention and every intermediate of them stayed resident (about 66 bytes a
+        value, 7 GB a layer; bench/bench_learned_memory.py --attention)."""
         if not self.trainable:  # nothing to learn (no biases in this mode): MLX's call as it is
-            return matmul(x, self.scales, self.biases)
-        return packed(x, self.a, self.c)
+            return packed_matmul(x, self.scales, self.biases)
+
+        def matmul(x, params):
+            scales, biases = self._rounded_scales_biases(params["a"], params["c"])
+            if "v" in params:
+                return float_matmul(x, self._plain_weight(params["v"], scales, biases))
+            return packed_matmul(x, scales, biases)
+
+        @mx.custom_function
+        def unit(x, params):
+            return _plain(matmul(x, params))
+
+        @unit.vjp
+        def unit_vjp(primals, cotangent, output):
+            x, params = primals
+            dx = _plain(mx.vjp(lambda x: matmul(x, params), [x], [cotangent])[1][0])  # the forward's graph unheld
+            return dx, self._gradients(chunks(x, cotangent), params)
+
+        return unit(x, self._params())
+
+    def _gradients(self, chunks, params) -> dict:
+        """d loss / d a, c (and the offsets v), a chunk of the flattened [rows, in] weight's rows at a
+        time: `chunks` yields (rows, inputs [n, in], output cotangents [n, rows]); rows no chunk
+        covers (an expert no token reached) get none."""
+        groups = self.s0.shape[-1]
+        width = groups * self.group_size
+        scales = self._rounded_scales_biases(params["a"], params["c"])[0].reshape(-1, groups)
+        d_scales = np.zeros(scales.shape, dtype=np.float32)
+        d_biases = np.zeros(scales.shape, dtype=np.float32)
+        v = params.get("v")
+        d_offsets = np.zeros((scales.shape[0], width), dtype=np.float32) if v is not None else None
+        packed = self.weight.reshape(-1, self.weight.shape[-1])
+        for rows, xs, cs in chunks:
+            g = cs.astype(mx.float32).T @ xs.astype(mx.float32)  # these rows' float weight's gradient
+            if v is None:
+                ones = mx.ones((g.shape[0], groups))
+                levels = mx.dequantize(packed[rows], ones, mx.zeros_like(ones), group_size=self.group_size,
+                                       bits=self.bits)
+            else:
+                rounded = mx.round(self._position(v.reshape(-1, width)[rows], rows))
+                levels = mx.clip(rounded, 0, 2**self.bits - 1)
+                # Straight through the rounding; the clip passes the gradient where it did not bind
+                # (torch.clamp's rule, as in AutoRound), so a value on the grid's edge can move inwards.
+                inside = (self._grouped(g) * scales[rows][..., None]).reshape(g.shape)
+                d_offsets[rows] = np.asarray(mx.where(levels == rounded, inside, 0.0))
+            d_scales[rows] = np.asarray(mx.sum(self._grouped(g * levels), axis=-1))
+            d_biases[rows] = np.asarray(mx.sum(self._grouped(g), axis=-1))
+        # scale = s0 (1 + a), bias = b0 + s0 c; the rounding to the output dtype passes it straight through
+        grads = {"a": mx.array(d_scales).reshape(self.s0.shape) * self.s0,
+                 "c": mx.array(d_biases).reshape(self.s0.shape) * self.s0}
+        return grads | ({"v": mx.array(d_offsets).reshape(v.shape)} if v is not None else {})
 
     def kept(self, p: dict) -> dict:
         """A copy of point `p` to keep aside while training goes on: the rounding as its uint8
@@ -252,63 +271,51 @@ class _Quantized(nn.Module):
 
 class QuantLinear(_Quantized):
     def __call__(self, x):
-        if self.rounds:
-            y = x @ self.float_weight().T
-            return y + self.bias if "bias" in self else y
-        y = self._packed_matmul(x, self._quantized_matmul, self._row_gradients)
+        y = self._apply(x, lambda x, w: x @ w.T, self._quantized_matmul, self._chunks)
         return y + self.bias if "bias" in self else y
 
     def _quantized_matmul(self, x, scales, biases):
         return mx.quantized_matmul(x, self.weight, scales, biases, transpose=True, group_size=self.group_size,
                                    bits=self.bits, mode=self.mode)
 
-    def _row_gradients(self, x, cotangent):
-        """The scales' and biases' gradients a block of output rows at a time."""
+    def _chunks(self, x, cotangent):
+        """Blocks of output rows."""
         out, width = self.s0.shape[0], x.shape[-1]
         xs, cs = x.reshape(-1, width), cotangent.reshape(-1, out)
         step = max(ROUNDING_BLOCK_VALUES // width, 1)
-        parts = [self._group_gradients(xs, cs[:, a:a + step], self.weight[a:a + step]) for a in range(0, out, step)]
-        return mx.concatenate([p[0] for p in parts]), mx.concatenate([p[1] for p in parts])
+        for a in range(0, out, step):
+            yield slice(a, a + step), xs, cs[:, a:a + step]
 
 
 class QuantSwitch(_Quantized):
     """mlx-lm's QuantizedSwitchLinear call: `(x, indices, sorted_indices)`."""
 
     def __call__(self, x, indices, sorted_indices: bool = False):
-        if self.rounds:
-            y = mx.gather_mm(x, self.float_weight().swapaxes(-1, -2), rhs_indices=indices,
-                             sorted_indices=sorted_indices)
-            return y + mx.expand_dims(self.bias[indices], -2) if "bias" in self else y
-        matmul = functools.partial(self._gather_qmm, indices=indices, sorted_indices=sorted_indices)
-        y = self._packed_matmul(x, matmul, functools.partial(self._expert_gradients, indices=indices))
+        def gather_mm(x, w):
+            return mx.gather_mm(x, w.swapaxes(-1, -2), rhs_indices=indices, sorted_indices=sorted_indices)
+
+        def gather_qmm(x, scales, biases):
+            return mx.gather_qmm(x, self.weight, scales, biases, rhs_indices=indices, transpose=True,
+                                 group_size=self.group_size, bits=self.bits, mode=self.mode,
+                                 sorted_indices=sorted_indices)
+
+        y = self._apply(x, gather_mm, gather_qmm, functools.partial(self._chunks, indices=indices))
         return y + mx.expand_dims(self.bias[indices], -2) if "bias" in self else y
 
-    def _gather_qmm(self, x, scales, biases, indices, sorted_indices):
-        return mx.gather_qmm(x, self.weight, scales, biases, rhs_indices=indices, transpose=True,
-                             group_size=self.group_size, bits=self.bits, mode=self.mode,
-                             sorted_indices=sorted_indices)
-
-    def _expert_gradients(self, x, cotangent, indices):
-        """The scales' and biases' gradients an expert at a time, from the rows routed to it."""
-        experts, out, groups = self.s0.shape
+    def _chunks(self, x, cotangent, indices):
+        """An expert at a time, with the rows routed to it."""
+        experts, out, _ = self.s0.shape
         width = x.shape[-1]
         rows_x = mx.broadcast_to(x, (*indices.shape, *x.shape[-2:])).reshape(-1, width)
         rows_c = cotangent.reshape(-1, out)
         flat = np.asarray(indices.reshape(-1))
         order = np.argsort(flat, kind="stable")
         bounds = np.searchsorted(flat[order], np.arange(experts + 1))
-        ds, db = [], []
         for e in range(experts):
             rows = order[bounds[e]:bounds[e + 1]]
-            if rows.size == 0:
-                ds.append(mx.zeros((out, groups), dtype=mx.float32))
-                db.append(mx.zeros((out, groups), dtype=mx.float32))
-                continue
-            picked = mx.array(rows)
-            d_scales, d_biases = self._group_gradients(rows_x[picked], rows_c[picked], self.weight[e])
-            ds.append(d_scales)
-            db.append(d_biases)
-        return mx.stack(ds), mx.stack(db)
+            if rows.size:
+                picked = mx.array(rows)
+                yield slice(e * out, (e + 1) * out), rows_x[picked], rows_c[picked]
 
 
 def run_layer(layer, call, h):
