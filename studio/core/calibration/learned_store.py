@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 from pathlib import Path
 
 import numpy as np
+
+from studio.core.atomic_write import write_text_atomic
 
 MANIFEST = "manifest.json"
 
@@ -94,6 +95,4 @@ class UnitStore:
 
     def finish(self, meta: dict) -> None:
         self.manifest["meta"] = meta
-        tmp = self.folder / (MANIFEST + ".tmp")
-        tmp.write_text(json.dumps(self.manifest))
-        os.replace(tmp, self.folder / MANIFEST)
+        write_text_atomic(self.folder / MANIFEST, json.dumps(self.manifest))

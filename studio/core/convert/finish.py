@@ -9,6 +9,7 @@ import os
 import shutil
 from pathlib import Path
 
+from studio.core.atomic_write import write_text_atomic
 from studio.core.quant_error import error_map as quant_errors
 from studio.core.convert.resume import MARKER_NAME, RECORD_NAME
 from studio.core.errors import StudioError
@@ -122,9 +123,7 @@ def finish_folder(project, folder: Path, layout: Layout, errors: dict[str, list[
     (folder / OWN_POLICY_FILE).write_text(plan.policy.to_json())
     card = model_card(plan, project.estimate, plan.inventory.source.card_source)
     (folder / "README.md").write_text(card + (f"\n{card_note}\n" if card_note else ""))
-    tmp = folder / "config.json.tmp"
-    tmp.write_text(json.dumps(output_config(plan), indent=2) + "\n")
-    os.replace(tmp, folder / "config.json")
+    write_text_atomic(folder / "config.json", json.dumps(output_config(plan), indent=2) + "\n")
 
 
 def move_into_place(partial: Path, out: Path, force: bool) -> None:

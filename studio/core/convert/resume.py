@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import threading
 from pathlib import Path
 
+from studio.core.atomic_write import write_text_atomic
 from studio.core.checksum import DIGEST, file_digest
 from studio.core.code_version import code_version
 from studio.core.convert import chunks
@@ -59,10 +59,8 @@ class Record:
         return record
 
     def save(self) -> None:
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"fingerprint": self.fingerprint, "shards": self.done, "errors": self.errors},
-                                  indent=1))
-        os.replace(tmp, self.path)
+        write_text_atomic(self.path, json.dumps({"fingerprint": self.fingerprint, "shards": self.done,
+                                                 "errors": self.errors}, indent=1))
 
     def mark_done(self, shard: ShardSpec, digest: str, errors: dict[str, tuple[float, float]] | None = None) -> None:
         with self._lock:

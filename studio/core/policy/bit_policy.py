@@ -11,10 +11,10 @@ Policies are stored as versioned, human-readable JSON (see `to_json`).
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from studio.core.atomic_write import write_text_atomic
 from studio.core.defaults import DEFAULT_GROUP_SIZE, MODES, default_group_size
 from studio.core.errors import StudioError
 from studio.core.model.roles import expand_roles
@@ -167,12 +167,9 @@ class Policy:
     def save(self, path: str | Path) -> None:
         """Written beside `path` and moved over it: a failed write (a full disk) leaves what was there."""
         path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp")
         try:
-            tmp.write_text(self.to_json())
-            os.replace(tmp, path)
+            write_text_atomic(path, self.to_json())
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
             raise StudioError(f"cannot write the policy to {path}: {exc.strerror or exc}.") from None
 
 
