@@ -17,6 +17,11 @@ the best peer's.
         [--steps 200] [--sequences 32] [--length 256] [--eval-tokens 4096] [--no-peers]
         [--peer-methods convert gptq] [--methods plain gptq learned learned-wide]
 
+--policy config-i (a bundled preset's name, or a policy file) measures the
+methods under that policy instead of uniform --bits: Config-I's 2-bit expert
+gate/up and 3-bit down are where calibration matters most. mlx-lm's peers
+cannot write those bytes, so they are left out.
+
 `learned-wide` is the learned method with the rounding of every unit over 1 Mi
 values left at its start (scales and biases learned only), which is what
 full-width MiniMax-M3 experts get: on a small MoE it measures what that costs.
@@ -124,6 +129,8 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/configi-bench-methods"))
     parser.add_argument("--methods", nargs="+", default=["plain", "gptq", "learned"])
     parser.add_argument("--no-peers", action="store_true")
+    parser.add_argument("--policy", help="a bundled preset's name or a policy file, instead of uniform --bits "
+                                         "(no mlx-lm peers: they cannot write the same bytes)")
     parser.add_argument("--peer-methods", nargs="+", default=None,
                         help="mlx-lm methods to run (default: all of peers_mlx_lm.py's)")
     parser.add_argument("--peers-dir", type=Path, default=ROOT / "bench", help="where peers_mlx_lm.py is")
@@ -132,17 +139,18 @@ def main() -> None:
     work = args.work / args.model.name
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    policy = uniform_policy(args.bits, work / "policy.json")
+    policy = args.policy or uniform_policy(args.bits, work / "policy.json")
     rows: dict[str, dict] = {}
     for method in args.methods:
         print(f"converting and evaluating: {method} ...", flush=True)
         rows[method] = run(RUN, str(args.model), str(policy), str(work / method), method, str(args.steps),
                            str(args.sequences), str(args.length), str(work / "cache"), str(args.eval_tokens),
                            str(args.context), str(WIDE_ROUNDING_MAX_VALUES))
-    if not args.no_peers:
+    if not args.no_peers and not args.policy:
         rows.update(peers(args.model, args.bits, work, args))
 
-    print(f"\n{args.model} at {args.bits} bits, group 64; calibration {args.sequences}x{args.length} tokens of the "
+    shape = f"policy {args.policy}" if args.policy else f"{args.bits} bits, group 64"
+    print(f"\n{args.model} at {shape}; calibration {args.sequences}x{args.length} tokens of the "
           f"bundled corpus; learned {args.steps} steps a layer; KL on {args.eval_tokens} held-out tokens "
           f"(studio evaluate, context {args.context})")
     print(f"{'method':<16}{'bytes':>12}{'KL mean':>10}{'top-1':>8}{'ppl':>12}{'peak RSS MB':>13}{'wall s':>9}  note")
