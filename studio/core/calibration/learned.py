@@ -235,6 +235,8 @@ def _float_weight(probe):
 
 
 def _one_layer(skeleton, index, h_f, h_q, call, decisions, store, settings, check_cancel, on_step):
+    import mlx.core as mx
+
     from studio.core.calibration.convert_hook import CalibratedQuantizer
     from studio.core.calibration.layers import set_submodule
     from studio.core.calibration.learned_layer import QuantLinear, QuantSwitch, run_layer, train_layer
@@ -273,6 +275,7 @@ def _one_layer(skeleton, index, h_f, h_q, call, decisions, store, settings, chec
         del probe
     skeleton.probes = {}
     del probes, layer_stats, start
+    mx.clear_cache()  # the starts' float weights and search buffers, before the steps allocate their own
     result = train_layer(layer, call, modules, h_q, target, settings, seed=index, check_cancel=check_cancel,
                          on_step=on_step)
     for path, module in modules.items():
