@@ -142,16 +142,9 @@ def test_the_hand_written_rounding_gradient_equals_autograds_straight_through_on
     from studio.core.calibration.learned_layer import QuantSwitch
 
     monkeypatch.setattr(learned_layer, "ROUNDING_BLOCK_VALUES", 3 * 128)  # the weight made in several blocks
-    mx.random.seed(bits)
-    w = 0.02 * mx.random.normal((3, 16, 128))
-    module = QuantSwitch(list(mx.quantize(w, group_size=32, bits=bits)), None, 32, bits, "affine", mx.bfloat16)
-    module.learn_rounding(w)
+    module, params = _learning_its_rounding(QuantSwitch, (3, 16, 128), bits)
     x, indices = mx.random.normal((24, 1, 1, 128)), mx.array([[0], [2], [1]] * 8)
     target = mx.random.normal((24, 1, 1, 16))
-    params = module.zero_params()
-    params["v"] = mx.random.uniform(-0.5, 0.5, params["v"].shape)
-    params["a"] = 0.02 * mx.random.normal(params["a"].shape)
-    params["c"] = 0.02 * mx.random.normal(params["c"].shape)
 
     def loss(p, x):
         module.set_params(p)
@@ -163,6 +156,21 @@ def test_the_hand_written_rounding_gradient_equals_autograds_straight_through_on
         return mx.sum(mx.square(y - target))
 
     _assert_same_gradients(loss, reference, params, x)
+
+
+def _learning_its_rounding(kind, shape, bits):
+    """A stand-in of random weights learning its rounding, at a random point of its parameters."""
+    import mlx.core as mx
+
+    mx.random.seed(bits)
+    w = 0.02 * mx.random.normal(shape)
+    module = kind(list(mx.quantize(w, group_size=32, bits=bits)), None, 32, bits, "affine", mx.bfloat16)
+    module.learn_rounding(w)
+    params = module.zero_params()
+    params["v"] = mx.random.uniform(-0.5, 0.5, params["v"].shape)
+    params["a"] = 0.02 * mx.random.normal(params["a"].shape)
+    params["c"] = 0.02 * mx.random.normal(params["c"].shape)
+    return module, params
 
 
 def _straight_through_weight(module, p, bits):
@@ -199,15 +207,8 @@ def test_a_linears_rounding_gradient_formed_a_block_of_rows_at_a_time_equals_aut
     from studio.core.calibration.learned_layer import QuantLinear
 
     monkeypatch.setattr(learned_layer, "ROUNDING_BLOCK_VALUES", 5 * 128)  # several blocks, the last one short
-    mx.random.seed(bits)
-    w = 0.02 * mx.random.normal((24, 128))
-    module = QuantLinear(list(mx.quantize(w, group_size=32, bits=bits)), None, 32, bits, "affine", mx.bfloat16)
-    module.learn_rounding(w)
+    module, params = _learning_its_rounding(QuantLinear, (24, 128), bits)
     x, target = mx.random.normal((2, 6, 128)), mx.random.normal((2, 6, 24))
-    params = module.zero_params()
-    params["v"] = mx.random.uniform(-0.5, 0.5, params["v"].shape)
-    params["a"] = 0.02 * mx.random.normal(params["a"].shape)
-    params["c"] = 0.02 * mx.random.normal(params["c"].shape)
 
     def loss(p, x):
         module.set_params(p)
