@@ -72,7 +72,7 @@ class LayerResult:
 # bench/bench_learned_memory.py). Bigger units (a full-width MoE's stacked experts) learn their scales and
 # biases only, on their packed values.
 ROUNDING_MAX_VALUES = 64 * 2**20
-ROUNDING_BLOCK_VALUES = 2**18  # a linear's rows at a time in its weight and gradient (smaller: slower)
+ROUNDING_BLOCK_VALUES = 2**18  # rows at a time of a float weight made, and of a linear's gradient (smaller: slower)
 
 
 def learns_rounding(values: int) -> bool:
@@ -220,6 +220,8 @@ class _Quantized(nn.Module):
         covers (an expert no token reached) get none."""
         groups = self.s0.shape[-1]
         width = groups * self.group_size
+        # Made again rather than shared with the input's gradient: held across both, the scales keep their
+        # graph (bench_learned_memory.py: 15.6 against 15.3 bytes a value).
         scales = self._rounded_scales_biases(params["a"], params["c"])[0].reshape(-1, groups)
         d_scales = np.zeros(scales.shape, dtype=np.float32)
         d_biases = np.zeros(scales.shape, dtype=np.float32)
