@@ -99,7 +99,7 @@ def attention_losses(linear, experts, x, target):
             linear.set_params(p["linear"])
             experts.set_params(p["experts"])
             h = linear_call(p["linear"], x)
-            h, indices, inverse = _gather_sort(h.reshape(-1, 1, 1, h.shape[-1]), routes)
+            h, indices, _ = _gather_sort(h.reshape(-1, 1, 1, h.shape[-1]), routes)
             return mx.mean(mx.square(experts_call(h, indices) - target))
         return loss
 
@@ -114,7 +114,7 @@ def attention_losses(linear, experts, x, target):
             make(lambda p, x: linear(x), lambda h, indices: experts(h, indices, sorted_indices=True)))
 
 
-def attention_step(args) -> dict:
+def attention_step(args) -> tuple[int, dict]:
     w = 0.02 * mx.random.normal((args.out, args.width))
     linear = QuantLinear(list(mx.quantize(w, group_size=64, bits=4)), None, 64, 4, "affine", mx.bfloat16)
     linear.learn_rounding(w)
