@@ -66,15 +66,16 @@ def autograd_weight(module, p):
     levels = mx.stop_gradient(mx.clip(mx.round(position), 0, 2**module.bits - 1))
     inside = mx.stop_gradient((levels == mx.round(position)).astype(mx.float32))
     levels = levels + inside * (position - mx.stop_gradient(position))
-    w = levels.reshape(*module.scales.shape, -1) * module.scales[..., None] + module.biases[..., None]
+    scales, biases = module.rounded_scales_biases(p["a"], p["c"])
+    w = levels.reshape(*scales.shape, -1) * scales[..., None] + biases[..., None]
     return w.reshape(levels.shape)
 
 
 def mlx_packed_loss(module, x, indices, target):
     """Scales and biases on packed values through MLX's own gather_qmm gradient."""
     def loss(p):
-        module.set_params(p)
-        y = mx.gather_qmm(x, module.weight, module.scales, module.biases, rhs_indices=indices, transpose=True,
+        scales, biases = module.rounded_scales_biases(p["a"], p["c"])
+        y = mx.gather_qmm(x, module.weight, scales, biases, rhs_indices=indices, transpose=True,
                           group_size=module.group_size, bits=module.bits, sorted_indices=True)
         return mx.mean(mx.square(y - target))
 
@@ -107,7 +108,8 @@ def attention_losses(linear, experts, x, target):
         return x @ autograd_weight(linear, p).T
 
     def gather_qmm(h, indices):
-        return mx.gather_qmm(h, experts.weight, experts.scales, experts.biases, rhs_indices=indices,
+        scales, biases = experts.rounded_scales_biases(experts.a, experts.c)  # at the point set_params set
+        return mx.gather_qmm(h, experts.weight, scales, biases, rhs_indices=indices,
                              transpose=True, group_size=experts.group_size, bits=experts.bits, sorted_indices=True)
 
     return (make(straight_through, gather_qmm),

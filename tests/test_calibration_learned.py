@@ -136,7 +136,6 @@ def test_the_hand_written_rounding_gradient_equals_autograds_straight_through_on
     """The stand-in's gradient (written by hand, in blocks of rows) is the straight-through estimator's:
     the rounding passes the gradient, the clip to [0, 2^bits) passes it where the rounded value is inside."""
     import mlx.core as mx
-    import numpy as np
 
     from studio.core.calibration import learned_layer
     from studio.core.calibration.learned_layer import QuantSwitch
@@ -182,7 +181,8 @@ def _straight_through_weight(module, p, bits):
     levels = mx.stop_gradient(mx.clip(mx.round(flat), 0, 2**bits - 1))
     inside = mx.stop_gradient((levels == mx.round(flat)).astype(mx.float32))
     levels = levels + inside * (flat - mx.stop_gradient(flat))  # value unchanged, gradient 1 inside
-    grouped = levels.reshape(*module.scales.shape, -1) * module.scales[..., None] + module.biases[..., None]
+    scales, biases = module.rounded_scales_biases(p["a"], p["c"])
+    grouped = levels.reshape(*scales.shape, -1) * scales[..., None] + biases[..., None]
     return grouped.reshape(levels.shape)
 
 
@@ -220,9 +220,11 @@ def test_a_linears_rounding_gradient_formed_a_block_of_rows_at_a_time_equals_aut
     _assert_same_gradients(loss, reference, params, x)
 
 
-def test_a_kept_point_held_as_its_integers_gives_back_exactly_the_weights_it_was_taken_at():
-    """The best point is kept as uint8 integers, not float32 offsets: putting it back must give the same
-    levels, scales and biases, so the layer written is the one measured."""
+@pytest.mark.parametrize("rounding", [True, False])
+def test_a_kept_point_taken_back_writes_and_computes_exactly_what_it_was_kept_at(rounding):
+    """The best point is kept as it would be written (uint8 integers, scales and biases in the output
+    dtype), not as float32 parameters: taking it back must write the same tensors, and the unit must
+    then compute with them, so the layer written is the one measured."""
     import mlx.core as mx
 
     from studio.core.calibration.learned_layer import QuantLinear
@@ -230,18 +232,26 @@ def test_a_kept_point_held_as_its_integers_gives_back_exactly_the_weights_it_was
     mx.random.seed(3)
     w = 0.02 * mx.random.normal((16, 128))
     module = QuantLinear(list(mx.quantize(w, group_size=32, bits=2)), None, 32, 2, "affine", mx.bfloat16)
-    module.learn_rounding(w)
+    if rounding:
+        module.learn_rounding(w)
     params = module.zero_params()
-    params["v"] = mx.random.uniform(-0.5, 0.5, params["v"].shape)
+    if rounding:
+        params["v"] = mx.random.uniform(-0.5, 0.5, params["v"].shape)
     params["a"] = 0.02 * mx.random.normal(params["a"].shape)
+    params["c"] = 0.02 * mx.random.normal(params["c"].shape)
     module.set_params(params)
-    before = module.float_weight()
+    written = module.stored()
     kept = module.kept(params)
-    assert kept["levels"].dtype == mx.uint8 and "v" not in kept
+    assert kept["scales"].dtype == mx.bfloat16 and "a" not in kept
+    assert "v" not in kept and (kept["levels"].dtype == mx.uint8 if rounding else "levels" not in kept)
     module.set_params(module.zero_params())
-    assert not mx.array_equal(module.float_weight(), before).item()
-    module.set_params(module.point(kept))
-    assert mx.array_equal(module.float_weight(), before).item()
+    assert not all(mx.array_equal(a, b).item() for a, b in zip(module.stored(), written))
+    module.take(kept)
+    assert all(mx.array_equal(a, b).item() for a, b in zip(module.stored(), written))
+    x = mx.random.normal((3, 128))
+    packed, scales, biases = written  # dequantized in float32, as the stand-in computes
+    expected = x @ mx.dequantize(packed, scales.astype(mx.float32), biases.astype(mx.float32), group_size=32, bits=2).T
+    assert mx.allclose(module(x), expected, rtol=1e-4, atol=1e-5).item()
 
 
 @pytest.mark.parametrize("method", ["gptq", "learned"])
@@ -320,8 +330,8 @@ def test_packed_experts_scale_and_bias_gradients_equal_mlxs_own_formed_an_expert
         return mx.sum(mx.square(module(x, indices) - target))
 
     def reference(p, x):
-        module.set_params(p)
-        y = mx.gather_qmm(x, module.weight, module.scales, module.biases, rhs_indices=indices, transpose=True,
+        scales, biases = module.rounded_scales_biases(p["a"], p["c"])
+        y = mx.gather_qmm(x, module.weight, scales, biases, rhs_indices=indices, transpose=True,
                           group_size=32, bits=bits)
         return mx.sum(mx.square(y - target))
 
@@ -353,8 +363,8 @@ def test_a_packed_linears_scale_and_bias_gradients_equal_mlxs_own_formed_a_block
         return mx.sum(mx.square(module(x) - target))
 
     def reference(p, x):
-        module.set_params(p)
-        y = mx.quantized_matmul(x, module.weight, module.scales, module.biases, transpose=True, group_size=32, bits=3)
+        scales, biases = module.rounded_scales_biases(p["a"], p["c"])
+        y = mx.quantized_matmul(x, module.weight, scales, biases, transpose=True, group_size=32, bits=3)
         return mx.sum(mx.square(y - target))
 
     got = mx.grad(loss, argnums=(0, 1))(params, x)

@@ -72,7 +72,8 @@ class LayerResult:
 # bench/bench_learned_memory.py). Bigger units (a full-width MoE's stacked experts) learn their scales and
 # biases only, on their packed values.
 ROUNDING_MAX_VALUES = 64 * 2**20
-ROUNDING_BLOCK_VALUES = 2**18  # rows at a time of a float weight made, and of a linear's gradient (smaller: slower)
+# Rows at a time of a float weight or its integers made, and of a linear's gradient (smaller: slower).
+ROUNDING_BLOCK_VALUES = 2**18
 
 
 def learns_rounding(values: int) -> bool:
@@ -97,25 +98,27 @@ class _Quantized(nn.Module):
 
     def __init__(self, tensors, bias, group_size: int, bits: int, mode: str, dtype):
         super().__init__()
-        self.weight = tensors[0]
-        self.s0 = tensors[1].astype(mx.float32)
-        self.b0 = tensors[2].astype(mx.float32) if len(tensors) > 2 else None
-        self.scales, self.biases = self.s0, self.b0
         if bias is not None:
             self.bias = bias.astype(mx.float32)
         self.group_size, self.bits, self.mode, self.out_dtype = group_size, bits, mode, dtype
-        self.levels0 = self.frac = self.v = None
-        self.a = self.c = None if self.b0 is None else mx.zeros_like(self.s0)
+        self._start(*tensors)
         self.freeze()
+
+    def _start(self, weight, scales, biases=None) -> None:
+        """The point the parameters are relative to. The scales and biases stay in the dtype they
+        are written in (half of float32's memory: 0.45 GB of a full-width MiniMax-M3 layer)."""
+        self.weight, self.s0, self.b0 = weight, scales, biases
+        self.levels0 = self.frac = self.v = None
+        self.a = self.c = None if biases is None else mx.zeros(scales.shape, dtype=mx.float32)
 
     def learn_rounding(self, weight) -> None:
         """Keep what learning the rounding needs: the start's integers and where the float weight
         lies between them (`frac`, in steps, within +-0.5 so that the start rounds to itself)."""
-        levels = mx.dequantize(self.weight, mx.ones_like(self.s0), mx.zeros_like(self.s0),
-                               group_size=self.group_size, bits=self.bits)
+        ones = mx.ones(self.s0.shape, dtype=mx.float32)
+        levels = mx.dequantize(self.weight, ones, mx.zeros_like(ones), group_size=self.group_size, bits=self.bits)
         shape = (*levels.shape[:-1], levels.shape[-1] // self.group_size, self.group_size)
         w = weight.astype(mx.float32).reshape(shape)
-        s, b = self.s0[..., None], self.b0[..., None]
+        s, b = self.s0.astype(mx.float32)[..., None], self.b0.astype(mx.float32)[..., None]
         safe = mx.where(s != 0, s, 1.0)
         frac = mx.where(s != 0, (w - b) / safe - levels.reshape(shape), 0.0)
         self.levels0 = levels.astype(mx.uint8)
@@ -132,9 +135,22 @@ class _Quantized(nn.Module):
         return (self.levels0.reshape(-1, width)[rows].astype(mx.float32)
                 + self.frac.reshape(-1, width)[rows].astype(mx.float32) + v.reshape(-1, width))
 
+    def _level_blocks(self, v):
+        """(rows, their integers at rounding offsets `v`, as float32), a block of the flattened weight's
+        rows at a time: made whole, their float32 intermediates take about 16 bytes a value."""
+        width = self.levels0.shape[-1]
+        v = v.reshape(-1, width)
+        step = max(ROUNDING_BLOCK_VALUES // width, 1)
+        for a in range(0, v.shape[0], step):
+            rows = slice(a, a + step)
+            yield rows, mx.clip(mx.round(self._position(v[rows], rows)), 0, 2**self.bits - 1)
+
     def levels(self, v):
-        """The integers at rounding offsets `v`, as the flattened weight's rows."""
-        return mx.clip(mx.round(self._position(v)), 0, 2**self.bits - 1)
+        """The integers at rounding offsets `v`, as uint8 in the weight's shape."""
+        out = np.empty((v.size // self.levels0.shape[-1], self.levels0.shape[-1]), dtype=np.uint8)
+        for rows, levels in self._level_blocks(v):
+            out[rows] = np.asarray(levels.astype(mx.uint8))
+        return mx.array(out).reshape(self.levels0.shape)
 
     def _grouped(self, a):
         return a.reshape(*a.shape[:-1], a.shape[-1] // self.group_size, self.group_size)
@@ -144,38 +160,38 @@ class _Quantized(nn.Module):
         at a time: evaluated whole inside a gradient transform, every float32 intermediate of it would
         be alive at once (about 28 bytes a value)."""
         width, groups = self.levels0.shape[-1], scales.shape[-1]
-        v, scales, biases = v.reshape(-1, width), scales.reshape(-1, groups, 1), biases.reshape(-1, groups, 1)
-        out = np.empty(v.shape, dtype=np.float32)
-        step = max(ROUNDING_BLOCK_VALUES // width, 1)
-        for a in range(0, v.shape[0], step):
-            rows = slice(a, a + step)
-            levels = mx.clip(mx.round(self._position(v[rows], rows)), 0, 2**self.bits - 1)
+        scales, biases = scales.reshape(-1, groups, 1), biases.reshape(-1, groups, 1)
+        out = np.empty((v.size // width, width), dtype=np.float32)
+        for rows, levels in self._level_blocks(v):
             out[rows] = np.asarray((self._grouped(levels) * scales[rows] + biases[rows]).reshape(-1, width))
         return mx.array(out).reshape(self.levels0.shape)
-
-    def float_weight(self):
-        """The dequantized weight of the current levels, scales and biases."""
-        return self._plain_weight(self.v, self.scales, self.biases)
 
     @property
     def trainable(self) -> bool:
         return self.mode == "affine" and self.b0 is not None
 
     def zero_params(self) -> dict:
-        params = {"a": mx.zeros_like(self.s0), "c": mx.zeros_like(self.b0)}
+        params = {"a": mx.zeros(self.s0.shape, dtype=mx.float32), "c": mx.zeros(self.s0.shape, dtype=mx.float32)}
         return params | ({"v": mx.zeros(self.levels0.shape, dtype=mx.float32)} if self.rounds else {})
 
     def set_params(self, p: dict) -> None:
+        """The point the unit computes at (in a gradient transform, the transform's parameters)."""
         self.a, self.c = p["a"], p["c"]
         if self.rounds:
             self.v = p["v"]
-        self.scales, self.biases = self._rounded_scales_biases(self.a, self.c)
 
-    def _rounded_scales_biases(self, a, c):
+    def rounded_scales_biases(self, a, c):
         """The scales and biases of relative parameters `a`, `c`, rounded to the output dtype so that
-        training sees exactly what is written."""
-        return (_stored_value(self.s0 * (1 + a), self.out_dtype),
-                _stored_value(self.b0 + self.s0 * c, self.out_dtype))
+        training sees exactly what is written (float32 holding those values)."""
+        s0 = self.s0.astype(mx.float32)
+        return (_stored_value(s0 * (1 + a), self.out_dtype),
+                _stored_value(self.b0.astype(mx.float32) + s0 * c, self.out_dtype))
+
+    def scales_biases(self) -> tuple:
+        """The scales and biases at the current point, in the output dtype: what is written."""
+        if not self.trainable:
+            return self.s0, self.b0
+        return tuple(t.astype(self.out_dtype) for t in self.rounded_scales_biases(self.a, self.c))
 
     def _params(self) -> dict:
         return {"a": self.a, "c": self.c} | ({"v": self.v} if self.rounds else {})
@@ -194,10 +210,10 @@ class _Quantized(nn.Module):
         weights of M3's attention and every intermediate of them stayed resident (about 66 bytes a
         value, 7 GB a layer; bench/bench_learned_memory.py --attention)."""
         if not self.trainable:  # nothing to learn (no biases in this mode): MLX's call as it is
-            return packed_matmul(x, self.scales, self.biases)
+            return packed_matmul(x, self.s0, self.b0)
 
         def matmul(x, params):
-            scales, biases = self._rounded_scales_biases(params["a"], params["c"])
+            scales, biases = self.rounded_scales_biases(params["a"], params["c"])
             if "v" in params:
                 return float_matmul(x, self._plain_weight(params["v"], scales, biases))
             return packed_matmul(x, scales, biases)
@@ -222,7 +238,7 @@ class _Quantized(nn.Module):
         width = groups * self.group_size
         # Made again rather than shared with the input's gradient: held across both, the scales keep their
         # graph (bench_learned_memory.py: 15.6 against 15.3 bytes a value).
-        scales = self._rounded_scales_biases(params["a"], params["c"])[0].reshape(-1, groups)
+        scales = self.rounded_scales_biases(params["a"], params["c"])[0].reshape(-1, groups)
         d_scales = np.zeros(scales.shape, dtype=np.float32)
         d_biases = np.zeros(scales.shape, dtype=np.float32)
         v = params.get("v")
@@ -244,31 +260,34 @@ class _Quantized(nn.Module):
             d_scales[rows] = np.asarray(mx.sum(self._grouped(g * levels), axis=-1))
             d_biases[rows] = np.asarray(mx.sum(self._grouped(g), axis=-1))
         # scale = s0 (1 + a), bias = b0 + s0 c; the rounding to the output dtype passes it straight through
-        grads = {"a": mx.array(d_scales).reshape(self.s0.shape) * self.s0,
-                 "c": mx.array(d_biases).reshape(self.s0.shape) * self.s0}
+        s0 = self.s0.astype(mx.float32)
+        grads = {"a": mx.array(d_scales).reshape(s0.shape) * s0, "c": mx.array(d_biases).reshape(s0.shape) * s0}
         return grads | ({"v": mx.array(d_offsets).reshape(v.shape)} if v is not None else {})
 
     def kept(self, p: dict) -> dict:
-        """A copy of point `p` to keep aside while training goes on: the rounding as its uint8
-        integers rather than the float32 offsets (1 byte a value instead of 4)."""
-        if not self.rounds:
-            return p
-        return {"a": p["a"], "c": p["c"], "levels": self.levels(p["v"]).reshape(self.levels0.shape).astype(mx.uint8)}
+        """Point `p` as it would be written, to keep aside while training goes on: the integers as
+        uint8 (1 byte a value, where the offsets take 4), the scales and biases in the output dtype
+        (half of the float32 parameters)."""
+        self.set_params(p)
+        scales, biases = self.scales_biases()
+        return {"scales": scales, "biases": biases} | ({"levels": self.levels(p["v"])} if self.rounds else {})
 
-    def point(self, kept: dict) -> dict:
-        """The parameters of a kept point: offsets that put every value exactly on its kept integer."""
-        if "levels" not in kept:
-            return kept
-        v = kept["levels"].astype(mx.float32) - self.levels0.astype(mx.float32) - self.frac.astype(mx.float32)
-        return {"a": kept["a"], "c": kept["c"], "v": v}
+    def take(self, kept: dict) -> None:
+        """Make a kept point the unit's own, exactly: its packed values, scales and biases become
+        the start, with nothing left to learn."""
+        from studio.core.calibration.quantizer import pack
+
+        weight = pack(kept["levels"], self.bits) if "levels" in kept else self.weight
+        self._start(weight, kept["scales"], kept["biases"])
+        mx.eval(self.weight)
 
     def stored(self) -> list:
         """The tensors to write: packed values, scales and biases in the output dtype."""
         from studio.core.calibration.quantizer import pack
 
-        weight = pack(self.levels(self.v).reshape(self.levels0.shape), self.bits) if self.rounds else self.weight
-        out = [weight, self.scales.astype(self.out_dtype)]
-        return out + ([self.biases.astype(self.out_dtype)] if self.biases is not None else [])
+        weight = pack(self.levels(self.v), self.bits) if self.rounds else self.weight
+        scales, biases = self.scales_biases()
+        return [weight, scales] + ([biases] if biases is not None else [])
 
 
 class QuantLinear(_Quantized):
@@ -364,7 +383,7 @@ def _step(optimizer, params, grads, rounding_rate) -> None:
 def train_layer(layer, call, modules: dict[str, _Quantized], inputs, target, settings: LearnSettings,
                 seed: int = 0, check_cancel=None, on_step=None) -> LayerResult:
     """Tune `modules`' scales and biases so that `layer(inputs)` comes closer to `target`;
-    leaves the kept point set (rounded to the output dtype). `on_step(step, steps, error)`
+    leaves each module at its kept point (`take`). `on_step(step, steps, error)`
     reports progress; `check_cancel()` raises to stop (between steps)."""
     modules = {k: m for k, m in modules.items() if m.trainable}
     count = inputs.shape[0]
@@ -420,7 +439,7 @@ def train_layer(layer, call, modules: dict[str, _Quantized], inputs, target, set
             break
     del params, grads, optimizer
     for name, m in modules.items():
-        m.set_params(m.point(best[name]))
+        m.take(best[name])
     return LayerResult(start_error, best_error, step)
 
 
