@@ -131,6 +131,42 @@ def test_learned_conversion_from_the_command_line(tiny_model, tmp_path, monkeypa
     assert json.loads((out / "config.json").read_text())["quantization"]
 
 
+def test_units_in_a_mode_without_biases_pass_through_the_learned_method_with_their_own_scales(
+        tiny_model, tmp_path, monkeypatch):
+    """mxfp4 has no biases, so there is nothing to learn: such units keep their start and their uint8
+    scales (the stand-ins once held every scale in float32, and MLX refused them: a traceback)."""
+    import mlx.core as mx
+    from mlx_lm.utils import load
+    from safetensors import safe_open
+
+    from studio.core.calibration import corpus, learned
+    from studio.main import main
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(corpus, "DEFAULT_SEQUENCES", 4)
+    monkeypatch.setattr(corpus, "DEFAULT_LENGTH", 32)
+    monkeypatch.setattr(learned, "DEFAULT_SETTINGS", QUICK)
+    policy = {"format": "configi-studio.policy", "version": 1, "name": "mxfp4 attention and down", "rules": [
+        {"roles": ["*"], "layers": "all", "action": {"keep": "source"}},
+        {"roles": ["layer_matrices"], "layers": "all", "action": {"quantize": {"bits": 4, "group_size": 64}}},
+        {"roles": ["attention", "expert_down"], "layers": "all",
+         "action": {"quantize": {"bits": 4, "group_size": 32, "mode": "mxfp4"}}}]}
+    (tmp_path / "policy.json").write_text(json.dumps(policy))
+    out = tmp_path / "out"
+    assert main(["convert", str(tiny_model("mixtral")), str(out), "--policy", str(tmp_path / "policy.json"),
+                 "--calibrate-method", "learned"]) == 0
+    dtypes = {}
+    for shard in out.glob("*.safetensors"):
+        with safe_open(shard, "numpy") as f:
+            dtypes |= {k: f.get_slice(k).get_dtype() for k in f.keys() if k.endswith(".scales")}
+    assert dtypes["model.layers.0.self_attn.q_proj.scales"] == "U8"
+    assert dtypes["model.layers.1.block_sparse_moe.switch_mlp.down_proj.scales"] == "U8"
+    assert dtypes["model.layers.1.block_sparse_moe.switch_mlp.up_proj.scales"] == "BF16"
+    model, _ = load(str(out))
+    logits = model(mx.array([[1, 2, 3]]))
+    assert bool(mx.all(mx.isfinite(logits.astype(mx.float32))).item())
+
+
 @pytest.mark.parametrize("bits", [2, 3, 4])
 def test_the_hand_written_rounding_gradient_equals_autograds_straight_through_one(bits, monkeypatch):
     """The stand-in's gradient (written by hand, in blocks of rows) is the straight-through estimator's:
