@@ -110,14 +110,21 @@ def test_a_bad_method_is_refused_in_one_sentence_before_any_work(tiny_model, tmp
     assert not out.exists() and not list(tmp_path.iterdir())
 
 
-def test_learned_conversion_from_the_command_line(tiny_model, tmp_path, monkeypatch, capsys):
+@pytest.fixture
+def quick_command_line(tmp_path, monkeypatch):
+    """`convert --calibrate-method learned` on 4 x 32 tokens and QUICK settings, caching under tmp_path."""
     from studio.core.calibration import corpus, learned
-    from studio.main import main
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setattr(corpus, "DEFAULT_SEQUENCES", 4)
     monkeypatch.setattr(corpus, "DEFAULT_LENGTH", 32)
     monkeypatch.setattr(learned, "DEFAULT_SETTINGS", QUICK)
+
+
+def test_learned_conversion_from_the_command_line(tiny_model, tmp_path, capsys, quick_command_line):
+    from studio.core.calibration import corpus
+    from studio.main import main
+
     out = tmp_path / "out"
     assert main(["convert", str(tiny_model("mixtral")), str(out), "--calibrate-method", "learned"]) == 0
     captured = capsys.readouterr()
@@ -132,20 +139,15 @@ def test_learned_conversion_from_the_command_line(tiny_model, tmp_path, monkeypa
 
 
 def test_units_in_a_mode_without_biases_pass_through_the_learned_method_with_their_own_scales(
-        tiny_model, tmp_path, monkeypatch):
+        tiny_model, tmp_path, quick_command_line):
     """mxfp4 has no biases, so there is nothing to learn: such units keep their start and their uint8
     scales (the stand-ins once held every scale in float32, and MLX refused them: a traceback)."""
     import mlx.core as mx
     from mlx_lm.utils import load
     from safetensors import safe_open
 
-    from studio.core.calibration import corpus, learned
     from studio.main import main
 
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.setattr(corpus, "DEFAULT_SEQUENCES", 4)
-    monkeypatch.setattr(corpus, "DEFAULT_LENGTH", 32)
-    monkeypatch.setattr(learned, "DEFAULT_SETTINGS", QUICK)
     policy = {"format": "configi-studio.policy", "version": 1, "name": "mxfp4 attention and down", "rules": [
         {"roles": ["*"], "layers": "all", "action": {"keep": "source"}},
         {"roles": ["layer_matrices"], "layers": "all", "action": {"quantize": {"bits": 4, "group_size": 64}}},
