@@ -400,7 +400,7 @@ def train_layer(layer, call, modules: dict[str, _Quantized], inputs, target, set
     start_error = best_error = measure(params)
     if not modules or settings.steps <= 0:
         return LayerResult(start_error, start_error, 0)
-    best = _kept(modules, params)
+    best = None  # the start, made again at the end: kept now, it would add to every step until one improves on it
 
     def loss_fn(params, x, y, first):
         for name, m in modules.items():
@@ -439,7 +439,7 @@ def train_layer(layer, call, modules: dict[str, _Quantized], inputs, target, set
             break
     del params, grads, optimizer
     for name, m in modules.items():
-        m.take(best[name])
+        m.take(m.kept(m.zero_params()) if best is None else best[name])
     return LayerResult(start_error, best_error, step)
 
 
