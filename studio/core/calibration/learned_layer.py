@@ -189,9 +189,10 @@ class _Quantized(nn.Module):
 
     def scales_biases(self) -> tuple:
         """The scales and biases at the current point, in the output dtype: what is written."""
-        if not self.trainable:
-            return self.s0, self.b0
-        return tuple(t.astype(self.out_dtype) for t in self.rounded_scales_biases(self.a, self.c))
+        return self._written(self.a, self.c) if self.trainable else (self.s0, self.b0)
+
+    def _written(self, a, c) -> tuple:
+        return tuple(t.astype(self.out_dtype) for t in self.rounded_scales_biases(a, c))
 
     def _params(self) -> dict:
         return {"a": self.a, "c": self.c} | ({"v": self.v} if self.rounds else {})
@@ -268,8 +269,7 @@ class _Quantized(nn.Module):
         """Point `p` as it would be written, to keep aside while training goes on: the integers as
         uint8 (1 byte a value, where the offsets take 4), the scales and biases in the output dtype
         (half of the float32 parameters)."""
-        self.set_params(p)
-        scales, biases = self.scales_biases()
+        scales, biases = self._written(p["a"], p["c"])
         return {"scales": scales, "biases": biases} | ({"levels": self.levels(p["v"])} if self.rounds else {})
 
     def take(self, kept: dict) -> None:
